@@ -1,0 +1,187 @@
+"""Configuration of the LMIndexer semantic indexer.
+
+This file is copied to the Hub next to the weights, so it imports only the standard library and
+transformers.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# The single source of the package version: setup.cfg reads it statically, and every config records
+# it so that a checkpoint says which code wrote it.
+__version__ = "0.1.0"
+
+CODE_GEOMETRIES = ("cosine", "dot")
+
+# Keys that must never travel inside a nested config: a backbone config copied from a Hub repo could
+# otherwise carry an opt-in to remote code into every checkpoint built on top of it.
+_UNSAFE_NESTED_KEYS = ("trust_remote_code", "auto_map")
+
+
+def _strip_unsafe_keys(config_dict: dict) -> dict:
+    cleaned = {k: v for k, v in config_dict.items() if k not in _UNSAFE_NESTED_KEYS}
+    for key, value in cleaned.items():
+        if isinstance(value, dict):
+            cleaned[key] = _strip_unsafe_keys(value)
+    return cleaned
+
+
+class LMIndexerConfig(PreTrainedConfig):
+    r"""Configuration of [`LMIndexerForSemanticID`].
+
+    Args:
+        backbone_config (`PreTrainedConfig` or `dict`):
+            Config of the encoder-decoder backbone (T5, BART, or an `encoder-decoder` bert2bert). Any model that
+            `AutoModelForSeq2SeqLM` can build works.
+        id_length (`int`, defaults to 3):
+            Number of learned semantic-ID positions `T`. The stored ID has one more, the dedup position.
+        codebook_sizes (`list[int]` or `int`, defaults to 512):
+            Codebook size per learned position. An int is repeated for every position.
+        dedup_size (`int`, defaults to 64):
+            Capacity of the final dedup position: the largest number of documents that may share all learned codes.
+        reconstructor_layers (`int`, defaults to 1):
+            Depth of the reconstructor. The paper found deeper reconstructors produce worse IDs because they learn
+            what the IDs should hold.
+        reconstructor_heads (`int`, defaults to 4):
+            Attention heads of the reconstructor. Must divide the decoder hidden size.
+        reconstructor_max_positions (`int`, defaults to 512):
+            Longest document (in tokens) the reconstructor can place query streams for.
+        hint_ratios (`list[float]` or `float`, defaults to `[0.5, 0.3, 0.2]` truncated or extended to `id_length`):
+            Fraction of a document's tokens left visible in the reconstructor's hint at each position. Later
+            positions see less, so their codes have to carry finer detail.
+        reconstruction_weight, contrastive_weight, commitment_weight (`float`, default 1.0 each):
+            Weights of the three loss terms in the total loss.
+        contrastive_temperature (`float`, defaults to 0.1):
+            Temperature of the contrastive loss over cosine similarities of `h^t`.
+        code_geometry (`str`, defaults to `"cosine"`):
+            `"cosine"`: codes are assigned by cosine similarity and codebooks are initialised by spherical k-means.
+            `"dot"`: unnormalised dot product for assignment, and k-means that assigns by inner product.
+            One geometry serves both, unlike the research code.
+        code_temperature (`float`, defaults to 0.1):
+            Divides the code logits (the similarity of `h^t` to every codebook vector). With cosine geometry the
+            similarities live in [-1, 1], so a temperature below 1 keeps the softmax from being flat.
+        id_token_template (`str`, defaults to `"<id_{position}_{code}>"`):
+            How an ID token reads in a downstream tokenizer; positions count from 1.
+        lmindexer_version (`str`):
+            Version of the package that wrote this config.
+    """
+
+    model_type: ClassVar[str] = "lmindexer"
+    sub_configs_defaults: ClassVar = {
+        "backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="t5"),
+    }
+
+    backbone_config: PreTrainedConfig | dict | None = None
+    id_length: int = 3
+    codebook_sizes: list[int] | int = 512
+    dedup_size: int = 64
+    reconstructor_layers: int = 1
+    reconstructor_heads: int = 4
+    reconstructor_max_positions: int = 512
+    hint_ratios: list[float] | float | None = None
+    reconstruction_weight: float = 1.0
+    contrastive_weight: float = 1.0
+    commitment_weight: float = 1.0
+    contrastive_temperature: float = 0.1
+    code_geometry: str = "cosine"
+    code_temperature: float = 0.1
+    id_token_template: str = "<id_{position}_{code}>"
+    lmindexer_version: str = __version__
+    is_encoder_decoder: bool = True
+
+    def __post_init__(self, **kwargs):
+        if isinstance(self.backbone_config, dict):
+            self.backbone_config = _strip_unsafe_keys(self.backbone_config)
+        super().__post_init__(**kwargs)
+        if isinstance(self.codebook_sizes, int):
+            self.codebook_sizes = [self.codebook_sizes] * self.id_length
+        if self.hint_ratios is None:
+            self.hint_ratios = _default_hint_ratios(self.id_length)
+        elif isinstance(self.hint_ratios, (int, float)):
+            self.hint_ratios = [float(self.hint_ratios)] * self.id_length
+        self.codebook_sizes = [int(size) for size in self.codebook_sizes]
+        self.hint_ratios = [float(ratio) for ratio in self.hint_ratios]
+        for key in _UNSAFE_NESTED_KEYS:
+            if hasattr(self.backbone_config, key):
+                delattr(self.backbone_config, key)
+        self.check_lmindexer_fields()
+
+    def validate(self):
+        super().validate()
+        self.check_lmindexer_fields()
+
+    def check_lmindexer_fields(self) -> None:
+        """Raise a `ValueError` that names the first inconsistent field."""
+        if not isinstance(self.id_length, int) or self.id_length < 1:
+            raise ValueError(f"`id_length` must be a positive integer, got {self.id_length!r}.")
+        if len(self.codebook_sizes) != self.id_length:
+            raise ValueError(
+                f"`codebook_sizes` has {len(self.codebook_sizes)} entries but `id_length` is {self.id_length}: "
+                "give one size per learned position, or a single int for all of them."
+            )
+        for position, size in enumerate(self.codebook_sizes, start=1):
+            if size < 2:
+                raise ValueError(f"`codebook_sizes[{position - 1}]` must be at least 2, got {size}.")
+        if len(self.hint_ratios) != self.id_length:
+            raise ValueError(
+                f"`hint_ratios` has {len(self.hint_ratios)} entries but `id_length` is {self.id_length}."
+            )
+        for position, ratio in enumerate(self.hint_ratios, start=1):
+            if not 0.0 < ratio < 1.0:
+                raise ValueError(
+                    f"`hint_ratios[{position - 1}]` must lie strictly between 0 and 1, got {ratio}: "
+                    "it is the fraction of tokens left visible in the hint."
+                )
+        if self.dedup_size < 1:
+            raise ValueError(f"`dedup_size` must be at least 1, got {self.dedup_size}.")
+        if self.reconstructor_layers < 1:
+            raise ValueError(f"`reconstructor_layers` must be at least 1, got {self.reconstructor_layers}.")
+        if self.reconstructor_max_positions < 1:
+            raise ValueError("`reconstructor_max_positions` must be positive.")
+        for name in ("contrastive_temperature", "code_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        for name in ("reconstruction_weight", "contrastive_weight", "commitment_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must not be negative, got {getattr(self, name)}.")
+        if self.code_geometry not in CODE_GEOMETRIES:
+            raise ValueError(f"`code_geometry` must be one of {CODE_GEOMETRIES}, got {self.code_geometry!r}.")
+        if "{position}" not in self.id_token_template or "{code}" not in self.id_token_template:
+            raise ValueError("`id_token_template` must contain both `{position}` and `{code}`.")
+        if not getattr(self.backbone_config, "is_encoder_decoder", False):
+            raise ValueError(
+                f"The backbone `{self.backbone_config.model_type}` is not an encoder-decoder model. LMIndexer needs "
+                "one (T5, BART, or an `encoder-decoder` bert2bert)."
+            )
+        hidden_size = self.decoder_hidden_size
+        if hidden_size % self.reconstructor_heads:
+            raise ValueError(
+                f"`reconstructor_heads` ({self.reconstructor_heads}) must divide the decoder hidden size ({hidden_size})."
+            )
+
+    @property
+    def decoder_hidden_size(self) -> int:
+        decoder_config = self.backbone_config.get_text_config(decoder=True)
+        return int(getattr(decoder_config, "d_model", None) or decoder_config.hidden_size)
+
+    @property
+    def id_vocabulary_sizes(self) -> list[int]:
+        """Sizes of every stored ID position: the learned codebooks, then the dedup position."""
+        return [*self.codebook_sizes, self.dedup_size]
+
+    def id_token(self, position: int, code: int) -> str:
+        """The token text of `code` at 1-based `position` (the dedup position is `id_length + 1`)."""
+        return self.id_token_template.format(position=position, code=code)
+
+
+def _default_hint_ratios(id_length: int) -> list[float]:
+    # The paper shows 50% of tokens visible at t=1 and 30% at t=2; later positions keep shrinking the hint
+    # geometrically, never below 5%.
+    ratios = [0.5, 0.3]
+    while len(ratios) < id_length:
+        ratios.append(max(0.05, round(ratios[-1] * 0.6, 4)))
+    return ratios[:id_length]

@@ -1,0 +1,397 @@
+"""LMIndexer semantic indexer: a seq2seq semantic encoder, one codebook per ID position, and a reconstructor.
+
+Design decision, codebooks: they are separate parameters (`codebooks.{t-1}.weight`, one `[K_t, D]` table per
+learned position), not rows of ID tokens in the backbone's vocabulary. Reasons:
+- while IDs are learned, the backbone's vocabulary and tokenizer stay untouched, so the same tokenizer and
+  the pretrained language-model head keep working and the indexer can be re-run on new text;
+- each position has its own size and geometry (cosine or dot), and k-means writes one whole table at a time;
+- code logits are a softmax over one position's codebook only, never mixed with text tokens.
+The downstream retrieval model copies these tables into new vocabulary rows, `<id_1_23>` and so on, so that
+it is a plain seq2seq LM whose generated ID tokens decode to a readable string.
+
+This file is copied to the Hub next to the weights: it imports only torch, transformers, the standard library
+and its sibling files.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import ModelOutput
+
+from .configuration_lmindexer import LMIndexerConfig
+from .losses import commitment_loss, prefix_contrastive_loss
+from .reconstructor import Reconstructor, sample_hint_mask
+
+
+class IndexerMode(str, enum.Enum):
+    """What one forward pass trains (Algorithm 1 of the paper)."""
+
+    RECONSTRUCTOR_WARMUP = "reconstructor_warmup"  # reconstructor learns from hints alone
+    CONTINUOUS = "continuous"  # encoder warm-up: the continuous h^t stands in for the code vector
+    STRAIGHT_THROUGH = "straight_through"  # hard code vector forward, softmax-weighted vector backward
+
+
+@dataclass
+class SemanticIndexerOutput(ModelOutput):
+    """Output of [`LMIndexerForSemanticID.forward`] at one ID position.
+
+    Args:
+        loss: weighted total of the loss terms that apply in the mode.
+        reconstruction_loss: cross-entropy on the hidden tokens of the hint.
+        contrastive_loss: push-apart loss over documents sharing the prefix `c^{<t}` (None in reconstructor mode).
+        commitment_loss: cross-entropy of still predicting the earlier codes (None at t = 1).
+        hidden_state: `h^t`, `[batch, hidden]`.
+        code_logits: similarity of `h^t` to every vector of codebook t over the code temperature, `[batch, K_t]`.
+        codes: argmax codes at position t, `[batch]`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    reconstruction_loss: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    hidden_state: torch.FloatTensor | None = None
+    code_logits: torch.FloatTensor | None = None
+    codes: torch.LongTensor | None = None
+
+
+class LMIndexerPreTrainedModel(PreTrainedModel):
+    config_class = LMIndexerConfig
+    config: LMIndexerConfig
+    base_model_prefix = "lmindexer"
+    supports_gradient_checkpointing = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        # The `init` functions skip tensors already flagged as loaded, so a k-means codebook read from a
+        # checkpoint is never overwritten here.
+        if isinstance(module, CodebookStack):
+            for table in module.tables:
+                init.normal_(table.weight, mean=0.0, std=self.config.decoder_hidden_size**-0.5)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding) and not isinstance(module, CodebookTable):
+            init.normal_(module.weight, mean=0.0, std=0.02)
+        elif isinstance(module, nn.MultiheadAttention):
+            init.xavier_uniform_(module.in_proj_weight)
+            init.zeros_(module.in_proj_bias)
+            init.zeros_(module.out_proj.bias)
+
+
+class CodebookTable(nn.Embedding):
+    """One position's codebook; a subclass only so that initialisation can tell it from token tables."""
+
+
+class CodebookStack(nn.Module):
+    def __init__(self, sizes: list[int], hidden_size: int):
+        super().__init__()
+        self.tables = nn.ModuleList(CodebookTable(size, hidden_size) for size in sizes)
+
+    def __getitem__(self, position: int) -> CodebookTable:
+        """The codebook of 1-based `position`."""
+        return self.tables[position - 1]
+
+
+class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
+    """The semantic indexer of LMIndexer: document in, semantic ID out, learned self-supervised.
+
+    Build it from a config (random backbone), from a pretrained backbone with [`from_backbone`], or load a
+    trained indexer with `from_pretrained`, which also accepts a bare backbone path.
+    """
+
+    def __init__(self, config: LMIndexerConfig, backbone: PreTrainedModel | None = None):
+        super().__init__(config)
+        self.backbone = backbone if backbone is not None else AutoModelForSeq2SeqLM.from_config(config.backbone_config)
+        hidden_size = config.decoder_hidden_size
+        self.codebooks = CodebookStack(config.codebook_sizes, hidden_size)
+        self.reconstructor = Reconstructor(
+            hidden_size=hidden_size,
+            num_heads=config.reconstructor_heads,
+            num_layers=config.reconstructor_layers,
+            max_positions=config.reconstructor_max_positions,
+            dropout=float(getattr(config.backbone_config, "dropout_rate", 0.1) or 0.0),
+        )
+        token_dim = self.get_input_embeddings().weight.shape[1]
+        if token_dim != hidden_size:
+            raise ValueError(
+                f"The backbone's token embeddings have {token_dim} dimensions but its decoder states have "
+                f"{hidden_size}; LMIndexer feeds codes to the decoder as embeddings and needs them equal."
+            )
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_backbone(
+        cls, backbone_name_or_path: str | os.PathLike, tokenizer=None, **config_kwargs
+    ) -> "LMIndexerForSemanticID":
+        """A fresh indexer on a pretrained backbone, e.g. `from_backbone("google-t5/t5-base", id_length=3)`.
+
+        A seq2seq checkpoint (T5, BART, ...) is used as is. An encoder-only checkpoint (BERT-style) becomes a
+        bert2bert `EncoderDecoderModel` whose decoder starts from the same weights; its tokenizer (loaded from
+        the same path unless given) supplies the start and pad tokens.
+        """
+        backbone_config = AutoConfig.from_pretrained(backbone_name_or_path)
+        if getattr(backbone_config, "is_encoder_decoder", False):
+            backbone = AutoModelForSeq2SeqLM.from_pretrained(backbone_name_or_path, use_safetensors=True)
+        else:
+            from transformers import EncoderDecoderModel
+
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(backbone_name_or_path)
+            backbone = EncoderDecoderModel.from_encoder_decoder_pretrained(
+                backbone_name_or_path, backbone_name_or_path, use_safetensors=True
+            )
+            start_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+            backbone.config.decoder_start_token_id = start_id
+            backbone.config.pad_token_id = tokenizer.pad_token_id
+            backbone.config.eos_token_id = tokenizer.sep_token_id or tokenizer.eos_token_id
+        config = LMIndexerConfig(backbone_config=backbone.config.to_dict(), **config_kwargs)
+        return cls(config, backbone=backbone)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load a trained indexer, or start a fresh one when the path holds only a backbone."""
+        if kwargs.get("config") is None and not model_args:
+            config = AutoConfig.from_pretrained(
+                pretrained_model_name_or_path,
+                **{k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs},
+            )
+            if config.model_type != LMIndexerConfig.model_type:
+                config_keys = set(LMIndexerConfig.__dataclass_fields__)
+                return cls.from_backbone(
+                    pretrained_model_name_or_path, **{k: v for k, v in kwargs.items() if k in config_keys}
+                )
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    # -------------------------------------------------------------------------------------------- plumbing
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.backbone.get_input_embeddings()
+
+    def _decoder_start_embedding(self, batch_size: int) -> torch.Tensor:
+        backbone_config = self.config.backbone_config
+        start_id = getattr(backbone_config, "decoder_start_token_id", None)
+        if start_id is None:
+            start_id = getattr(backbone_config.get_text_config(decoder=True), "decoder_start_token_id", None)
+        if start_id is None:
+            raise ValueError(
+                "The backbone config has no `decoder_start_token_id`; set it (e.g. to the [CLS] id for bert2bert)."
+            )
+        embeddings = self.backbone.get_decoder().get_input_embeddings()
+        start = embeddings.weight[start_id]
+        return start.expand(batch_size, 1, -1)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> BaseModelOutput:
+        """Run the backbone's encoder once; the result can be reused for every ID position."""
+        return self.backbone.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+
+    def code_vectors(self, position: int, codes: torch.Tensor) -> torch.Tensor:
+        """Codebook vectors of `codes` at 1-based `position`."""
+        return self.codebooks[position](codes)
+
+    def code_logits(self, hidden: torch.Tensor, position: int) -> torch.Tensor:
+        """Similarity of `hidden` to every vector of codebook `position`, in the config's geometry."""
+        table = self.codebooks[position].weight
+        if self.config.code_geometry == "cosine":
+            scores = F.normalize(hidden, dim=-1) @ F.normalize(table, dim=-1).t()
+        else:
+            scores = hidden @ table.t()
+        return scores / self.config.code_temperature
+
+    def decoder_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prefix_codes: torch.Tensor | None,
+        encoder_outputs: BaseModelOutput | None = None,
+    ) -> torch.Tensor:
+        """Decoder states `[batch, t, hidden]` for steps 1..t, given the earlier codes `c^{<t}` as embeddings.
+
+        The decoder is causal, so the state at step s depends only on `c^{<s}`: one pass yields `h^1..h^t`.
+        """
+        batch_size = input_ids.shape[0]
+        pieces = [self._decoder_start_embedding(batch_size)]
+        if prefix_codes is not None:
+            for index in range(prefix_codes.shape[1]):
+                pieces.append(self.code_vectors(index + 1, prefix_codes[:, index]).unsqueeze(1))
+        if encoder_outputs is None:
+            encoder_outputs = self.encode(input_ids, attention_mask)
+        outputs = self.backbone(
+            attention_mask=attention_mask,
+            encoder_outputs=encoder_outputs,
+            decoder_inputs_embeds=torch.cat(pieces, dim=1),
+            output_hidden_states=True,
+            use_cache=False,
+            return_dict=True,
+        )
+        return outputs.decoder_hidden_states[-1]
+
+    # ------------------------------------------------------------------------------------------ validation
+    def _check_inputs(self, input_ids, attention_mask, prefix_codes, position) -> torch.Tensor:
+        if input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] == 0:
+            raise ValueError("`input_ids` must be a non-empty `[batch, length]` tensor.")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` has shape {tuple(attention_mask.shape)} but `input_ids` has {tuple(input_ids.shape)}."
+            )
+        empty_rows = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+        if empty_rows:
+            raise ValueError(f"Documents at batch rows {empty_rows[:10]} are empty: they have no tokens to index.")
+        if not 1 <= position <= self.config.id_length:
+            raise ValueError(f"`position` must be in 1..{self.config.id_length}, got {position}.")
+        given = 0 if prefix_codes is None else prefix_codes.shape[1]
+        if given != position - 1:
+            raise ValueError(f"Position {position} needs the {position - 1} earlier codes, got {given}.")
+        if prefix_codes is not None:
+            self.check_codes(prefix_codes)
+        return attention_mask
+
+    def check_codes(self, codes: torch.Tensor) -> None:
+        """Raise if any code lies outside its position's codebook."""
+        for index in range(codes.shape[1]):
+            size = self.config.codebook_sizes[index]
+            column = codes[:, index]
+            if bool(((column < 0) | (column >= size)).any()):
+                bad = column[(column < 0) | (column >= size)][0].item()
+                raise ValueError(f"Code {bad} at position {index + 1} lies outside its codebook of size {size}.")
+
+    # --------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        prefix_codes: torch.LongTensor | None = None,
+        position: int | None = None,
+        mode: IndexerMode | str = IndexerMode.STRAIGHT_THROUGH,
+        hint_generator: torch.Generator | None = None,
+    ) -> SemanticIndexerOutput:
+        """Train or probe ID position `position` (1-based; defaults to one past the given earlier codes).
+
+        Args:
+            input_ids, attention_mask: the tokenised documents.
+            prefix_codes: `[batch, position - 1]` frozen earlier codes `c^{<t}`, or None at t = 1.
+            mode: an [`IndexerMode`] or its string value.
+            hint_generator: optional generator that makes hint sampling reproducible.
+        """
+        mode = IndexerMode(mode)
+        if position is None:
+            position = 1 if prefix_codes is None else prefix_codes.shape[1] + 1
+        if prefix_codes is not None and prefix_codes.shape[1] == 0:
+            prefix_codes = None
+        attention_mask = self._check_inputs(input_ids, attention_mask, prefix_codes, position)
+        config = self.config
+
+        if mode is IndexerMode.RECONSTRUCTOR_WARMUP:
+            zeros = self.get_input_embeddings().weight.new_zeros(input_ids.shape[0], config.decoder_hidden_size)
+            reconstruction = self._reconstruction_loss(
+                input_ids, attention_mask, [zeros], position, hint_generator, frozen_tokens=True
+            )
+            return SemanticIndexerOutput(
+                loss=config.reconstruction_weight * reconstruction, reconstruction_loss=reconstruction
+            )
+
+        states = self.decoder_states(input_ids, attention_mask, prefix_codes)
+        hidden = states[:, -1]
+        logits = self.code_logits(hidden, position)
+        codes = logits.argmax(dim=-1)
+        if mode is IndexerMode.CONTINUOUS:
+            current = hidden
+        else:
+            table = self.codebooks[position].weight
+            soft = logits.softmax(dim=-1).to(table.dtype) @ table
+            current = soft + (table[codes] - soft).detach()
+        id_vectors = [self.code_vectors(index + 1, prefix_codes[:, index]) for index in range(position - 1)]
+        id_vectors.append(current)
+
+        reconstruction = self._reconstruction_loss(input_ids, attention_mask, id_vectors, position, hint_generator)
+        contrastive = prefix_contrastive_loss(hidden, prefix_codes, config.contrastive_temperature)
+        earlier_logits = [self.code_logits(states[:, index], index + 1) for index in range(position - 1)]
+        commitment = commitment_loss(earlier_logits, prefix_codes)
+        loss = config.reconstruction_weight * reconstruction + config.contrastive_weight * contrastive
+        if commitment is not None:
+            loss = loss + config.commitment_weight * commitment
+        return SemanticIndexerOutput(
+            loss=loss,
+            reconstruction_loss=reconstruction,
+            contrastive_loss=contrastive,
+            commitment_loss=commitment,
+            hidden_state=hidden,
+            code_logits=logits,
+            codes=codes,
+        )
+
+    def _reconstruction_loss(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        id_vectors: list[torch.Tensor],
+        position: int,
+        generator: torch.Generator | None,
+        frozen_tokens: bool = False,
+    ) -> torch.Tensor:
+        visible, targets = sample_hint_mask(attention_mask, self.config.hint_ratios[position - 1], generator)
+        token_weight = self.get_input_embeddings().weight
+        if frozen_tokens:
+            token_weight = token_weight.detach()
+        hint_embeddings = F.embedding(input_ids, token_weight)
+        logits = self.reconstructor(id_vectors, hint_embeddings, visible, targets, token_weight)
+        if logits.shape[0] == 0:
+            return token_weight.sum() * 0.0
+        return F.cross_entropy(logits.float(), input_ids[targets])
+
+    # ------------------------------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def encode_position(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        prefix_codes: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """`h^t` for t = one past `prefix_codes`: the vectors that k-means clusters into codebook t."""
+        position = 1 if prefix_codes is None else prefix_codes.shape[1] + 1
+        if prefix_codes is not None and prefix_codes.shape[1] == 0:
+            prefix_codes = None
+        attention_mask = self._check_inputs(input_ids, attention_mask, prefix_codes, position)
+        return self.decoder_states(input_ids, attention_mask, prefix_codes)[:, -1]
+
+    @torch.no_grad()
+    def assign_codes(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        num_positions: int | None = None,
+        prefix_codes: torch.Tensor | None = None,
+    ) -> torch.LongTensor:
+        """Greedy semantic IDs `[batch, num_positions]`: the argmax code at each position given the earlier ones.
+
+        `prefix_codes` pins the first positions (e.g. codes frozen by training); the rest are decoded.
+        The encoder runs once; each position re-runs only the short decoder.
+        """
+        num_positions = self.config.id_length if num_positions is None else num_positions
+        if not 1 <= num_positions <= self.config.id_length:
+            raise ValueError(f"`num_positions` must be in 1..{self.config.id_length}, got {num_positions}.")
+        attention_mask = self._check_inputs(input_ids, attention_mask, None, 1)
+        codes = input_ids.new_zeros(input_ids.shape[0], 0)
+        if prefix_codes is not None:
+            self.check_codes(prefix_codes)
+            codes = prefix_codes.to(input_ids.device).long()
+        encoder_outputs = self.encode(input_ids, attention_mask)
+        for position in range(codes.shape[1] + 1, num_positions + 1):
+            states = self.decoder_states(input_ids, attention_mask, codes if codes.shape[1] else None, encoder_outputs)
+            next_codes = self.code_logits(states[:, -1], position).argmax(dim=-1)
+            codes = torch.cat([codes, next_codes[:, None]], dim=1)
+        return codes[:, :num_positions]

@@ -1,0 +1,436 @@
+"""`SemanticIDMap`: document ID <-> semantic ID, keyed by document ID, never by row order.
+
+A stored semantic ID is the learned codes `(c^1, ..., c^T)` followed by a dedup index that tells apart
+documents sharing all learned codes.
+
+Dedup rule (deterministic, independent of row order): within each group of documents that share the learned
+codes, documents are sorted by document ID (Python string order) and numbered 0, 1, 2, ... When a map is
+extended, documents already in it keep their IDs and newcomers take the next free indices of their group, again
+in document-ID order.
+
+Files (format version 1), chosen by suffix:
+- `.json`: `{"format": "lmindexer-semantic-id-map", "version": 1, "id_length", "codebook_sizes", "dedup_size",
+  "doc_ids": [...], "semantic_ids": [[c1, ..., cT, dedup], ...], "doc_titles": [...] or null}`.
+- `.safetensors`: tensor `semantic_ids` (int64 `[N, T+1]`) and the UTF-8 bytes of the JSON list of document IDs
+  (`doc_ids_json`, and `doc_titles_json` if present) as uint8 tensors; the scalar fields live in the header
+  metadata under the same names.
+Every write goes to a temporary file in the target folder and is renamed into place, so a crash never leaves
+a half-written map.
+
+This file is copied to the Hub: it imports only torch, transformers, the standard library and its siblings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+# transformers re-exports the safetensors functions it loads weights with; using them keeps this Hub-bound
+# file free of imports beyond torch and transformers.
+from transformers.modeling_utils import safe_open, safe_save_file
+
+FORMAT_NAME = "lmindexer-semantic-id-map"
+FORMAT_VERSION = 1
+DEFAULT_FILENAME = "semantic_id_map.safetensors"
+
+
+class SemanticIDMap:
+    """A unique, persistent mapping between document IDs and full semantic IDs.
+
+    Build it with [`from_codes`] from per-document learned codes; lookups go both ways and by prefix.
+    """
+
+    def __init__(
+        self,
+        doc_ids: Sequence[str],
+        semantic_ids: torch.Tensor,
+        codebook_sizes: Sequence[int],
+        dedup_size: int,
+        doc_titles: Sequence[str] | None = None,
+    ):
+        self.codebook_sizes = [int(size) for size in codebook_sizes]
+        self.dedup_size = int(dedup_size)
+        self.doc_ids = [str(doc_id) for doc_id in doc_ids]
+        self.semantic_ids = torch.as_tensor(semantic_ids, dtype=torch.long).reshape(len(self.doc_ids), -1)
+        self.doc_titles = list(doc_titles) if doc_titles is not None else None
+        if self.doc_titles is not None and len(self.doc_titles) != len(self.doc_ids):
+            raise ValueError(f"{len(self.doc_titles)} titles for {len(self.doc_ids)} documents.")
+        if self.semantic_ids.shape[1] != self.id_length + 1:
+            raise ValueError(
+                f"Semantic IDs have {self.semantic_ids.shape[1]} positions; expected {self.id_length} learned "
+                "positions plus the dedup position."
+            )
+        _check_key_space(self.vocabulary_sizes)
+        _check_unique_doc_ids(self.doc_ids)
+        _check_code_ranges(self.semantic_ids, self.vocabulary_sizes)
+        keys = self._full_keys(self.semantic_ids)
+        if keys.numel() != torch.unique(keys).numel():
+            raise ValueError("Semantic IDs are not unique: two documents share a full ID including the dedup index.")
+        self._keys = keys
+        self._sorted_keys: torch.Tensor | None = None
+        self._sorted_rows: torch.Tensor | None = None
+        self._row_of_doc: dict[str, int] | None = None
+
+    # ------------------------------------------------------------------------------------------ building
+    @classmethod
+    def from_codes(
+        cls,
+        doc_ids: Sequence[str],
+        learned_codes: torch.Tensor,
+        codebook_sizes: Sequence[int],
+        dedup_size: int,
+        doc_titles: Sequence[str] | None = None,
+    ) -> "SemanticIDMap":
+        """Add the dedup position to per-document learned codes `[N, T]` (see the module docstring)."""
+        doc_ids = [str(doc_id) for doc_id in doc_ids]
+        if not doc_ids:
+            raise ValueError("Cannot build a semantic-ID map from an empty corpus.")
+        learned_codes = torch.as_tensor(learned_codes, dtype=torch.long)
+        if learned_codes.dim() != 2 or learned_codes.shape[0] != len(doc_ids):
+            raise ValueError(f"Expected learned codes of shape [{len(doc_ids)}, T], got {tuple(learned_codes.shape)}.")
+        if learned_codes.shape[1] != len(codebook_sizes):
+            raise ValueError(
+                f"Learned codes have {learned_codes.shape[1]} positions but {len(codebook_sizes)} codebook sizes were given."
+            )
+        _check_unique_doc_ids(doc_ids)
+        _check_code_ranges(learned_codes, list(codebook_sizes))
+        dedup = _dedup_indices(doc_ids, learned_codes, list(codebook_sizes), taken=None)
+        _check_dedup_capacity(dedup, dedup_size)
+        return cls(doc_ids, torch.cat([learned_codes, dedup[:, None]], dim=1), codebook_sizes, dedup_size, doc_titles)
+
+    def extend(
+        self, doc_ids: Sequence[str], learned_codes: torch.Tensor, doc_titles: Sequence[str] | None = None
+    ) -> "SemanticIDMap":
+        """A new map with unseen documents added. Documents already mapped keep their IDs and are skipped."""
+        learned_codes = torch.as_tensor(learned_codes, dtype=torch.long)
+        known = self._doc_rows()
+        fresh_rows = [row for row, doc_id in enumerate(doc_ids) if str(doc_id) not in known]
+        if not fresh_rows:
+            return self
+        new_ids = [str(doc_ids[row]) for row in fresh_rows]
+        _check_unique_doc_ids(new_ids)
+        new_codes = learned_codes[fresh_rows]
+        _check_code_ranges(new_codes, self.codebook_sizes)
+        dedup = _dedup_indices(new_ids, new_codes, self.codebook_sizes, taken=self.semantic_ids)
+        _check_dedup_capacity(dedup, self.dedup_size)
+        titles = None
+        if self.doc_titles is not None or doc_titles is not None:
+            old_titles = self.doc_titles or [""] * len(self)
+            new_titles = [doc_titles[row] for row in fresh_rows] if doc_titles is not None else [""] * len(new_ids)
+            titles = old_titles + new_titles
+        return SemanticIDMap(
+            self.doc_ids + new_ids,
+            torch.cat([self.semantic_ids, torch.cat([new_codes, dedup[:, None]], dim=1)]),
+            self.codebook_sizes,
+            self.dedup_size,
+            titles,
+        )
+
+    # ------------------------------------------------------------------------------------------ geometry
+    @property
+    def id_length(self) -> int:
+        """Number of learned positions (the stored IDs have one more, the dedup position)."""
+        return len(self.codebook_sizes)
+
+    @property
+    def vocabulary_sizes(self) -> list[int]:
+        return [*self.codebook_sizes, self.dedup_size]
+
+    def _strides(self, sizes: Sequence[int]) -> torch.Tensor:
+        strides = [1] * len(sizes)
+        for index in range(len(sizes) - 2, -1, -1):
+            strides[index] = strides[index + 1] * sizes[index + 1]
+        return torch.tensor(strides, dtype=torch.long)
+
+    def _full_keys(self, semantic_ids: torch.Tensor) -> torch.Tensor:
+        return (semantic_ids * self._strides(self.vocabulary_sizes)).sum(dim=1)
+
+    def _sorted_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._sorted_keys is None:
+            self._sorted_keys, self._sorted_rows = torch.sort(self._keys)
+        return self._sorted_keys, self._sorted_rows
+
+    def _doc_rows(self) -> dict[str, int]:
+        if self._row_of_doc is None:
+            self._row_of_doc = {doc_id: row for row, doc_id in enumerate(self.doc_ids)}
+        return self._row_of_doc
+
+    # ------------------------------------------------------------------------------------------- lookups
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return str(doc_id) in self._doc_rows()
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, SemanticIDMap)
+            and self.vocabulary_sizes == other.vocabulary_sizes
+            and self.doc_ids == other.doc_ids
+            and torch.equal(self.semantic_ids, other.semantic_ids)
+        )
+
+    def __repr__(self) -> str:
+        return f"SemanticIDMap(documents={len(self)}, vocabulary_sizes={self.vocabulary_sizes})"
+
+    def semantic_id(self, doc_id: str) -> tuple[int, ...]:
+        """The full semantic ID of a document. Raises `KeyError` for an unknown document."""
+        row = self._doc_rows().get(str(doc_id))
+        if row is None:
+            raise KeyError(f"Document {doc_id!r} is not in the semantic-ID map.")
+        return tuple(self.semantic_ids[row].tolist())
+
+    def doc_id(self, semantic_id: Sequence[int]) -> str | None:
+        """The document with this full semantic ID, or None if no document has it."""
+        rows = self.rows_of(torch.as_tensor([list(semantic_id)], dtype=torch.long))
+        return None if rows[0] < 0 else self.doc_ids[int(rows[0])]
+
+    def rows_of(self, semantic_ids: torch.Tensor) -> torch.Tensor:
+        """Vectorised lookup: row of each full ID in `[M, T+1]`, or -1 where none matches or it is malformed."""
+        semantic_ids = torch.as_tensor(semantic_ids, dtype=torch.long)
+        if semantic_ids.dim() != 2 or semantic_ids.shape[1] != self.id_length + 1:
+            raise ValueError(f"Expected semantic IDs of shape [M, {self.id_length + 1}], got {tuple(semantic_ids.shape)}.")
+        sizes = torch.tensor(self.vocabulary_sizes)
+        in_range = ((semantic_ids >= 0) & (semantic_ids < sizes)).all(dim=1)
+        keys = self._full_keys(semantic_ids.clamp(min=0))
+        sorted_keys, sorted_rows = self._sorted_index()
+        slots = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
+        found = (sorted_keys[slots] == keys) & in_range
+        return torch.where(found, sorted_rows[slots], torch.full_like(keys, -1))
+
+    def documents_with_prefix(self, prefix: Sequence[int]) -> list[str]:
+        """Documents whose semantic ID starts with `prefix` (any length up to the full ID), in ID order."""
+        prefix = [int(code) for code in prefix]
+        if len(prefix) > self.id_length + 1:
+            raise ValueError(f"A prefix has at most {self.id_length + 1} codes, got {len(prefix)}.")
+        sizes = self.vocabulary_sizes
+        if any(not 0 <= code < sizes[index] for index, code in enumerate(prefix)):
+            return []
+        strides = self._strides(sizes)
+        low = sum(code * int(strides[index]) for index, code in enumerate(prefix))
+        span = int(strides[len(prefix) - 1]) if prefix else math.prod(sizes)
+        sorted_keys, sorted_rows = self._sorted_index()
+        bounds = torch.searchsorted(sorted_keys, torch.tensor([low, low + span]))
+        return [self.doc_ids[int(row)] for row in sorted_rows[int(bounds[0]) : int(bounds[1])]]
+
+    def title(self, doc_id: str) -> str | None:
+        if self.doc_titles is None:
+            return None
+        return self.doc_titles[self._doc_rows()[str(doc_id)]]
+
+    # ---------------------------------------------------------------------------------------- statistics
+    def statistics(self) -> dict:
+        """Per-position utilisation and perplexity, documents per learned ID, and the collision rate.
+
+        - `utilisation[t]`: distinct codes used at position t over the codebook size.
+        - `perplexity[t]`: exp of the entropy of the code distribution at position t (the number of equally
+          used codes it is worth).
+        - `collision_rate`: fraction of documents whose learned codes (before dedup) are shared with another.
+        """
+        learned = self.semantic_ids[:, : self.id_length]
+        utilisation, perplexity = [], []
+        for index, size in enumerate(self.codebook_sizes):
+            counts = torch.bincount(learned[:, index], minlength=size).double()
+            probs = counts[counts > 0] / counts.sum()
+            utilisation.append(int((counts > 0).sum()) / size)
+            perplexity.append(float(torch.exp(-(probs * probs.log()).sum())))
+        group_keys = (learned * self._strides(self.codebook_sizes)).sum(dim=1)
+        _, inverse, group_sizes = torch.unique(group_keys, return_inverse=True, return_counts=True)
+        per_document = group_sizes[inverse]
+        return {
+            "documents": len(self),
+            "id_length": self.id_length,
+            "codebook_sizes": list(self.codebook_sizes),
+            "dedup_size": self.dedup_size,
+            "utilisation": utilisation,
+            "perplexity": perplexity,
+            "distinct_learned_ids": int(group_sizes.numel()),
+            "max_documents_per_learned_id": int(group_sizes.max()),
+            "mean_documents_per_learned_id": float(group_sizes.double().mean()),
+            "collision_rate": float((per_document > 1).double().mean()),
+        }
+
+    def check_compatible(self, config) -> None:
+        """Raise if this map was built for other codebook sizes than `config` (an `LMIndexerConfig`)."""
+        expected = [*config.codebook_sizes, config.dedup_size]
+        if self.vocabulary_sizes != expected:
+            raise ValueError(
+                f"This semantic-ID map has position sizes {self.vocabulary_sizes} (codebooks, then dedup) but the "
+                f"model's config expects {expected}: the map belongs to another model."
+            )
+
+    # --------------------------------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically as `.json` or `.safetensors` (chosen by suffix). Returns the path."""
+        path = Path(path)
+        header = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "id_length": self.id_length,
+            "codebook_sizes": self.codebook_sizes,
+            "dedup_size": self.dedup_size,
+        }
+        with _atomic_target(path) as temporary:
+            if path.suffix == ".json":
+                payload = dict(header, doc_ids=self.doc_ids, semantic_ids=self.semantic_ids.tolist())
+                payload["doc_titles"] = self.doc_titles
+                temporary.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+            elif path.suffix == ".safetensors":
+                tensors = {"semantic_ids": self.semantic_ids.contiguous(), "doc_ids_json": _json_bytes(self.doc_ids)}
+                if self.doc_titles is not None:
+                    tensors["doc_titles_json"] = _json_bytes(self.doc_titles)
+                safe_save_file(tensors, str(temporary), metadata={k: json.dumps(v) for k, v in header.items()})
+            else:
+                raise ValueError(f"Unknown semantic-ID map format {path.suffix!r}: use .json or .safetensors.")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, config=None) -> "SemanticIDMap":
+        """Read a map written by [`save`]; with `config`, also check that it fits that model."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No semantic-ID map at {path}.")
+        if path.suffix == ".json":
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            _check_header(payload, path)
+            id_map = cls(
+                payload["doc_ids"],
+                torch.tensor(payload["semantic_ids"], dtype=torch.long).reshape(len(payload["doc_ids"]), -1),
+                payload["codebook_sizes"],
+                payload["dedup_size"],
+                payload.get("doc_titles"),
+            )
+        elif path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as handle:
+                header = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+                _check_header(header, path)
+                titles = None
+                if "doc_titles_json" in handle.keys():
+                    titles = _from_json_bytes(handle.get_tensor("doc_titles_json"))
+                id_map = cls(
+                    _from_json_bytes(handle.get_tensor("doc_ids_json")),
+                    handle.get_tensor("semantic_ids"),
+                    header["codebook_sizes"],
+                    header["dedup_size"],
+                    titles,
+                )
+        else:
+            raise ValueError(f"Unknown semantic-ID map format {path.suffix!r}: use .json or .safetensors.")
+        if config is not None:
+            id_map.check_compatible(config)
+        return id_map
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _json_bytes(values: list[str]) -> torch.Tensor:
+    return torch.frombuffer(bytearray(json.dumps(values, ensure_ascii=False).encode("utf-8")), dtype=torch.uint8)
+
+
+def _from_json_bytes(tensor: torch.Tensor) -> list[str]:
+    return json.loads(tensor.numpy().tobytes().decode("utf-8"))
+
+
+def _check_header(header: dict, path: Path) -> None:
+    if header.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path} is not a semantic-ID map (format {header.get('format')!r}).")
+    if header.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} is semantic-ID map format version {header.get('version')}; this lmindexer reads version "
+            f"{FORMAT_VERSION}. Upgrade lmindexer to read it."
+        )
+
+
+def _check_key_space(sizes: list[int]) -> None:
+    if math.prod(sizes) >= 2**62:
+        raise ValueError(f"Position sizes {sizes} span more than 2**62 IDs; reduce the codebook or dedup sizes.")
+
+
+def _check_unique_doc_ids(doc_ids: list[str]) -> None:
+    if len(set(doc_ids)) != len(doc_ids):
+        seen, repeated = set(), []
+        for doc_id in doc_ids:
+            if doc_id in seen:
+                repeated.append(doc_id)
+            seen.add(doc_id)
+        raise ValueError(f"Duplicate document IDs: {sorted(set(repeated))[:10]} ({len(repeated)} repeats).")
+
+
+def _check_code_ranges(codes: torch.Tensor, sizes: list[int]) -> None:
+    for index, size in enumerate(sizes[: codes.shape[1]]):
+        column = codes[:, index]
+        bad = (column < 0) | (column >= size)
+        if bool(bad.any()):
+            raise ValueError(
+                f"Code {int(column[bad][0])} at position {index + 1} lies outside its codebook of size {size}."
+            )
+
+
+def _check_dedup_capacity(dedup: torch.Tensor, dedup_size: int) -> None:
+    needed = int(dedup.max()) + 1 if dedup.numel() else 0
+    if needed > dedup_size:
+        raise ValueError(
+            f"{needed} documents share one learned ID but the dedup position holds only {dedup_size}: "
+            f"set `dedup_size` to at least {needed}, or learn more distinctive codes."
+        )
+
+
+def _dedup_indices(
+    doc_ids: list[str], learned_codes: torch.Tensor, codebook_sizes: list[int], taken: torch.Tensor | None
+) -> torch.Tensor:
+    """Dedup index per document: rank by document ID within its learned-code group, after the indices in `taken`."""
+    strides = [1] * len(codebook_sizes)
+    for index in range(len(codebook_sizes) - 2, -1, -1):
+        strides[index] = strides[index + 1] * codebook_sizes[index + 1]
+    stride_tensor = torch.tensor(strides, dtype=torch.long)
+    group_keys = (learned_codes * stride_tensor).sum(dim=1)
+    name_rank = torch.empty(len(doc_ids), dtype=torch.long)
+    name_rank[torch.tensor(sorted(range(len(doc_ids)), key=doc_ids.__getitem__), dtype=torch.long)] = torch.arange(
+        len(doc_ids)
+    )
+    # Two stable sorts: by name, then by group, give name order inside each group.
+    by_name = torch.argsort(name_rank)
+    order = by_name[torch.argsort(group_keys[by_name], stable=True)]
+    sorted_groups = group_keys[order]
+    starts = torch.ones_like(sorted_groups, dtype=torch.bool)
+    starts[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    run_start = torch.cummax(torch.where(starts, torch.arange(len(order)), torch.zeros_like(order)), dim=0).values
+    dedup = torch.empty_like(order)
+    dedup[order] = torch.arange(len(order)) - run_start
+    if taken is not None and taken.numel():
+        taken_keys = (taken[:, : len(codebook_sizes)] * stride_tensor).sum(dim=1)
+        offsets: dict[int, int] = {}
+        for key, index in zip(taken_keys.tolist(), taken[:, -1].tolist()):
+            offsets[key] = max(offsets.get(key, 0), index + 1)
+        if offsets:
+            dedup = dedup + torch.tensor([offsets.get(key, 0) for key in group_keys.tolist()], dtype=torch.long)
+    return dedup
+
+
+class _atomic_target:
+    """Context manager yielding a temporary path beside `path` that replaces `path` only on success."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(handle)
+        self.temporary = Path(name)
+        return self.temporary
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None:
+            self.temporary.unlink(missing_ok=True)
+            return
+        with open(self.temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        # mkstemp creates owner-only files; a map is meant to be shared like the weights next to it.
+        os.chmod(self.temporary, 0o644)
+        os.replace(self.temporary, self.path)
