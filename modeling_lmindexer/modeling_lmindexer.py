@@ -52,6 +52,8 @@ class SemanticIndexerOutput(ModelOutput):
         hidden_state: `h^t`, `[batch, hidden]`.
         code_logits: similarity of `h^t` to every vector of codebook t over the code temperature, `[batch, K_t]`.
         codes: argmax codes at position t, `[batch]`.
+        reconstruction_predictions, reconstruction_targets: predicted and true ids of every hidden hint token,
+            flattened; they feed the token-level F1 diagnostic.
     """
 
     loss: torch.FloatTensor | None = None
@@ -61,6 +63,8 @@ class SemanticIndexerOutput(ModelOutput):
     hidden_state: torch.FloatTensor | None = None
     code_logits: torch.FloatTensor | None = None
     codes: torch.LongTensor | None = None
+    reconstruction_predictions: torch.LongTensor | None = None
+    reconstruction_targets: torch.LongTensor | None = None
 
 
 class LMIndexerPreTrainedModel(PreTrainedModel):
@@ -143,6 +147,8 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         bert2bert `EncoderDecoderModel` whose decoder starts from the same weights; its tokenizer (loaded from
         the same path unless given) supplies the start and pad tokens.
         """
+        if "codebook_size" in config_kwargs:  # the singular reads naturally when every position has one size
+            config_kwargs["codebook_sizes"] = config_kwargs.pop("codebook_size")
         backbone_config = AutoConfig.from_pretrained(backbone_name_or_path)
         if getattr(backbone_config, "is_encoder_decoder", False):
             backbone = AutoModelForSeq2SeqLM.from_pretrained(backbone_name_or_path, use_safetensors=True)
@@ -169,7 +175,7 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
                 **{k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs},
             )
             if config.model_type != LMIndexerConfig.model_type:
-                config_keys = set(LMIndexerConfig.__dataclass_fields__)
+                config_keys = set(LMIndexerConfig.__dataclass_fields__) | {"codebook_size"}
                 return cls.from_backbone(
                     pretrained_model_name_or_path, **{k: v for k, v in kwargs.items() if k in config_keys}
                 )
@@ -278,6 +284,7 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         position: int | None = None,
         mode: IndexerMode | str = IndexerMode.STRAIGHT_THROUGH,
         hint_generator: torch.Generator | None = None,
+        hint_visible: torch.BoolTensor | None = None,
     ) -> SemanticIndexerOutput:
         """Train or probe ID position `position` (1-based; defaults to one past the given earlier codes).
 
@@ -286,6 +293,9 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
             prefix_codes: `[batch, position - 1]` frozen earlier codes `c^{<t}`, or None at t = 1.
             mode: an [`IndexerMode`] or its string value.
             hint_generator: optional generator that makes hint sampling reproducible.
+            hint_visible: optional `[batch, length]` boolean mask of the tokens left visible in the hint, e.g. drawn
+                per document by a collator so that hints do not depend on how documents are batched. Sampled at the
+                position's hint ratio when absent.
         """
         mode = IndexerMode(mode)
         if position is None:
@@ -297,11 +307,14 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
 
         if mode is IndexerMode.RECONSTRUCTOR_WARMUP:
             zeros = self.get_input_embeddings().weight.new_zeros(input_ids.shape[0], config.decoder_hidden_size)
-            reconstruction = self._reconstruction_loss(
-                input_ids, attention_mask, [zeros], position, hint_generator, frozen_tokens=True
+            reconstruction, predictions, targets = self._reconstruction_loss(
+                input_ids, attention_mask, [zeros], position, hint_generator, hint_visible, frozen_tokens=True
             )
             return SemanticIndexerOutput(
-                loss=config.reconstruction_weight * reconstruction, reconstruction_loss=reconstruction
+                loss=config.reconstruction_weight * reconstruction,
+                reconstruction_loss=reconstruction,
+                reconstruction_predictions=predictions,
+                reconstruction_targets=targets,
             )
 
         states = self.decoder_states(input_ids, attention_mask, prefix_codes)
@@ -317,7 +330,9 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         id_vectors = [self.code_vectors(index + 1, prefix_codes[:, index]) for index in range(position - 1)]
         id_vectors.append(current)
 
-        reconstruction = self._reconstruction_loss(input_ids, attention_mask, id_vectors, position, hint_generator)
+        reconstruction, predictions, targets = self._reconstruction_loss(
+            input_ids, attention_mask, id_vectors, position, hint_generator, hint_visible
+        )
         contrastive = prefix_contrastive_loss(hidden, prefix_codes, config.contrastive_temperature)
         earlier_logits = [self.code_logits(states[:, index], index + 1) for index in range(position - 1)]
         commitment = commitment_loss(earlier_logits, prefix_codes)
@@ -332,6 +347,8 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
             hidden_state=hidden,
             code_logits=logits,
             codes=codes,
+            reconstruction_predictions=predictions,
+            reconstruction_targets=targets,
         )
 
     def _reconstruction_loss(
@@ -341,17 +358,24 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         id_vectors: list[torch.Tensor],
         position: int,
         generator: torch.Generator | None,
+        visible: torch.Tensor | None = None,
         frozen_tokens: bool = False,
-    ) -> torch.Tensor:
-        visible, targets = sample_hint_mask(attention_mask, self.config.hint_ratios[position - 1], generator)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cross-entropy on the hidden hint tokens, with the predicted and true ids of those tokens."""
+        if visible is None:
+            visible, targets = sample_hint_mask(attention_mask, self.config.hint_ratios[position - 1], generator)
+        else:
+            visible = visible.bool() & attention_mask.bool()
+            targets = attention_mask.bool() & ~visible
         token_weight = self.get_input_embeddings().weight
         if frozen_tokens:
             token_weight = token_weight.detach()
         hint_embeddings = F.embedding(input_ids, token_weight)
         logits = self.reconstructor(id_vectors, hint_embeddings, visible, targets, token_weight)
+        target_ids = input_ids[targets]
         if logits.shape[0] == 0:
-            return token_weight.sum() * 0.0
-        return F.cross_entropy(logits.float(), input_ids[targets])
+            return token_weight.sum() * 0.0, target_ids, target_ids
+        return F.cross_entropy(logits.float(), target_ids), logits.argmax(dim=-1).detach(), target_ids
 
     # ------------------------------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -13,21 +13,27 @@ import torch
 from torch import nn
 
 
+def hint_keep_count(lengths: torch.Tensor, visible_ratio: float) -> torch.Tensor:
+    """Tokens left visible per document: `round(ratio * length)`, at least one, and at least one hidden
+    whenever the document has two or more tokens."""
+    keep = torch.round(lengths.float() * visible_ratio).long()
+    return torch.minimum(keep.clamp(min=1), (lengths - 1).clamp(min=1))
+
+
 def sample_hint_mask(
     attention_mask: torch.Tensor, visible_ratio: float, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Choose, per document, which tokens stay visible in the hint and which must be reconstructed.
 
     `round(visible_ratio * length)` tokens stay visible, at least one, and at least one token is left to
-    predict whenever the document has two or more tokens. Returns boolean `(visible, targets)`.
+    predict whenever the document has two or more tokens (see `hint_keep_count`). Returns boolean
+    `(visible, targets)`.
     """
     present = attention_mask.bool()
     scores = torch.rand(present.shape, generator=generator, device=generator.device if generator else None)
     scores = scores.to(present.device).masked_fill(~present, 2.0)
     ranks = scores.argsort(dim=1).argsort(dim=1)
-    lengths = present.sum(dim=1)
-    keep = torch.round(lengths.float() * visible_ratio).long()
-    keep = torch.minimum(keep.clamp(min=1), (lengths - 1).clamp(min=1))
+    keep = hint_keep_count(present.sum(dim=1), visible_ratio)
     visible = (ranks < keep[:, None]) & present
     return visible, present & ~visible
 

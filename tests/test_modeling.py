@@ -53,7 +53,7 @@ def test_straight_through_reaches_encoder_but_plain_argmax_does_not(tiny_model):
     tiny_model.zero_grad(set_to_none=True)
     output = tiny_model(input_ids, attention_mask, mode="straight_through")
     hard_vector = tiny_model.code_vectors(1, output.codes)  # argmax lookup: no path back to h^1
-    loss = tiny_model._reconstruction_loss(input_ids, attention_mask, [hard_vector], 1, generator)
+    loss, _, _ = tiny_model._reconstruction_loss(input_ids, attention_mask, [hard_vector], 1, generator)
     loss.backward()
     assert encoder_grad_norm(tiny_model) == 0.0
     assert tiny_model.codebooks[1].weight.grad.abs().sum() > 0
@@ -65,7 +65,7 @@ def test_straight_through_forward_uses_the_hard_vector(tiny_model):
     tiny_model.eval()
     output = tiny_model(input_ids, attention_mask, mode="straight_through", hint_generator=torch.Generator().manual_seed(5))
     hard = tiny_model.code_vectors(1, output.codes)
-    direct = tiny_model._reconstruction_loss(input_ids, attention_mask, [hard], 1, torch.Generator().manual_seed(5))
+    direct, _, _ = tiny_model._reconstruction_loss(input_ids, attention_mask, [hard], 1, torch.Generator().manual_seed(5))
     torch.testing.assert_close(output.reconstruction_loss, direct)
 
 

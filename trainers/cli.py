@@ -9,6 +9,8 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from .demo import TINY_BACKBONE
+
 
 @dataclass
 class DemoArguments:
@@ -51,7 +53,143 @@ def run_demo(args: DemoArguments) -> dict:
     return stats
 
 
+@dataclass
+class IndexArguments:
+    corpus: str | None = field(
+        default=None, metadata={"help": "jsonl/csv/parquet file or Hub dataset; the generated demo catalogue if unset."}
+    )
+    id_field: str = field(default="item_id", metadata={"help": "Field holding the document ID."})
+    text_fields: str = field(default="title,brand", metadata={"help": "Comma-separated fields joined into the text."})
+    label_field: str | None = field(default=None, metadata={"help": "Field to report AMI against (never indexed)."})
+    label_level: int | None = field(default=None, metadata={"help": "For list labels: the level to use."})
+    title_field: str | None = field(default="title", metadata={"help": "Field kept in the ID map for display."})
+    backbone: str = field(
+        default=TINY_BACKBONE,
+        metadata={"help": f"Seq2seq or BERT-style checkpoint, or `{TINY_BACKBONE}` (random, tokenizer trained on the corpus)."},
+    )
+    id_length: int = field(default=3, metadata={"help": "Learned ID positions T."})
+    codebook_size: str = field(default="512", metadata={"help": "Codebook size, or one per position: 64,64,64."})
+    dedup_size: int | None = field(default=None, metadata={"help": "Dedup capacity; unset: sized to the data."})
+    max_length: int = field(default=512, metadata={"help": "Tokens per document."})
+    code_geometry: str = field(default="cosine", metadata={"help": "cosine or dot."})
+    contrastive_temperature: float = field(default=0.1)
+    code_temperature: float = field(default=0.1)
+    reconstructor_layers: int = field(default=1)
+    hint_ratios: str | None = field(default=None, metadata={"help": "Visible fraction per position, e.g. 0.5,0.3,0.2."})
+
+
+def _number_list(text: str | None, cast):
+    if text is None:
+        return None
+    values = [cast(part) for part in str(text).split(",") if part.strip()]
+    return values[0] if len(values) == 1 else values
+
+
+def load_corpus_for(args: IndexArguments):
+    from .data import build_corpus, load_records
+    from .demo import generate_demo_corpus
+
+    if args.corpus is None:
+        records = generate_demo_corpus()
+        label_field = args.label_field or "subcategory"
+    else:
+        records = load_records(args.corpus)
+        label_field = args.label_field
+    text_fields = [f.strip() for f in args.text_fields.split(",") if f.strip()]
+    return build_corpus(records, args.id_field, text_fields, label_field, args.label_level, args.title_field)
+
+
+def build_indexer(args: IndexArguments, corpus):
+    """The model and tokenizer named by `--backbone`; the tiny default trains its tokenizer on the corpus."""
+    from transformers import AutoTokenizer
+
+    from ..modeling_lmindexer import LMIndexerConfig, LMIndexerForSemanticID
+    from .demo import tiny_t5_config, train_tokenizer
+
+    settings = dict(
+        id_length=args.id_length,
+        codebook_sizes=_number_list(args.codebook_size, int),
+        dedup_size=args.dedup_size or 1,
+        code_geometry=args.code_geometry,
+        contrastive_temperature=args.contrastive_temperature,
+        code_temperature=args.code_temperature,
+        reconstructor_layers=args.reconstructor_layers,
+        hint_ratios=_number_list(args.hint_ratios, float),
+        reconstructor_max_positions=max(args.max_length, 8),
+    )
+    if args.backbone == TINY_BACKBONE:
+        tokenizer = train_tokenizer(corpus.texts)
+        config = LMIndexerConfig(backbone_config=tiny_t5_config(len(tokenizer)).to_dict(), **settings)
+        return LMIndexerForSemanticID(config), tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(args.backbone)
+    return LMIndexerForSemanticID.from_backbone(args.backbone, tokenizer=tokenizer, **settings), tokenizer
+
+
+def run_index(args: IndexArguments, training_args) -> dict:
+    """Train an indexer on a corpus with the progressive procedure and save model, tokenizer, ID map, metrics."""
+    from .pipeline import IndexerTrainingPipeline
+
+    corpus = load_corpus_for(args)
+    training_args.disable_tqdm = training_args.disable_tqdm or False
+    from transformers import set_seed
+
+    set_seed(training_args.seed)
+    model, tokenizer = build_indexer(args, corpus)
+    pipeline = IndexerTrainingPipeline(
+        model, tokenizer, corpus, training_args, max_length=args.max_length, auto_dedup=args.dedup_size is None
+    )
+    id_map = pipeline.run()
+    if pipeline.rank == 0:
+        summary = {"id_map": pipeline.final_metrics["id_map"], "final": pipeline.final_metrics.get("final")}
+        print(json.dumps(summary, indent=2))
+        for doc_id in corpus.doc_ids[:5]:
+            print(f"{doc_id}  {id_map.semantic_id(doc_id)}  {id_map.title(doc_id) or ''}")
+        print(f"Indexer, tokenizer, ID map and metrics saved to {training_args.output_dir}")
+    return pipeline.final_metrics
+
+
+@dataclass
+class AssignArguments:
+    model: str = field(metadata={"help": "Directory of a trained indexer (with its semantic_id_map.safetensors)."})
+    corpus: str = field(metadata={"help": "jsonl/csv/parquet file or Hub dataset of new documents."})
+    id_field: str = field(default="item_id")
+    text_fields: str = field(default="title,brand")
+    title_field: str | None = field(default="title")
+    batch_size: int = field(default=128)
+    max_length: int = field(default=512)
+
+
+def run_assign(args: AssignArguments) -> dict:
+    """Give IDs to unseen documents and extend the saved map; documents already mapped keep their IDs."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from ..modeling_lmindexer import SemanticIDMap
+    from .assignment import assign_corpus
+    from .data import build_corpus, load_records
+    from .pipeline import MAP_FILE
+
+    folder = Path(args.model)
+    model = AutoModel.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    id_map = SemanticIDMap.load(folder / MAP_FILE, config=model.config)
+    text_fields = [f.strip() for f in args.text_fields.split(",") if f.strip()]
+    corpus = build_corpus(load_records(args.corpus), args.id_field, text_fields, title_field=args.title_field)
+    fresh = [row for row, doc_id in enumerate(corpus.doc_ids) if doc_id not in id_map]
+    codes = assign_corpus(model, tokenizer, corpus.texts, batch_size=args.batch_size, max_length=args.max_length, rows=fresh)
+    fresh_corpus = corpus.select(fresh)
+    extended = id_map.extend(fresh_corpus.doc_ids, torch.as_tensor(codes[fresh]), fresh_corpus.titles)
+    extended.save(folder / MAP_FILE)
+    report = {"new_documents": len(fresh), "already_mapped": len(corpus) - len(fresh), "map_size": len(extended)}
+    for doc_id in fresh_corpus.doc_ids[:5]:
+        print(f"{doc_id}  {extended.semantic_id(doc_id)}")
+    print(json.dumps(report))
+    return report
+
+
 COMMANDS = {
+    "index": ((IndexArguments, "training"), run_index, "Train an indexer on a corpus (the demo catalogue by default)."),
+    "assign": (AssignArguments, run_assign, "Give semantic IDs to new documents and extend the saved map."),
     "demo": (DemoArguments, run_demo, "Build, save, reload and run a small untrained indexer on the demo corpus."),
 }
 
@@ -66,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     argument_classes, runner, _ = COMMANDS[argv[0]]
     if not isinstance(argument_classes, tuple):
         argument_classes = (argument_classes,)
+    if "training" in argument_classes:
+        from .arguments import IndexerTrainingArguments
+
+        argument_classes = tuple(IndexerTrainingArguments if c == "training" else c for c in argument_classes)
     parser = HfArgumentParser(argument_classes, prog=f"lmindexer {argv[0]}")
     parsed = parser.parse_args_into_dataclasses(args=argv[1:])
     runner(*parsed)

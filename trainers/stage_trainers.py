@@ -1,0 +1,110 @@
+"""One Trainer per stage of progressive indexer training, on a shared base with class-attribute plugs."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer
+
+from ..modeling_lmindexer import IndexerMode
+from .data_collators import HintEpochCallback, IndexerDataCollator, PrefixGroupBatchSampler
+
+logger = logging.getLogger("lmindexer")
+
+LOSS_TERMS = ("reconstruction_loss", "contrastive_loss", "commitment_loss")
+
+
+class IndexerStageTrainer(Trainer):
+    """Trains one position in one mode. Subclasses set the plugs below.
+
+    Plugs:
+        stage: name used as the log prefix and in checkpoints.
+        mode: the [`IndexerMode`] the model runs in.
+        trains_backbone: False freezes the backbone (encoder, decoder, token embeddings) for the stage.
+    """
+
+    stage: ClassVar[str] = ""
+    mode: ClassVar[IndexerMode]
+    trains_backbone: ClassVar[bool] = True
+
+    def __init__(self, *args, position: int, prefix_keys: np.ndarray | None = None, **kwargs):
+        self.position = position
+        self.prefix_keys = prefix_keys
+        super().__init__(*args, **kwargs)
+        if isinstance(self.data_collator, IndexerDataCollator):
+            self.add_callback(HintEpochCallback(self.data_collator))
+        self._term_totals: dict[str, float] = defaultdict(float)
+        self._term_counts: dict[str, int] = defaultdict(int)
+
+    @property
+    def label(self) -> str:
+        return self.stage if self.stage == "reconstructor_warmup" else f"{self.stage}_t{self.position}"
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs, position=self.position, mode=self.mode)
+        loss = outputs.loss
+        if not torch.isfinite(loss.detach()).all():
+            raise FloatingPointError(
+                f"[{self.label}] the loss became {loss.item()} at step {self.state.global_step}: training stopped. "
+                "Lower the stage's learning rate or check the input documents."
+            )
+        for term in LOSS_TERMS:
+            value = getattr(outputs, term)
+            if value is not None:
+                self._term_totals[term] += float(value.detach())
+                self._term_counts[term] += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        for term, total in self._term_totals.items():
+            logs[term] = round(total / max(self._term_counts[term], 1), 6)
+        self._term_totals.clear()
+        self._term_counts.clear()
+        prefixed = {
+            (key if key in ("epoch", "step") or "/" in key else f"{self.label}/{key}"): value for key, value in logs.items()
+        }
+        super().log(prefixed, start_time)
+        logger.info("[%s] %s", self.label, {k: v for k, v in logs.items()})
+
+
+class ReconstructorWarmupTrainer(IndexerStageTrainer):
+    stage = "reconstructor_warmup"
+    mode = IndexerMode.RECONSTRUCTOR_WARMUP
+    trains_backbone = False
+
+
+class EncoderWarmupTrainer(IndexerStageTrainer):
+    stage = "encoder_warmup"
+    mode = IndexerMode.CONTINUOUS
+
+
+class CodebookTrainer(IndexerStageTrainer):
+    """Straight-through training; from t = 2 on, batches are filled with prefix groups."""
+
+    stage = "codebook"
+    mode = IndexerMode.STRAIGHT_THROUGH
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.position == 1 or self.prefix_keys is None:
+            return super().get_train_dataloader()
+        sampler = PrefixGroupBatchSampler(
+            self.prefix_keys, self.args.per_device_train_batch_size, seed=self.args.seed
+        )
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+
+STAGE_TRAINERS: dict[str, type[IndexerStageTrainer]] = {
+    trainer.stage: trainer for trainer in (ReconstructorWarmupTrainer, EncoderWarmupTrainer, CodebookTrainer)
+}
