@@ -33,6 +33,10 @@ class IndexerTrainingArguments(TrainingArguments):
     )
     codebook_learning_rate: float = field(default=1e-3)
     codebook_batch_size: int = field(default=128)
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the reconstructor and codebooks when it should differ from the backbone's."},
+    )
     kmeans_iterations: int = field(default=25, metadata={"help": "faiss k-means iterations per codebook."})
     assignment_batch_size: int = field(default=256, metadata={"help": "Batch size of corpus-wide passes."})
     diagnostics_sample: int = field(default=512, metadata={"help": "Documents sampled for reconstruction F1."})

@@ -92,6 +92,8 @@ class IndexerTrainingPipeline:
         self.metrics: dict[str, dict] = {}
         self.rank, self.world_size = _rank_and_world()
         self._dataset: datasets.Dataset | None = None
+        # Taken before training: the Trainer aligns special-token ids in the config as it starts.
+        self._fingerprint = self.fingerprint()
 
     # ------------------------------------------------------------------------------------------- identity
     def fingerprint(self) -> dict:
@@ -155,6 +157,7 @@ class IndexerTrainingPipeline:
                 callbacks=[diagnostics],
                 position=position,
                 prefix_keys=prefix_keys(self.codes[:, : position - 1], self.model.config.codebook_sizes),
+                head_learning_rate=self.args.head_learning_rate,
             )
             diagnostics.trainer = trainer
             checkpoints = sorted(stage_dir.glob("checkpoint-*")) if stage_dir.exists() else []
@@ -187,6 +190,10 @@ class IndexerTrainingPipeline:
         with torch.no_grad():
             table = self.model.codebooks[position].weight
             table.copy_(torch.as_tensor(centroids, dtype=table.dtype, device=table.device))
+        self.metrics[stage.name] = {
+            "documents": len(vectors),
+            "mean_hidden_norm": float(np.linalg.norm(vectors, axis=1).mean()),
+        }
         logger.info("[%s] codebook %d initialised by k-means over %d documents", stage.name, position, len(vectors))
 
     def _run_assign(self, stage: Stage, index: int) -> None:
@@ -268,7 +275,7 @@ class IndexerTrainingPipeline:
             state = {
                 "completed_stages": completed,
                 "stage_names": [stage.name for stage in self.stages],
-                "fingerprint": self.fingerprint(),
+                "fingerprint": self._fingerprint,
                 "metrics": self.metrics,
                 "lmindexer_version": __version__,
             }
@@ -290,7 +297,7 @@ class IndexerTrainingPipeline:
             logger.info("No finished stage in %s; starting from the beginning.", self.output_dir)
             return 0
         state = json.loads((folder / STATE_FILE).read_text())
-        expected = self.fingerprint()
+        expected = self._fingerprint
         if state["fingerprint"] != expected:
             differing = [key for key in expected if state["fingerprint"].get(key) != expected[key]]
             raise ValueError(
@@ -317,7 +324,7 @@ class IndexerTrainingPipeline:
             self.corpus.doc_ids, torch.as_tensor(self.codes), config.codebook_sizes, config.dedup_size,
             doc_titles=self.corpus.titles,
         )
-        metrics = {"stages": self.metrics, "id_map": id_map.statistics(), "fingerprint": self.fingerprint()}
+        metrics = {"stages": self.metrics, "id_map": id_map.statistics(), "fingerprint": self._fingerprint}
         if self.corpus.labels is not None:
             metrics["final"] = code_diagnostics(self.codes, config.codebook_sizes, self.corpus.labels)
         self.final_metrics = metrics

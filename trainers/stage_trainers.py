@@ -32,9 +32,17 @@ class IndexerStageTrainer(Trainer):
     mode: ClassVar[IndexerMode]
     trains_backbone: ClassVar[bool] = True
 
-    def __init__(self, *args, position: int, prefix_keys: np.ndarray | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        position: int,
+        prefix_keys: np.ndarray | None = None,
+        head_learning_rate: float | None = None,
+        **kwargs,
+    ):
         self.position = position
         self.prefix_keys = prefix_keys
+        self.head_learning_rate = head_learning_rate
         super().__init__(*args, **kwargs)
         if isinstance(self.data_collator, IndexerDataCollator):
             self.add_callback(HintEpochCallback(self.data_collator))
@@ -44,6 +52,31 @@ class IndexerStageTrainer(Trainer):
     @property
     def label(self) -> str:
         return self.stage if self.stage == "reconstructor_warmup" else f"{self.stage}_t{self.position}"
+
+    def create_optimizer(self, model=None):
+        """With `head_learning_rate`, the modules the indexer adds (reconstructor, codebooks) get their own rate:
+        they start from scratch while the backbone is pretrained and needs a gentler one."""
+        if self.optimizer is not None or self.head_learning_rate is None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[bool, bool], list] = defaultdict(list)
+        for name, parameter in opt_model.named_parameters():
+            if parameter.requires_grad:
+                groups[(name.startswith("backbone."), name in decay)].append(parameter)
+        optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_class(
+            [
+                {
+                    "params": params,
+                    "weight_decay": self.args.weight_decay if decays else 0.0,
+                    "lr": self.args.learning_rate if in_backbone else self.head_learning_rate,
+                }
+                for (in_backbone, decays), params in groups.items()
+            ],
+            **optimizer_kwargs,
+        )
+        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs, position=self.position, mode=self.mode)
