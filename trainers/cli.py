@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from .demo import TINY_BACKBONE
+
+logger = logging.getLogger("lmindexer")
 
 
 @dataclass
@@ -68,7 +71,13 @@ class IndexArguments:
         metadata={"help": f"Seq2seq or BERT-style checkpoint, or `{TINY_BACKBONE}` (random, tokenizer trained on the corpus)."},
     )
     id_length: int = field(default=3, metadata={"help": "Learned ID positions T."})
-    codebook_size: str = field(default="512", metadata={"help": "Codebook size, or one per position: 64,64,64."})
+    codebook_size: str | None = field(
+        default=None,
+        metadata={
+            "help": "Codebook size, or one per position: 64,64,64. Unset: 512 (the paper's size for ~12k items), "
+            "lowered to the largest power of two that leaves k-means at least 4 documents per code."
+        },
+    )
     dedup_size: int | None = field(default=None, metadata={"help": "Dedup capacity; unset: sized to the data."})
     max_length: int = field(default=512, metadata={"help": "Tokens per document."})
     code_geometry: str = field(default="cosine", metadata={"help": "cosine or dot."})
@@ -106,9 +115,15 @@ def build_indexer(args: IndexArguments, corpus):
     from ..modeling_lmindexer import LMIndexerConfig, LMIndexerForSemanticID
     from .demo import tiny_t5_config, train_tokenizer
 
+    codebook_sizes = _number_list(args.codebook_size, int)
+    if codebook_sizes is None:
+        codebook_sizes = 512
+        while codebook_sizes > 2 and codebook_sizes * 4 > len(corpus):
+            codebook_sizes //= 2
+        logger.info("codebook size %d for %d documents", codebook_sizes, len(corpus))
     settings = dict(
         id_length=args.id_length,
-        codebook_sizes=_number_list(args.codebook_size, int),
+        codebook_sizes=codebook_sizes,
         dedup_size=args.dedup_size or 1,
         code_geometry=args.code_geometry,
         contrastive_temperature=args.contrastive_temperature,

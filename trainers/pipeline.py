@@ -90,6 +90,7 @@ class IndexerTrainingPipeline:
         self.stages = plan_stages(model.config.id_length)
         self.codes = np.zeros((len(corpus), 0), dtype=np.int64)
         self.metrics: dict[str, dict] = {}
+        _ = args.device  # sets up the process group under torchrun before ranks are read
         self.rank, self.world_size = _rank_and_world()
         self._dataset: datasets.Dataset | None = None
         # Taken before training: the Trainer aligns special-token ids in the config as it starts.

@@ -1,0 +1,90 @@
+"""The `lmindexer index` / `lmindexer assign` commands, in-process and under torchrun with two CPU processes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lmindexer import SemanticIDMap
+from lmindexer.trainers.cli import main
+from lmindexer.trainers.demo import generate_demo_corpus, write_jsonl
+
+SMALL = [
+    "--id_length", "2", "--codebook_size", "4", "--report_to", "none", "--disable_tqdm", "true",
+    "--reconstructor_warmup_batch_size", "16", "--encoder_warmup_batch_size", "16", "--codebook_batch_size", "16",
+    "--save_strategy", "no", "--use_cpu", "true", "--max_length", "32", "--kmeans_iterations", "5",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    return write_jsonl(generate_demo_corpus(96, seed=1), tmp_path_factory.mktemp("corpus") / "items.jsonl")
+
+
+@pytest.fixture(scope="module")
+def indexed(corpus_file, tmp_path_factory):
+    output = tmp_path_factory.mktemp("index") / "run"
+    assert main(["index", "--corpus", str(corpus_file), "--output-dir", str(output), "--label_field", "category", *SMALL]) == 0
+    return output
+
+
+def test_index_writes_a_loadable_indexer(indexed, corpus_file, capsys):
+    id_map = SemanticIDMap.load(indexed / "semantic_id_map.safetensors")
+    ids = [json.loads(line)["item_id"] for line in corpus_file.read_text().splitlines()]
+    assert sorted(id_map.doc_ids) == sorted(ids)
+    metrics = json.loads((indexed / "indexer_metrics.json").read_text())
+    assert "ami_t1" in metrics["final"] and metrics["id_map"]["documents"] == 96
+    assert id_map.dedup_size >= metrics["id_map"]["max_documents_per_learned_id"]
+
+
+def test_assign_extends_the_map_and_keeps_existing_ids(indexed, corpus_file, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(indexed, model_dir)
+    before = SemanticIDMap.load(model_dir / "semantic_id_map.safetensors")
+    existing = [json.loads(line) for line in corpus_file.read_text().splitlines()][:10]
+    new = [dict(item, item_id=f"NEW{i}", title=item["title"] + " refill") for i, item in enumerate(existing[:6])]
+    new_file = write_jsonl(existing + new, tmp_path / "new.jsonl")
+    assert main(["assign", "--model", str(model_dir), "--corpus", str(new_file), "--max_length", "32"]) == 0
+    after = SemanticIDMap.load(model_dir / "semantic_id_map.safetensors")
+    assert len(after) == len(before) + 6
+    for doc_id in before.doc_ids:
+        assert after.semantic_id(doc_id) == before.semantic_id(doc_id)
+    assert len({tuple(r) for r in after.semantic_ids.tolist()}) == len(after)
+    assert after.title("NEW0").endswith("refill")
+
+
+def test_unknown_command_and_help(capsys):
+    assert main(["frobnicate"]) == 2
+    assert main(["--help"]) == 0
+    assert "index" in capsys.readouterr().out
+
+
+def test_missing_field_is_named(corpus_file, tmp_path):
+    with pytest.raises(ValueError, match="no field 'description'"):
+        main(["index", "--corpus", str(corpus_file), "--text_fields", "title,description", "--output_dir", str(tmp_path), *SMALL])
+
+
+def test_resume_directory_from_another_config(indexed, corpus_file, tmp_path):
+    with pytest.raises(ValueError, match="different config"):
+        main(["index", "--corpus", str(corpus_file), "--output_dir", str(indexed), "--resume", "true",
+              *[a if a != "4" else "5" for a in SMALL]])
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not available")
+def test_two_process_run_matches_one_process_coverage(indexed, corpus_file, tmp_path):
+    output = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "lmindexer.trainers.cli", "index", "--corpus", str(corpus_file), "--output_dir", str(output),
+               "--label_field", "category", *SMALL]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp_map = SemanticIDMap.load(output / "semantic_id_map.safetensors")
+    single_map = SemanticIDMap.load(indexed / "semantic_id_map.safetensors")
+    assert sorted(ddp_map.doc_ids) == sorted(single_map.doc_ids)
+    assert len({tuple(r) for r in ddp_map.semantic_ids.tolist()}) == len(ddp_map) == 96
+    assert result.stdout.count("Indexer, tokenizer, ID map and metrics saved") == 1  # only rank 0 reports and writes
