@@ -6,17 +6,13 @@ Importing it registers `LMIndexerConfig` and the models with the transformers Au
 from .modeling_lmindexer import (
     IndexerMode,
     LMIndexerConfig,
+    LMIndexerForGenerativeRetrieval,
     LMIndexerForSemanticID,
+    LMIndexerRetrievalConfig,
     SemanticIDMap,
+    SemanticIDTrie,
     SemanticIndexerOutput,
+    TrieConstrainedLogitsProcessor,
     __version__,
 )
-
-__all__ = [
-    "IndexerMode",
-    "LMIndexerConfig",
-    "LMIndexerForSemanticID",
-    "SemanticIDMap",
-    "SemanticIndexerOutput",
-    "__version__",
-]
+from .modeling_lmindexer import __all__

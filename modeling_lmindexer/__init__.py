@@ -3,16 +3,34 @@
 Importing this package registers the config and models with the transformers Auto classes.
 """
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
-from .configuration_lmindexer import LMIndexerConfig, __version__
+from .configuration_lmindexer import LMIndexerConfig, LMIndexerRetrievalConfig, __version__
 from .modeling_lmindexer import IndexerMode, LMIndexerForSemanticID, SemanticIndexerOutput
+from .modeling_retrieval import LMIndexerForGenerativeRetrieval
 from .semantic_id_map import SemanticIDMap
+from .trie import SemanticIDTrie, TrieConstrainedLogitsProcessor
 
 AutoConfig.register(LMIndexerConfig.model_type, LMIndexerConfig, exist_ok=True)
 AutoModel.register(LMIndexerConfig, LMIndexerForSemanticID, exist_ok=True)
+AutoConfig.register(LMIndexerRetrievalConfig.model_type, LMIndexerRetrievalConfig, exist_ok=True)
+AutoModel.register(LMIndexerRetrievalConfig, LMIndexerForGenerativeRetrieval, exist_ok=True)
+AutoModelForSeq2SeqLM.register(LMIndexerRetrievalConfig, LMIndexerForGenerativeRetrieval, exist_ok=True)
 # save_pretrained then writes `auto_map` and copies the code next to the weights.
 LMIndexerConfig.register_for_auto_class()
+LMIndexerRetrievalConfig.register_for_auto_class()
 LMIndexerForSemanticID.register_for_auto_class("AutoModel")
+LMIndexerForGenerativeRetrieval.register_for_auto_class("AutoModel")
 
-__all__ = ["IndexerMode", "LMIndexerConfig", "LMIndexerForSemanticID", "SemanticIDMap", "SemanticIndexerOutput", "__version__"]
+__all__ = [
+    "IndexerMode",
+    "LMIndexerConfig",
+    "LMIndexerForGenerativeRetrieval",
+    "LMIndexerForSemanticID",
+    "LMIndexerRetrievalConfig",
+    "SemanticIDMap",
+    "SemanticIDTrie",
+    "SemanticIndexerOutput",
+    "TrieConstrainedLogitsProcessor",
+    "__version__",
+]

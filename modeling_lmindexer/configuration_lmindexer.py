@@ -185,3 +185,28 @@ def _default_hint_ratios(id_length: int) -> list[float]:
     while len(ratios) < id_length:
         ratios.append(max(0.05, round(ratios[-1] * 0.6, 4)))
     return ratios[:id_length]
+
+
+class LMIndexerRetrievalConfig(LMIndexerConfig):
+    r"""Configuration of [`LMIndexerForGenerativeRetrieval`]: the indexer's settings plus where the ID tokens sit.
+
+    Args:
+        id_token_offsets (`list[int]`):
+            Token id of `<id_{t}_0>` for every stored position t = 1..T+1 (the last one is the dedup position). The
+            tokens of one position are contiguous, so code c at position t is token `id_token_offsets[t-1] + c`.
+        max_query_length (`int`, defaults to 512):
+            Longest input in tokens; longer queries are truncated with a warning.
+    """
+
+    model_type: ClassVar[str] = "lmindexer-retrieval"
+
+    id_token_offsets: list[int] | None = None
+    max_query_length: int = 512
+
+    def check_lmindexer_fields(self) -> None:
+        super().check_lmindexer_fields()
+        if self.id_token_offsets is not None and len(self.id_token_offsets) != self.id_length + 1:
+            raise ValueError(
+                f"`id_token_offsets` has {len(self.id_token_offsets)} entries; expected {self.id_length + 1} "
+                "(every learned position plus the dedup position)."
+            )

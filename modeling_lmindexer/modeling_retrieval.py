@@ -1,0 +1,272 @@
+"""`LMIndexerForGenerativeRetrieval`: text in, semantic ID out, decoded under the ID trie by default.
+
+It is a plain seq2seq LM whose vocabulary has one token per code and position, `<id_1_23>`, so generated IDs
+decode to a readable string such as `<id_1_23><id_2_7><id_3_0>`. When built from a trained indexer, the ID
+tokens of the learned positions start from the indexer's codebook vectors. The semantic-ID map travels with
+the weights (`semantic_id_map.safetensors`) and the trie is rebuilt from it on load.
+
+This file is copied to the Hub: it imports only torch, transformers, the standard library and its siblings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig, GenerationMixin, LogitsProcessorList
+from transformers.utils import cached_file
+
+from .configuration_lmindexer import LMIndexerConfig, LMIndexerRetrievalConfig
+from .modeling_lmindexer import LMIndexerPreTrainedModel
+from .semantic_id_map import DEFAULT_FILENAME, SemanticIDMap
+from .trie import SemanticIDTrie, TrieConstrainedLogitsProcessor
+
+logger = logging.getLogger(__name__)
+
+
+def add_id_tokens(tokenizer, config: LMIndexerConfig) -> list[int]:
+    """Add `<id_t_c>` tokens for every stored position to `tokenizer`; return each position's first token id.
+
+    Tokens already present (a tokenizer saved with them) are reused; either way each position's tokens must be
+    contiguous, which is checked.
+    """
+    offsets = []
+    for position, size in enumerate(config.id_vocabulary_sizes, start=1):
+        names = [config.id_token(position, code) for code in range(size)]
+        tokenizer.add_tokens([name for name in names if name not in tokenizer.get_vocab()])
+        ids = tokenizer.convert_tokens_to_ids(names)
+        if ids != list(range(ids[0], ids[0] + size)):
+            raise ValueError(f"The tokenizer's ID tokens of position {position} are not contiguous.")
+        offsets.append(ids[0])
+    return offsets
+
+
+class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin):
+    """Generative retriever / recommender over semantic IDs.
+
+    Build it with [`from_indexer`] (a trained `LMIndexerForSemanticID`) or [`from_backbone_and_map`] (any
+    seq2seq backbone and any `SemanticIDMap`, e.g. k-means or rq-VAE IDs), fine-tune it on (text, ID) pairs,
+    then call [`retrieve`].
+    """
+
+    config_class = LMIndexerRetrievalConfig
+    config: LMIndexerRetrievalConfig
+
+    def __init__(self, config: LMIndexerRetrievalConfig, backbone=None, id_map: SemanticIDMap | None = None):
+        super().__init__(config)
+        self.backbone = backbone if backbone is not None else AutoModelForSeq2SeqLM.from_config(config.backbone_config)
+        self._id_map: SemanticIDMap | None = None
+        self._trie: SemanticIDTrie | None = None
+        self._warned_truncation = False
+        if id_map is not None:
+            self.id_map = id_map
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------------ the map
+    @property
+    def id_map(self) -> SemanticIDMap:
+        if self._id_map is None:
+            raise ValueError("This model has no semantic-ID map; set `model.id_map = SemanticIDMap.load(...)`.")
+        return self._id_map
+
+    @id_map.setter
+    def id_map(self, id_map: SemanticIDMap) -> None:
+        id_map.check_compatible(self.config)
+        offsets = self.config.id_token_offsets
+        vocabulary = self.get_input_embeddings().weight.shape[0]
+        if offsets is None or any(o + s > vocabulary for o, s in zip(offsets, id_map.vocabulary_sizes)):
+            raise ValueError(
+                f"The ID map needs ID tokens up to position sizes {id_map.vocabulary_sizes}, but the model's "
+                f"vocabulary ({vocabulary} tokens, ID tokens at {offsets}) does not hold them."
+            )
+        self._id_map = id_map
+        self._trie = None
+
+    @property
+    def trie(self) -> SemanticIDTrie:
+        if self._trie is None:
+            self._trie = SemanticIDTrie(self.codes_to_tokens(self.id_map.semantic_ids))
+        return self._trie
+
+    def codes_to_tokens(self, semantic_ids: torch.Tensor) -> torch.Tensor:
+        return semantic_ids + torch.tensor(self.config.id_token_offsets, device=semantic_ids.device)
+
+    def tokens_to_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens - torch.tensor(self.config.id_token_offsets, device=tokens.device)
+
+    # ---------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_backbone_and_map(
+        cls, backbone, tokenizer, id_map: SemanticIDMap, config: LMIndexerConfig | None = None, **config_kwargs
+    ) -> "LMIndexerForGenerativeRetrieval":
+        """Any seq2seq backbone (model or path) and any ID map; adds the ID tokens to `tokenizer` in place."""
+        if isinstance(backbone, (str, os.PathLike)):
+            backbone = AutoModelForSeq2SeqLM.from_pretrained(backbone, use_safetensors=True)
+        settings = config.to_dict() if config is not None else {}
+        for key in ("model_type", "architectures", "auto_map", "transformers_version", "backbone_config"):
+            settings.pop(key, None)
+        settings.update(id_length=id_map.id_length, codebook_sizes=id_map.codebook_sizes, dedup_size=id_map.dedup_size)
+        settings.update(config_kwargs)
+        retrieval_config = LMIndexerRetrievalConfig(backbone_config=backbone.config.to_dict(), **settings)
+        retrieval_config.id_token_offsets = add_id_tokens(tokenizer, retrieval_config)
+        backbone.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        retrieval_config.backbone_config = backbone.config
+        model = cls(retrieval_config, backbone=backbone)
+        model.id_map = id_map
+        model._set_generation_defaults(tokenizer)
+        return model
+
+    @classmethod
+    def from_indexer(
+        cls, indexer, tokenizer=None, id_map: SemanticIDMap | None = None
+    ) -> "LMIndexerForGenerativeRetrieval":
+        """From a trained indexer (model or directory): backbone, codebook-initialised ID tokens and ID map."""
+        if isinstance(indexer, (str, os.PathLike)):
+            from .modeling_lmindexer import LMIndexerForSemanticID
+
+            folder = Path(indexer)
+            indexer = LMIndexerForSemanticID.from_pretrained(folder)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder)
+            id_map = id_map or SemanticIDMap.load(folder / DEFAULT_FILENAME, config=indexer.config)
+        if tokenizer is None or id_map is None:
+            raise ValueError("Pass the indexer's tokenizer and ID map, or a directory that holds them.")
+        model = cls.from_backbone_and_map(indexer.backbone, tokenizer, id_map, config=indexer.config)
+        # The tokenizer now holds the ID tokens; keep it on the model so `retrieve` and `save` find it.
+        model.tokenizer = tokenizer
+        input_table = model.get_input_embeddings().weight
+        output_table = model.backbone.get_output_embeddings().weight
+        with torch.no_grad():
+            for position in range(1, indexer.config.id_length + 1):
+                codebook = indexer.codebooks[position].weight
+                rows = slice(model.config.id_token_offsets[position - 1], model.config.id_token_offsets[position - 1] + len(codebook))
+                input_table[rows] = codebook.to(input_table.dtype)
+                if output_table.data_ptr() != input_table.data_ptr():
+                    output_table[rows] = codebook.to(output_table.dtype)
+        return model
+
+    def _set_generation_defaults(self, tokenizer=None) -> None:
+        backbone_config = self.config.backbone_config
+        start = getattr(backbone_config, "decoder_start_token_id", None)
+        eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
+        eos = eos if eos is not None else getattr(backbone_config, "eos_token_id", None)
+        if eos is None and tokenizer is not None:
+            eos = tokenizer.sep_token_id
+        pad = getattr(backbone_config, "pad_token_id", None)
+        self.generation_config = GenerationConfig(
+            decoder_start_token_id=start, eos_token_id=eos, pad_token_id=pad if pad is not None else eos,
+            max_new_tokens=self.config.id_length + 2, num_beams=20,
+        )
+        self.backbone.generation_config = self.generation_config
+
+    # -------------------------------------------------------------------------------------- persistence
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self._id_map is not None and kwargs.get("is_main_process", True):
+            self._id_map.save(Path(save_directory) / DEFAULT_FILENAME)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        kwargs.setdefault("use_safetensors", True)
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
+        map_file = cached_file(
+            pretrained_model_name_or_path, DEFAULT_FILENAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+        )
+        if map_file is not None:
+            model.id_map = SemanticIDMap.load(map_file, config=model.config)
+        else:
+            logger.warning("%s holds no %s; set `model.id_map` before retrieving.", pretrained_model_name_or_path, DEFAULT_FILENAME)
+        model.backbone.generation_config = model.generation_config
+        return model
+
+    # ------------------------------------------------------------------------------------ forward / generate
+    def get_input_embeddings(self):
+        return self.backbone.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.backbone.get_output_embeddings()
+
+    def get_encoder(self):
+        return self.backbone.get_encoder()
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, decoder_input_ids=None, **kwargs):
+        """Teacher-forced seq2seq forward of the backbone; `labels` are the ID tokens followed by EOS."""
+        return self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, labels=labels, decoder_input_ids=decoder_input_ids, **kwargs
+        )
+
+    def trie_processor(self) -> TrieConstrainedLogitsProcessor:
+        return TrieConstrainedLogitsProcessor(
+            self.trie, eos_token_id=self.generation_config.eos_token_id, pad_token_id=self.generation_config.pad_token_id
+        )
+
+    @torch.no_grad()
+    def generate(self, *args, constrained: bool = True, logits_processor=None, **kwargs):
+        """The backbone's `generate`, with the trie constraint first in the processor list unless `constrained=False`."""
+        processors = LogitsProcessorList(logits_processor or [])
+        if constrained:
+            processors.insert(0, self.trie_processor())
+        return self.backbone.generate(*args, logits_processor=processors, **kwargs)
+
+    # ---------------------------------------------------------------------------------------- retrieval
+    @torch.no_grad()
+    def retrieve(
+        self, texts: list[str] | str, tokenizer=None, top_k: int = 10, num_beams: int = 20, batch_size: int = 32
+    ) -> list[list[dict]]:
+        """Ranked documents per input text: `{"doc_id", "semantic_id", "score"}` (+ `"title"` when the map has titles).
+
+        When fewer valid IDs than `top_k` can be decoded (a small trie), the list is shorter and a warning says so.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            raise ValueError("`texts` is empty: give at least one query.")
+        empty = [index for index, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
+        if empty:
+            raise ValueError(f"Queries at positions {empty[:10]} are empty.")
+        if top_k > num_beams:
+            raise ValueError(f"`top_k` ({top_k}) cannot exceed `num_beams` ({num_beams}): beam search returns at most num_beams IDs.")
+        tokenizer = tokenizer or getattr(self, "tokenizer", None) or AutoTokenizer.from_pretrained(self.name_or_path)
+        device = next(self.parameters()).device
+        results: list[list[dict]] = []
+        for start in range(0, len(texts), batch_size):
+            batch_texts = texts[start : start + batch_size]
+            encoded = tokenizer(batch_texts, padding=True, truncation=False, return_tensors="pt")
+            if encoded["input_ids"].shape[1] > self.config.max_query_length:
+                if not self._warned_truncation:
+                    logger.warning("Queries longer than %d tokens are truncated.", self.config.max_query_length)
+                    self._warned_truncation = True
+                encoded = tokenizer(batch_texts, padding=True, truncation=True, max_length=self.config.max_query_length, return_tensors="pt")
+            output = self.generate(
+                input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device),
+                num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=self.trie.depth + 1,
+                early_stopping=True, output_scores=True, return_dict_in_generate=True,
+            )
+            depth = self.trie.depth
+            tokens = output.sequences[:, 1 : 1 + depth]
+            if tokens.shape[1] < depth:
+                tokens = torch.nn.functional.pad(tokens, (0, depth - tokens.shape[1]), value=-1)
+            valid = self.trie.contains(tokens) & torch.isfinite(output.sequences_scores) & (output.sequences_scores > -1e3)
+            rows = torch.full((tokens.shape[0],), -1, dtype=torch.long)
+            if bool(valid.any()):
+                rows[valid.cpu()] = self.id_map.rows_of(self.tokens_to_codes(tokens[valid]).cpu())
+            scores = output.sequences_scores.float().cpu().tolist()
+            for query in range(len(batch_texts)):
+                ranked, seen = [], set()
+                for beam in range(query * num_beams, (query + 1) * num_beams):
+                    row = int(rows[beam])
+                    if row < 0 or row in seen:
+                        continue
+                    seen.add(row)
+                    doc_id = self.id_map.doc_ids[row]
+                    entry = {"doc_id": doc_id, "semantic_id": tuple(self.id_map.semantic_ids[row].tolist()), "score": scores[beam]}
+                    if self.id_map.doc_titles is not None:
+                        entry["title"] = self.id_map.doc_titles[row]
+                    ranked.append(entry)
+                ranked.sort(key=lambda item: -item["score"])
+                if len(ranked) < top_k:
+                    logger.warning("Query %d: only %d valid IDs could be decoded (top_k=%d).", start + query, len(ranked), top_k)
+                results.append(ranked[:top_k])
+        return results
