@@ -68,7 +68,7 @@ def test_remote_code_path_without_the_package(tiny_model, tmp_path):
         for line in source.read_text().splitlines():
             if line.startswith(("import ", "from ")) and not line.startswith("from ."):
                 root = line.split()[1].split(".")[0]
-                assert root in {"torch", "transformers", "__future__", "enum", "os", "dataclasses", "typing"}, line
+                assert root in {"torch", "transformers", "__future__", "enum", "os", "dataclasses", "typing", "logging", "pathlib"}, line
 
     input_ids, attention_mask = random_batch(batch_size=3, seed=11)
     (folder / "batch.json").write_text(json.dumps({"input_ids": input_ids.tolist(), "attention_mask": attention_mask.tolist()}))
@@ -89,3 +89,44 @@ def test_id_map_module_is_hub_safe():
     roots = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from ")) and not line.startswith("from .")}
     assert roots <= {"__future__", "json", "math", "os", "tempfile", "collections", "pathlib", "torch", "transformers"}
     assert "pickle" not in source and "torch.load" not in source
+
+
+RETRIEVAL_LOADER = LOADER.split("batch = json.loads")[0] + textwrap.dedent(
+    """
+    from transformers import AutoTokenizer
+    results = model.eval().retrieve(["gentle cleanser"], tokenizer=AutoTokenizer.from_pretrained(folder, trust_remote_code=True), top_k=3, num_beams=6)
+    print(json.dumps({"results": results, "module": type(model).__module__,
+                      "imported_project": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)}))
+    """
+).replace("\n    ", "\n")
+
+
+def test_retrieval_model_through_remote_code(tmp_path, demo_items, demo_tokenizer):
+    import copy
+
+    from lmindexer import LMIndexerForGenerativeRetrieval, SemanticIDMap
+    from lmindexer.trainers.demo import tiny_t5_config
+    from transformers import T5ForConditionalGeneration
+
+    tokenizer = copy.deepcopy(demo_tokenizer)
+    codes = torch.tensor([[i % 3, (i // 3) % 4] for i in range(len(demo_items))])
+    id_map = SemanticIDMap.from_codes([i["item_id"] for i in demo_items], codes, [3, 4], 16, doc_titles=[i["title"] for i in demo_items])
+    torch.manual_seed(0)
+    model = LMIndexerForGenerativeRetrieval.from_backbone_and_map(T5ForConditionalGeneration(tiny_t5_config(len(tokenizer), 32)), tokenizer, id_map).eval()
+    folder = tmp_path / "retriever"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    assert {p.name for p in folder.glob("*.py")} == {
+        "configuration_lmindexer.py", "modeling_lmindexer.py", "modeling_retrieval.py", "reconstructor.py", "losses.py",
+        "semantic_id_map.py", "trie.py",
+    }
+    expected = model.retrieve(["gentle cleanser"], tokenizer=tokenizer, top_k=3, num_beams=6)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
+    result = subprocess.run([sys.executable, "-c", RETRIEVAL_LOADER, str(folder), "trust"], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip(), result.stderr[-3000:]
+    remote = json.loads(result.stdout.strip().splitlines()[-1])
+    assert remote["imported_project"] == [] and remote["module"].startswith("transformers_modules.")
+    got = [[dict(r, semantic_id=tuple(r["semantic_id"])) for r in ranked] for ranked in remote["results"]]
+    assert [[r["doc_id"] for r in ranked] for ranked in got] == [[r["doc_id"] for r in ranked] for ranked in expected]
