@@ -131,23 +131,27 @@ class TrieConstrainedLogitsProcessor(LogitsProcessor):
         self.prompt_length = prompt_length
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        # Works in place on `scores`: allocating a fresh [rows, vocabulary] tensor every step costs far more
+        # than the constraint itself (page faults on CPU, an extra allocation on GPU).
         if self.trie.device != scores.device:
             self.trie.to(scores.device)
         generated = input_ids[:, self.prompt_length :]
         depth = generated.shape[1]
-        constrained = torch.full_like(scores, float("-inf"))
         if depth >= self.trie.depth:
             finished_token = self.eos_token_id if depth == self.trie.depth else self.pad_token_id
-            constrained[:, finished_token] = scores[:, finished_token]
-            return constrained
+            kept = scores[:, finished_token].clone()
+            scores.fill_(float("-inf"))
+            scores[:, finished_token] = kept
+            return scores
         nodes = self.trie.walk(generated)
         tokens, valid = self.trie.children(nodes)
         # Invalid window slots repeat the first child with its own score: duplicates write equal values.
         allowed_scores = scores.gather(1, tokens).masked_fill(~valid[:, :1], float("-inf"))
-        constrained.scatter_(1, tokens, allowed_scores)
+        scores.fill_(float("-inf"))
+        scores.scatter_(1, tokens, allowed_scores)
         # Rows outside the trie may only end; a finite score keeps beam search free of NaNs.
         dead = nodes < 0
-        constrained[:, self.eos_token_id] = torch.where(
-            dead, torch.full_like(scores[:, self.eos_token_id], -1e4), constrained[:, self.eos_token_id]
+        scores[:, self.eos_token_id] = torch.where(
+            dead, torch.full_like(scores[:, self.eos_token_id], -1e4), scores[:, self.eos_token_id]
         )
-        return constrained
+        return scores

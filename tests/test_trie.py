@@ -32,7 +32,7 @@ def test_every_step_matches_a_python_reference(seed):
         rows = [seq[:cut] for seq in sequences][:16]
         input_ids = torch.tensor([[0, *row] for row in rows])
         scores = torch.randn(len(rows), vocab)
-        constrained = processor(input_ids, scores.clone())
+        constrained = processor(input_ids, scores.clone())  # the processor writes in place
         for row, prefix in enumerate(rows):
             allowed = torch.isfinite(constrained[row]).nonzero().flatten().tolist()
             expected = [1] if cut == depth else reference_allowed(sequences, prefix)
