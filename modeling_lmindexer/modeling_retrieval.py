@@ -197,10 +197,15 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             input_ids=input_ids, attention_mask=attention_mask, labels=labels, decoder_input_ids=decoder_input_ids, **kwargs
         )
 
+    @property
+    def eos_token_id(self) -> int:
+        """The token that ends an ID (the first one, where the generation config lists several)."""
+        eos = self.generation_config.eos_token_id
+        return int(eos[0] if isinstance(eos, (list, tuple)) else eos)
+
     def trie_processor(self) -> TrieConstrainedLogitsProcessor:
-        return TrieConstrainedLogitsProcessor(
-            self.trie, eos_token_id=self.generation_config.eos_token_id, pad_token_id=self.generation_config.pad_token_id
-        )
+        pad = self.generation_config.pad_token_id
+        return TrieConstrainedLogitsProcessor(self.trie, eos_token_id=self.eos_token_id, pad_token_id=pad)
 
     @torch.no_grad()
     def generate(self, *args, constrained: bool = True, logits_processor=None, **kwargs):

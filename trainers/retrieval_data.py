@@ -1,0 +1,162 @@
+"""Downstream data: sequential recommendation and retrieval / product search samples, as `datasets` splits.
+
+Every sample is `{"input_text", "target_doc_id"}`; evaluation splits also carry `"relevant"` (the relevant
+document IDs with their grades, as a JSON string so the column type is fixed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from .data import join_fields
+
+logger = logging.getLogger("lmindexer")
+
+
+@dataclass
+class HistoryFormat:
+    """How a user's history becomes input text.
+
+    Args:
+        max_history: most recent items kept.
+        newest_first: order of the kept items in the text.
+        separator: between item texts.
+        text_fields: item fields joined into each item's text.
+    """
+
+    max_history: int = 20
+    newest_first: bool = False
+    separator: str = " ; "
+    text_fields: tuple[str, ...] = ("title",)
+
+    def render(self, history: list[str], item_text: dict[str, str]) -> str:
+        kept = history[-self.max_history :]
+        if self.newest_first:
+            kept = kept[::-1]
+        return self.separator.join(item_text[item] for item in kept)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def recommendation_splits(
+    sequences_path: str | Path, items_path: str | Path, history: HistoryFormat | None = None, known_items: set[str] | None = None
+) -> datasets.DatasetDict:
+    """Leave-one-out splits: per user, the last item is the test target, the second-to-last the validation target,
+    and every earlier item is a training target with the items before it as history.
+
+    Users with fewer than 3 items give no test sample; items missing from `items_path` (or from `known_items`,
+    e.g. the ID map) are dropped from histories and counted in the log.
+    """
+    history = history or HistoryFormat()
+    items = read_jsonl(items_path)
+    item_text = {str(item["item_id"]): join_fields(item, list(history.text_fields)) for item in items}
+    known = set(item_text) if known_items is None else set(item_text) & set(known_items)
+    splits = {"train": [], "validation": [], "test": []}
+    dropped = 0
+    for user in read_jsonl(sequences_path):
+        sequence = [str(item) for item in user["items"]]
+        dropped += sum(item not in known for item in sequence)
+        sequence = [item for item in sequence if item in known]
+        if len(sequence) < 3:
+            continue
+        for target in range(1, len(sequence) - 2):
+            splits["train"].append(_sample(history.render(sequence[:target], item_text), sequence[target]))
+        splits["validation"].append(_sample(history.render(sequence[:-2], item_text), sequence[-2], {sequence[-2]: 1}))
+        splits["test"].append(_sample(history.render(sequence[:-1], item_text), sequence[-1], {sequence[-1]: 1}))
+    if dropped:
+        logger.warning("%d interactions name items that are not in the catalogue or ID map; they were dropped.", dropped)
+    return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
+
+
+def _sample(text: str, target: str, relevant: dict[str, int] | None = None) -> dict:
+    return {"input_text": text, "target_doc_id": target, "relevant": json.dumps(relevant or {target: 1})}
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(row["score"])
+    return qrels
+
+
+def retrieval_splits(
+    folder: str | Path,
+    known_docs: set[str],
+    indexing: bool = True,
+    pseudo_queries: str | Path | None = None,
+    doc_text_fields: tuple[str, ...] = ("title", "text"),
+    max_doc_chars: int = 2000,
+) -> tuple[datasets.DatasetDict, dict[str, int]]:
+    """BEIR layout (`corpus.jsonl`, `queries.jsonl`, `qrels/{train,test}.tsv`) to query -> ID samples.
+
+    - train: one sample per (train query, relevant document); with `indexing`, also one DSI-style sample per
+      document (its own text -> its ID); with `pseudo_queries` (jsonl of `{"doc_id", "query"}`), those too.
+    - test (and validation when `qrels/dev.tsv` exists): one sample per query with all its relevant documents.
+    Returns the splits and a report counting qrels that name unknown queries or documents (which are skipped).
+    """
+    folder = Path(folder)
+    queries = {str(q["_id"]): q["text"] for q in read_jsonl(folder / "queries.jsonl")}
+    report = {"unknown_queries": 0, "unknown_documents": 0}
+    splits: dict[str, list[dict]] = {}
+    for split, filename in (("train", "train.tsv"), ("validation", "dev.tsv"), ("test", "test.tsv")):
+        path = folder / "qrels" / filename
+        if not path.exists():
+            continue
+        rows = []
+        for query_id, judged in read_qrels(path).items():
+            if query_id not in queries:
+                report["unknown_queries"] += 1
+                continue
+            relevant = {doc: grade for doc, grade in judged.items() if grade > 0 and doc in known_docs}
+            report["unknown_documents"] += sum(doc not in known_docs for doc in judged)
+            if not relevant:
+                continue
+            if split == "train":
+                rows += [_sample(queries[query_id], doc, relevant) for doc in relevant]
+            else:
+                rows.append(_sample(queries[query_id], next(iter(relevant)), relevant))
+        splits[split] = rows
+    if indexing:
+        for doc in read_jsonl(folder / "corpus.jsonl"):
+            if str(doc["_id"]) in known_docs:
+                text = join_fields(doc, list(doc_text_fields))[:max_doc_chars]
+                splits.setdefault("train", []).append(_sample(text, str(doc["_id"])))
+    if pseudo_queries is not None:
+        for row in read_jsonl(pseudo_queries):
+            if str(row["doc_id"]) in known_docs:
+                splits.setdefault("train", []).append(_sample(row["query"], str(row["doc_id"])))
+    if report["unknown_queries"] or report["unknown_documents"]:
+        logger.warning(
+            "qrels name %d unknown queries and %d unknown documents; they were skipped.",
+            report["unknown_queries"], report["unknown_documents"],
+        )
+    return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()}), report
+
+
+class RetrievalCollator:
+    """Tokenises input texts and turns target documents into ID-token labels followed by EOS."""
+
+    def __init__(self, tokenizer, model, max_length: int = 512):
+        self.tokenizer = tokenizer
+        self.model = model
+        self.max_length = max_length
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        encoded = self.tokenizer(
+            [f["input_text"] for f in features], max_length=self.max_length, truncation=True, padding=True, return_tensors="pt"
+        )
+        rows = [self.model.id_map.semantic_id(f["target_doc_id"]) for f in features]
+        tokens = self.model.codes_to_tokens(torch.tensor(rows, dtype=torch.long))
+        eos = torch.full((len(features), 1), self.model.eos_token_id, dtype=torch.long)
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": torch.cat([tokens, eos], 1)}
