@@ -88,3 +88,26 @@ def test_two_process_run_matches_one_process_coverage(indexed, corpus_file, tmp_
     assert sorted(ddp_map.doc_ids) == sorted(single_map.doc_ids)
     assert len({tuple(r) for r in ddp_map.semantic_ids.tolist()}) == len(ddp_map) == 96
     assert result.stdout.count("Indexer, tokenizer, ID map and metrics saved") == 1  # only rank 0 reports and writes
+
+
+def test_finetune_evaluate_retrieve_from_an_index(indexed, corpus_file, tmp_path, capsys):
+    items = [json.loads(line) for line in corpus_file.read_text().splitlines()]
+    data = tmp_path / "rec"
+    write_jsonl(items, data / "items.jsonl")
+    write_jsonl([{"user_id": f"u{u}", "items": [items[(u + 7 * k) % len(items)]["item_id"] for k in range(4)]} for u in range(20)],
+                data / "sequences.jsonl")
+    output = tmp_path / "retriever"
+    assert main(["finetune", "--indexer", str(indexed), "--task", "recommendation", "--data", str(data), "--output_dir", str(output),
+                 "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--report_to", "none", "--save_strategy", "no",
+                 "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--eval_num_beams", "6", "--eval_ks", "1,5",
+                 "--max_length", "48"]) == 0
+    saved = json.loads((output / "retrieval_metrics.json").read_text())
+    assert {"test_recall@5", "test_ndcg@5", "test_map@1", "test_mrr@5"} <= set(saved)
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(output), "--task", "recommendation", "--data", str(data), "--num_beams", "6",
+                 "--ks", "1,5"]) == 0
+    assert main(["retrieve", "--model", str(output), "--top_k", "3", "--num_beams", "6", "gentle face serum"]) == 0
+    out = capsys.readouterr().out
+    assert "# gentle face serum" in out and "<id_1_" in out and out.count("\n  ") + out.count("\n ") >= 3
+    with pytest.raises(ValueError, match="at least one query"):
+        main(["retrieve", "--model", str(output)])

@@ -10,6 +10,15 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from .cli_downstream import (
+    DownstreamDataArguments,
+    EvaluateArguments,
+    FinetuneArguments,
+    RetrieveArguments,
+    run_evaluate,
+    run_finetune,
+    run_retrieve,
+)
 from .demo import TINY_BACKBONE
 
 logger = logging.getLogger("lmindexer")
@@ -205,6 +214,13 @@ def run_assign(args: AssignArguments) -> dict:
 COMMANDS = {
     "index": ((IndexArguments, "training"), run_index, "Train an indexer on a corpus (the demo catalogue by default)."),
     "assign": (AssignArguments, run_assign, "Give semantic IDs to new documents and extend the saved map."),
+    "finetune": (
+        (FinetuneArguments, DownstreamDataArguments, "retrieval_training"),
+        run_finetune,
+        "Fine-tune a retriever from a trained indexer (recommendation or retrieval) and evaluate it.",
+    ),
+    "evaluate": ((EvaluateArguments, DownstreamDataArguments), run_evaluate, "Recall/NDCG/MAP/MRR of a retriever."),
+    "retrieve": (RetrieveArguments, run_retrieve, 'Ranked documents for queries: lmindexer retrieve --model DIR "query".'),
     "demo": (DemoArguments, run_demo, "Build, save, reload and run a small untrained indexer on the demo corpus."),
 }
 
@@ -219,13 +235,17 @@ def main(argv: list[str] | None = None) -> int:
     argument_classes, runner, _ = COMMANDS[argv[0]]
     if not isinstance(argument_classes, tuple):
         argument_classes = (argument_classes,)
-    if "training" in argument_classes:
-        from .arguments import IndexerTrainingArguments
+    from .arguments import IndexerTrainingArguments
+    from .retrieval_trainer import RetrievalTrainingArguments
 
-        argument_classes = tuple(IndexerTrainingArguments if c == "training" else c for c in argument_classes)
+    named = {"training": IndexerTrainingArguments, "retrieval_training": RetrievalTrainingArguments}
+    argument_classes = tuple(named.get(c, c) if isinstance(c, str) else c for c in argument_classes)
     parser = HfArgumentParser(argument_classes, prog=f"lmindexer {argv[0]}")
-    parsed = parser.parse_args_into_dataclasses(args=argv[1:])
-    runner(*parsed)
+    if runner is run_retrieve:  # queries are positional
+        *parsed, queries = parser.parse_args_into_dataclasses(args=argv[1:], return_remaining_strings=True)
+        runner(*parsed, queries)
+        return 0
+    runner(*parser.parse_args_into_dataclasses(args=argv[1:]))
     return 0
 
 
