@@ -30,6 +30,7 @@ from transformers.utils import ModelOutput
 from .configuration_lmindexer import LMIndexerConfig
 from .losses import commitment_loss, prefix_contrastive_loss
 from .reconstructor import Reconstructor, sample_hint_mask
+from .semantic_id_map import check_code_ranges
 
 
 class IndexerMode(str, enum.Enum):
@@ -268,12 +269,9 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
 
     def check_codes(self, codes: torch.Tensor) -> None:
         """Raise if any code lies outside its position's codebook."""
-        for index in range(codes.shape[1]):
-            size = self.config.codebook_sizes[index]
-            column = codes[:, index]
-            if bool(((column < 0) | (column >= size)).any()):
-                bad = column[(column < 0) | (column >= size)][0].item()
-                raise ValueError(f"Code {bad} at position {index + 1} lies outside its codebook of size {size}.")
+        if codes.shape[1] > self.config.id_length:
+            raise ValueError(f"Got {codes.shape[1]} code positions; this indexer learns {self.config.id_length}.")
+        check_code_ranges(codes, self.config.codebook_sizes)
 
     # --------------------------------------------------------------------------------------------- forward
     def forward(

@@ -68,7 +68,7 @@ class SemanticIDMap:
             )
         _check_key_space(self.vocabulary_sizes)
         _check_unique_doc_ids(self.doc_ids)
-        _check_code_ranges(self.semantic_ids, self.vocabulary_sizes)
+        check_code_ranges(self.semantic_ids, self.vocabulary_sizes)
         keys = self._full_keys(self.semantic_ids)
         if keys.numel() != torch.unique(keys).numel():
             raise ValueError("Semantic IDs are not unique: two documents share a full ID including the dedup index.")
@@ -99,7 +99,7 @@ class SemanticIDMap:
                 f"Learned codes have {learned_codes.shape[1]} positions but {len(codebook_sizes)} codebook sizes were given."
             )
         _check_unique_doc_ids(doc_ids)
-        _check_code_ranges(learned_codes, list(codebook_sizes))
+        check_code_ranges(learned_codes, list(codebook_sizes))
         dedup = _dedup_indices(doc_ids, learned_codes, list(codebook_sizes), taken=None)
         _check_dedup_capacity(dedup, dedup_size)
         return cls(doc_ids, torch.cat([learned_codes, dedup[:, None]], dim=1), codebook_sizes, dedup_size, doc_titles)
@@ -116,7 +116,7 @@ class SemanticIDMap:
         new_ids = [str(doc_ids[row]) for row in fresh_rows]
         _check_unique_doc_ids(new_ids)
         new_codes = learned_codes[fresh_rows]
-        _check_code_ranges(new_codes, self.codebook_sizes)
+        check_code_ranges(new_codes, self.codebook_sizes)
         dedup = _dedup_indices(new_ids, new_codes, self.codebook_sizes, taken=self.semantic_ids)
         _check_dedup_capacity(dedup, self.dedup_size)
         titles = None
@@ -361,7 +361,8 @@ def _check_unique_doc_ids(doc_ids: list[str]) -> None:
         raise ValueError(f"Duplicate document IDs: {sorted(set(repeated))[:10]} ({len(repeated)} repeats).")
 
 
-def _check_code_ranges(codes: torch.Tensor, sizes: list[int]) -> None:
+def check_code_ranges(codes: torch.Tensor, sizes: list[int]) -> None:
+    """Raise a `ValueError` naming the first code outside its position's size."""
     for index, size in enumerate(sizes[: codes.shape[1]]):
         column = codes[:, index]
         bad = (column < 0) | (column >= size)

@@ -63,12 +63,12 @@ def test_remote_code_path_without_the_package(tiny_model, tmp_path):
         "AutoModel": "modeling_lmindexer.LMIndexerForSemanticID",
     }
     copied = {p.name for p in folder.glob("*.py")}
-    assert copied == {"configuration_lmindexer.py", "modeling_lmindexer.py", "reconstructor.py", "losses.py"}
+    assert copied == {"configuration_lmindexer.py", "modeling_lmindexer.py", "reconstructor.py", "losses.py", "semantic_id_map.py"}
     for source in folder.glob("*.py"):  # Hub code imports only torch, transformers, stdlib and siblings
         for line in source.read_text().splitlines():
             if line.startswith(("import ", "from ")) and not line.startswith("from ."):
                 root = line.split()[1].split(".")[0]
-                assert root in {"torch", "transformers", "__future__", "enum", "os", "dataclasses", "typing", "logging", "pathlib"}, line
+                assert root in {"torch", "transformers", "__future__", "enum", "os", "dataclasses", "typing", "logging", "pathlib", "json", "math", "tempfile", "collections"}, line
 
     input_ids, attention_mask = random_batch(batch_size=3, seed=11)
     (folder / "batch.json").write_text(json.dumps({"input_ids": input_ids.tolist(), "attention_mask": attention_mask.tolist()}))
