@@ -111,3 +111,10 @@ def test_finetune_evaluate_retrieve_from_an_index(indexed, corpus_file, tmp_path
     assert "# gentle face serum" in out and "<id_1_" in out and out.count("\n  ") + out.count("\n ") >= 3
     with pytest.raises(ValueError, match="at least one query"):
         main(["retrieve", "--model", str(output)])
+
+
+def test_demo_builds_saves_reloads_and_assigns(tmp_path, capsys):
+    assert main(["demo", "--output_dir", str(tmp_path), "--num_items", "60"]) == 0
+    id_map = SemanticIDMap.load(tmp_path / "semantic_id_map.safetensors")
+    assert len(id_map) == 60 and (tmp_path / "modeling_lmindexer.py").exists()
+    assert "DEMO00000" in capsys.readouterr().out

@@ -145,8 +145,15 @@ def test_diagnostics_against_brute_force():
 
 
 # --------------------------------------------------------------------------------------------- pipeline
-def test_pipeline_end_to_end(demo_items, demo_tokenizer, tmp_path):
-    pipeline, id_map = run_pipeline(demo_items, demo_tokenizer, tmp_path)
+@pytest.fixture(scope="module")
+def reference_run(demo_items, demo_tokenizer, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reference")
+    _, id_map = run_pipeline(demo_items, demo_tokenizer, folder)
+    return folder, id_map
+
+
+def test_pipeline_end_to_end(demo_items, demo_tokenizer, reference_run):
+    tmp_path, id_map = reference_run
     assert len(id_map) == len(demo_items)
     assert len({tuple(row) for row in id_map.semantic_ids.tolist()}) == len(demo_items)
     for name in ("config.json", "model.safetensors", "tokenizer.json", "semantic_id_map.safetensors", "indexer_metrics.json"):
@@ -169,8 +176,8 @@ def test_pipeline_end_to_end(demo_items, demo_tokenizer, tmp_path):
     assert np.array_equal(codes, frozen)
 
 
-def test_same_seed_same_map_and_resume_between_stages(demo_items, demo_tokenizer, tmp_path, monkeypatch):
-    _, reference = run_pipeline(demo_items, demo_tokenizer, tmp_path / "a")
+def test_same_seed_same_map_and_resume_between_stages(demo_items, demo_tokenizer, tmp_path, monkeypatch, reference_run):
+    _, reference = reference_run
     _, again = run_pipeline(demo_items, demo_tokenizer, tmp_path / "b")
     assert again == reference
 
