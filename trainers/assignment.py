@@ -15,9 +15,11 @@ from tqdm.auto import tqdm
 from ..modeling_lmindexer import LMIndexerForSemanticID
 
 
-def _batches(texts: list[str], batch_size: int, rows: list[int] | None = None) -> Iterator[list[int]]:
-    rows = list(range(len(texts))) if rows is None else rows
-    ordered = sorted(rows, key=lambda row: len(texts[row]))
+def _batches(texts: list[str], batch_size: int, rows: list[int] | None = None) -> Iterator[np.ndarray]:
+    # numpy row arrays rather than Python lists: the bookkeeping stays a few bytes per document.
+    rows = np.arange(len(texts)) if rows is None else np.asarray(rows, dtype=np.int64)
+    lengths = np.fromiter((len(texts[row]) for row in rows), dtype=np.int64, count=len(rows))
+    ordered = rows[np.argsort(lengths, kind="stable")]
     for start in range(0, len(ordered), batch_size):
         yield ordered[start : start + batch_size]
 
@@ -35,14 +37,14 @@ def _run(
     rows: list[int] | None = None,
     progress: bool = True,
 ) -> np.ndarray:
-    rows = list(range(len(texts))) if rows is None else rows
     result = np.zeros((len(texts), width), dtype=dtype)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
+        total = -(-(len(texts) if rows is None else len(rows)) // batch_size)
         for batch_rows in tqdm(
-            list(_batches(texts, batch_size, rows)), desc=description, disable=not progress, leave=False
+            _batches(texts, batch_size, rows), total=total, desc=description, disable=not progress, leave=False
         ):
             encoded = tokenizer(
                 [texts[row] for row in batch_rows],
