@@ -46,6 +46,24 @@ _CATALOGUE = {
         "Appliances": ["hair dryer", "flat iron", "curling wand", "facial steamer"],
     },
 }
+# Words a shopper would read only in that kind of product: they carry the category signal, as real titles do.
+_LEAF_PHRASES = {
+    "Face": ["for oily skin", "pore refining", "with hyaluronic acid", "anti aging"],
+    "Body": ["with shea butter", "for dry elbows", "cocoa scented", "all over body"],
+    "Sun": ["spf 50", "broad spectrum spf 30", "reef safe", "water resistant spf"],
+    "Shampoo": ["for oily scalp", "sulfate free wash", "for color treated hair", "daily cleansing hair"],
+    "Styling": ["strong hold", "frizz control", "heat protect styling", "flexible hold"],
+    "Treatment": ["for damaged hair", "bond repair", "deep conditioning", "split end repair"],
+    "Eyes": ["smudge proof lashes", "for lash volume", "eye defining", "long wear lid"],
+    "Lips": ["for soft lips", "creamy lip color", "kiss proof", "lip plumping"],
+    "Face Makeup": ["full coverage", "oil free complexion", "buildable coverage", "dewy finish cheek"],
+    "Polish": ["chip resistant nail", "quick dry nail", "glossy nail color", "salon nail finish"],
+    "Nail Tools": ["stainless steel manicure", "for cuticles", "nail shaping", "manicure tool"],
+    "Women": ["floral notes for her", "jasmine and rose", "feminine scent", "sweet vanilla scent"],
+    "Men": ["woody notes for him", "cedar and musk", "masculine scent", "fresh citrus for men"],
+    "Brushes": ["synthetic bristles", "for powder blending", "makeup applicator", "soft bristle brush"],
+    "Appliances": ["ceramic plates", "ionic technology", "1875 watt", "tourmaline heat"],
+}
 _ADJECTIVES = [
     "hydrating", "gentle", "matte", "shimmer", "long lasting", "waterproof", "organic", "vegan",
     "travel size", "fragrance free", "sensitive", "brightening", "nourishing", "volumizing", "classic",
@@ -65,7 +83,8 @@ def generate_demo_corpus(num_items: int = 480, seed: int = 0) -> list[dict]:
     while len(items) < num_items:
         category, subcategory, nouns = leaves[len(items) % len(leaves)]
         brand = rng.choice(_BRANDS)
-        title = f"{brand} {rng.choice(_ADJECTIVES)} {rng.choice(nouns)} {rng.choice(_DETAILS)}"
+        phrase = rng.choice(_LEAF_PHRASES[subcategory])
+        title = f"{brand} {rng.choice(_ADJECTIVES)} {rng.choice(nouns)} {phrase} {rng.choice(_DETAILS)}"
         if title in seen_titles:
             title = f"{title} edition {len(items)}"
         seen_titles.add(title)
