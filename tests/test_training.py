@@ -236,3 +236,22 @@ def test_corpus_bad_input(records, message):
 def test_html_entities_are_unescaped():
     corpus = build_corpus([{"item_id": 1, "title": "Salt &amp; Pepper", "brand": "Q&amp;A"}], "item_id", ["title", "brand"])
     assert corpus.texts == ["Salt & Pepper; Q&A"] and corpus.doc_ids == ["1"]
+
+
+@pytest.mark.parametrize("geometry", ["cosine", "dot"])
+def test_kmeans_codebook_separates_clusters_in_its_geometry(geometry):
+    from lmindexer.trainers.kmeans import kmeans_codebook
+
+    rng = np.random.default_rng(0)
+    directions = np.eye(8, dtype=np.float32)[:4] * 5
+    vectors = np.concatenate([d + rng.normal(0, 0.2, (50, 8)).astype(np.float32) for d in directions])
+    centroids = kmeans_codebook(vectors, 4, geometry, seed=0, iterations=10, progress=True)
+    if geometry == "cosine":
+        scores = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)) @ (centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).T
+        assert np.allclose(np.linalg.norm(centroids, axis=1), np.linalg.norm(vectors, axis=1).mean(), rtol=1e-4)
+    else:
+        scores = vectors @ centroids.T
+    assigned = scores.argmax(1)
+    assert len(set(assigned.tolist())) == 4
+    for cluster in range(4):  # each true cluster lands on one code
+        assert len(set(assigned[cluster * 50 : (cluster + 1) * 50].tolist())) == 1

@@ -6,12 +6,13 @@ import logging
 
 import faiss
 import numpy as np
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
 
 def kmeans_codebook(
-    vectors: np.ndarray, num_codes: int, geometry: str, seed: int = 0, iterations: int = 25, verbose: bool = False
+    vectors: np.ndarray, num_codes: int, geometry: str, seed: int = 0, iterations: int = 25, progress: bool = False
 ) -> np.ndarray:
     """Centroids `[num_codes, D]` of `vectors` (the `h^t` of the whole corpus).
 
@@ -30,9 +31,10 @@ def kmeans_codebook(
     if not np.isfinite(vectors).all():
         raise ValueError("The encoder produced non-finite vectors; k-means cannot run on them.")
     parameters = faiss.ClusteringParameters()
-    parameters.niter = iterations
+    # One iteration per `train` call: faiss continues from the centroids it holds, so the result equals one call
+    # with `iterations` iterations, and the loop can drive a progress bar.
+    parameters.niter = 1
     parameters.seed = seed
-    parameters.verbose = verbose
     # faiss would otherwise subsample to 256 points per centroid; use every document.
     parameters.max_points_per_centroid = max(256, -(-count // num_codes))
     parameters.spherical = geometry == "cosine"
@@ -41,7 +43,9 @@ def kmeans_codebook(
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         points = vectors / np.maximum(norms, 1e-12)
     clustering = faiss.Clustering(dim, num_codes, parameters)
-    clustering.train(points, faiss.IndexFlatIP(dim))
+    index = faiss.IndexFlatIP(dim)
+    for _ in tqdm(range(iterations), desc=f"k-means ({count} x {num_codes})", disable=not progress, leave=False):
+        clustering.train(points, index)
     centroids = faiss.vector_to_array(clustering.centroids).reshape(num_codes, dim)
     if geometry == "cosine":
         centroids = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)

@@ -185,7 +185,7 @@ class IndexerTrainingPipeline:
             centroids = kmeans_codebook(
                 vectors, self.model.config.codebook_sizes[position - 1], self.model.config.code_geometry,
                 seed=self.args.seed + index, iterations=self.args.kmeans_iterations,
-                verbose=not self.args.disable_tqdm,
+                progress=not self.args.disable_tqdm,
             )
         centroids = self._broadcast(centroids)
         with torch.no_grad():
