@@ -255,3 +255,27 @@ def test_kmeans_codebook_separates_clusters_in_its_geometry(geometry):
     assert len(set(assigned.tolist())) == 4
     for cluster in range(4):  # each true cluster lands on one code
         assert len(set(assigned[cluster * 50 : (cluster + 1) * 50].tolist())) == 1
+
+
+def test_resume_mid_stage_from_trainer_checkpoints(demo_items, demo_tokenizer, tmp_path, monkeypatch):
+    from lmindexer.trainers.stage_trainers import CodebookTrainer
+
+    settings = dict(save_strategy="steps", save_steps=2, codebook_epochs=2)
+    _, uninterrupted = run_pipeline(demo_items, demo_tokenizer, tmp_path / "a", **settings)
+
+    original = CodebookTrainer.compute_loss
+
+    def crash_after_a_checkpoint(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.position == 1 and self.state.global_step == 5:
+            raise KeyboardInterrupt("simulated interruption mid-stage")
+        return original(self, model, inputs, return_outputs, num_items_in_batch)
+
+    monkeypatch.setattr(CodebookTrainer, "compute_loss", crash_after_a_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(demo_items, demo_tokenizer, tmp_path / "b", **settings)
+    checkpoints = sorted((tmp_path / "b" / "stages" / "codebook_t1").glob("checkpoint-*"))
+    assert [c.name for c in checkpoints][-1] == "checkpoint-4"
+    monkeypatch.setattr(CodebookTrainer, "compute_loss", original)
+    _, resumed = run_pipeline(demo_items, demo_tokenizer, tmp_path / "b", resume=True, **settings)
+    assert resumed == uninterrupted
+    assert not (tmp_path / "b" / "stages" / "codebook_t1").exists()  # a finished stage's checkpoints are cleaned up
