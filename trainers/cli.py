@@ -153,10 +153,9 @@ def run_index(args: IndexArguments, training_args) -> dict:
     """Train an indexer on a corpus with the progressive procedure and save model, tokenizer, ID map, metrics."""
     from .pipeline import IndexerTrainingPipeline
 
-    corpus = load_corpus_for(args)
-    training_args.disable_tqdm = training_args.disable_tqdm or False
     from transformers import set_seed
 
+    corpus = load_corpus_for(args)
     set_seed(training_args.seed)
     model, tokenizer = build_indexer(args, corpus)
     pipeline = IndexerTrainingPipeline(
