@@ -279,3 +279,28 @@ def test_resume_mid_stage_from_trainer_checkpoints(demo_items, demo_tokenizer, t
     _, resumed = run_pipeline(demo_items, demo_tokenizer, tmp_path / "b", resume=True, **settings)
     assert resumed == uninterrupted
     assert not (tmp_path / "b" / "stages" / "codebook_t1").exists()  # a finished stage's checkpoints are cleaned up
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_corpus_files_in_every_format(tmp_path, suffix, demo_items):
+    import datasets
+
+    from lmindexer.trainers.data import load_records
+
+    rows = [{k: item[k] for k in ("item_id", "title", "brand")} for item in demo_items[:5]]
+    path = tmp_path / f"items{suffix}"
+    dataset = datasets.Dataset.from_list(rows)
+    {".jsonl": dataset.to_json, ".csv": dataset.to_csv, ".parquet": dataset.to_parquet}[suffix](str(path))
+    corpus = build_corpus(load_records(path), "item_id", ["title", "brand"])
+    assert corpus.doc_ids == [r["item_id"] for r in rows]
+    assert corpus.texts[0] == f"{rows[0]['title']}; {rows[0]['brand']}"
+    with pytest.raises(ValueError, match="use a .jsonl"):
+        load_records(tmp_path / "items.txt") if (tmp_path / "items.txt").write_text("x") else None
+
+
+def test_offline_hub_name_is_a_clear_error(monkeypatch):
+    from lmindexer.trainers.data import load_records
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="offline"):
+        load_records("someone/some-dataset")
