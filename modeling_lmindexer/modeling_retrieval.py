@@ -43,6 +43,17 @@ def add_id_tokens(tokenizer, config: LMIndexerConfig) -> list[int]:
     return offsets
 
 
+def _resize_vocabulary(backbone, size: int) -> None:
+    """Grow the backbone's token tables to `size`; a bert2bert model holds one set per side."""
+    if backbone.config.model_type == "encoder-decoder":
+        for side in (backbone.encoder, backbone.decoder):
+            side.resize_token_embeddings(size, mean_resizing=True)
+        backbone.config.encoder.vocab_size = size
+        backbone.config.decoder.vocab_size = size
+    else:
+        backbone.resize_token_embeddings(size, mean_resizing=True)
+
+
 class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin):
     """Generative retriever / recommender over semantic IDs.
 
@@ -111,7 +122,7 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         settings.update(config_kwargs)
         retrieval_config = LMIndexerRetrievalConfig(backbone_config=backbone.config.to_dict(), **settings)
         retrieval_config.id_token_offsets = add_id_tokens(tokenizer, retrieval_config)
-        backbone.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        _resize_vocabulary(backbone, len(tokenizer))
         retrieval_config.backbone_config = backbone.config
         model = cls(retrieval_config, backbone=backbone)
         model.id_map = id_map
@@ -135,15 +146,21 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         model = cls.from_backbone_and_map(indexer.backbone, tokenizer, id_map, config=indexer.config)
         # The tokenizer now holds the ID tokens; keep it on the model so `retrieve` and `save` find it.
         model.tokenizer = tokenizer
-        input_table = model.get_input_embeddings().weight
-        output_table = model.backbone.get_output_embeddings().weight
+        # Every table an ID token passes through: encoder and decoder inputs (one table when tied, as in T5;
+        # two in bert2bert) and the output projection.
+        tables = {}
+        for table in (
+            model.get_input_embeddings().weight,
+            model.backbone.get_decoder().get_input_embeddings().weight,
+            model.backbone.get_output_embeddings().weight,
+        ):
+            tables.setdefault(table.data_ptr(), table)
         with torch.no_grad():
             for position in range(1, indexer.config.id_length + 1):
                 codebook = indexer.codebooks[position].weight
-                rows = slice(model.config.id_token_offsets[position - 1], model.config.id_token_offsets[position - 1] + len(codebook))
-                input_table[rows] = codebook.to(input_table.dtype)
-                if output_table.data_ptr() != input_table.data_ptr():
-                    output_table[rows] = codebook.to(output_table.dtype)
+                start = model.config.id_token_offsets[position - 1]
+                for table in tables.values():
+                    table[start : start + len(codebook)] = codebook.to(table.dtype)
         return model
 
     def _set_generation_defaults(self, tokenizer=None) -> None:
