@@ -124,3 +124,40 @@ def test_long_query_truncated_with_one_warning(retriever, caplog):
     finally:
         retriever.config.max_query_length = 512
     assert sum("truncated" in record.message for record in caplog.records) == 1
+
+
+def test_bert2bert_indexer_becomes_a_retriever(tmp_path):
+    """An encoder-decoder (bert2bert) backbone keeps separate encoder/decoder tables: both grow, and the decoder's
+    input table and the LM head get the codebook rows, since generated ID tokens are fed back to the decoder."""
+    from transformers import BertConfig, EncoderDecoderConfig, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{f"w{i}": 4 + i for i in range(60)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                        cls_token="[CLS]", sep_token="[SEP]")
+    side = dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    backbone = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(**side), BertConfig(**side),
+                                                                 decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)
+    torch.manual_seed(0)
+    indexer = LMIndexerForSemanticID(LMIndexerConfig(backbone_config=backbone.to_dict(), id_length=2, codebook_sizes=[3, 3],
+                                                     dedup_size=8)).eval()
+    texts = [" ".join(f"w{(i * 7 + j) % 60}" for j in range(5)) for i in range(20)]
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    codes = indexer.assign_codes(encoded["input_ids"], encoded["attention_mask"])
+    id_map = SemanticIDMap.from_codes([f"d{i}" for i in range(20)], codes, [3, 3], 32)
+    indexer.config.dedup_size = 32
+    retriever = LMIndexerForGenerativeRetrieval.from_indexer(indexer, tokenizer=tokenizer, id_map=id_map).eval()
+    offset = retriever.config.id_token_offsets[0]
+    for table in (retriever.backbone.encoder.get_input_embeddings().weight,
+                  retriever.backbone.decoder.get_input_embeddings().weight,
+                  retriever.backbone.get_output_embeddings().weight):
+        assert table.shape[0] == len(tokenizer)
+    for table in (retriever.backbone.decoder.get_input_embeddings().weight, retriever.backbone.get_output_embeddings().weight):
+        assert torch.equal(table[offset : offset + 3], indexer.codebooks[1].weight)
+    ranked = retriever.retrieve([texts[0]], tokenizer=tokenizer, top_k=4, num_beams=4)[0]
+    assert len(ranked) == 4 and all(retriever.id_map.semantic_id(r["doc_id"]) == r["semantic_id"] for r in ranked)
+    retriever.save_pretrained(tmp_path)
+    reloaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert reloaded.retrieve([texts[0]], tokenizer=tokenizer, top_k=4, num_beams=4)[0] == ranked
