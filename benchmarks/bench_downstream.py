@@ -33,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from lmindexer import LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap  # noqa: E402
 from lmindexer.trainers.assignment import assign_corpus  # noqa: E402
 from lmindexer.trainers.data import join_fields  # noqa: E402
+from lmindexer.trainers.data_collators import prefix_keys  # noqa: E402
 from lmindexer.trainers.ranking_metrics import ranking_metrics  # noqa: E402
 from lmindexer.trainers.retrieval_data import (  # noqa: E402
     HistoryFormat, RetrievalCollator, read_jsonl, recommendation_splits, retrieval_splits,
@@ -105,7 +106,7 @@ def scifact(args) -> dict:
     start = time.perf_counter()
     codes = assign_corpus(indexer, tokenizer, texts, batch_size=128, max_length=args.doc_max_length, progress=False)
     # Zero-shot documents can share learned codes more than Beauty items did: size the dedup position to fit.
-    _, counts = np.unique(codes @ np.array([indexer.config.codebook_sizes[1], 1]), return_counts=True)
+    _, counts = np.unique(prefix_keys(codes, indexer.config.codebook_sizes), return_counts=True)
     dedup = 1 << int(counts.max() - 1).bit_length()
     id_map = SemanticIDMap.from_codes(doc_ids, torch.as_tensor(codes), indexer.config.codebook_sizes, dedup)
     assign_s = time.perf_counter() - start

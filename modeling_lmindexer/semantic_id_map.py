@@ -142,14 +142,8 @@ class SemanticIDMap:
     def vocabulary_sizes(self) -> list[int]:
         return [*self.codebook_sizes, self.dedup_size]
 
-    def _strides(self, sizes: Sequence[int]) -> torch.Tensor:
-        strides = [1] * len(sizes)
-        for index in range(len(sizes) - 2, -1, -1):
-            strides[index] = strides[index + 1] * sizes[index + 1]
-        return torch.tensor(strides, dtype=torch.long)
-
     def _full_keys(self, semantic_ids: torch.Tensor) -> torch.Tensor:
-        return (semantic_ids * self._strides(self.vocabulary_sizes)).sum(dim=1)
+        return (semantic_ids * mixed_radix_strides(self.vocabulary_sizes)).sum(dim=1)
 
     def _sorted_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._sorted_keys is None:
@@ -212,7 +206,7 @@ class SemanticIDMap:
         sizes = self.vocabulary_sizes
         if any(not 0 <= code < sizes[index] for index, code in enumerate(prefix)):
             return []
-        strides = self._strides(sizes)
+        strides = mixed_radix_strides(sizes)
         low = sum(code * int(strides[index]) for index, code in enumerate(prefix))
         span = int(strides[len(prefix) - 1]) if prefix else math.prod(sizes)
         sorted_keys, sorted_rows = self._sorted_index()
@@ -240,7 +234,7 @@ class SemanticIDMap:
             probs = counts[counts > 0] / counts.sum()
             utilisation.append(int((counts > 0).sum()) / size)
             perplexity.append(float(torch.exp(-(probs * probs.log()).sum())))
-        group_keys = (learned * self._strides(self.codebook_sizes)).sum(dim=1)
+        group_keys = (learned * mixed_radix_strides(self.codebook_sizes)).sum(dim=1)
         _, inverse, group_sizes = torch.unique(group_keys, return_inverse=True, return_counts=True)
         per_document = group_sizes[inverse]
         return {
@@ -328,6 +322,15 @@ class SemanticIDMap:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+def mixed_radix_strides(sizes: Sequence[int]) -> torch.Tensor:
+    """Strides that turn a code tuple into one integer key: equal keys exactly for equal tuples, and keys sort
+    in lexicographic order of the tuples (so a prefix is a contiguous key range)."""
+    strides = [1] * len(sizes)
+    for index in range(len(sizes) - 2, -1, -1):
+        strides[index] = strides[index + 1] * sizes[index + 1]
+    return torch.tensor(strides, dtype=torch.long)
+
+
 def _json_bytes(values: list[str]) -> torch.Tensor:
     return torch.frombuffer(bytearray(json.dumps(values, ensure_ascii=False).encode("utf-8")), dtype=torch.uint8)
 
@@ -385,10 +388,7 @@ def _dedup_indices(
     doc_ids: list[str], learned_codes: torch.Tensor, codebook_sizes: list[int], taken: torch.Tensor | None
 ) -> torch.Tensor:
     """Dedup index per document: rank by document ID within its learned-code group, after the indices in `taken`."""
-    strides = [1] * len(codebook_sizes)
-    for index in range(len(codebook_sizes) - 2, -1, -1):
-        strides[index] = strides[index + 1] * codebook_sizes[index + 1]
-    stride_tensor = torch.tensor(strides, dtype=torch.long)
+    stride_tensor = mixed_radix_strides(codebook_sizes)
     group_keys = (learned_codes * stride_tensor).sum(dim=1)
     name_rank = torch.empty(len(doc_ids), dtype=torch.long)
     name_rank[torch.tensor(sorted(range(len(doc_ids)), key=doc_ids.__getitem__), dtype=torch.long)] = torch.arange(

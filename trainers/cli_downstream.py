@@ -95,14 +95,19 @@ class EvaluateArguments:
     batch_size: int = field(default=32)
 
 
-def run_evaluate(args: EvaluateArguments, data_args: DownstreamDataArguments) -> dict:
+def load_retriever(path: str):
+    """A saved retriever in eval mode and its tokenizer (which holds the ID tokens)."""
     from transformers import AutoTokenizer
 
     from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval
+
+    return LMIndexerForGenerativeRetrieval.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def run_evaluate(args: EvaluateArguments, data_args: DownstreamDataArguments) -> dict:
     from .ranking_metrics import ranking_metrics
 
-    model = LMIndexerForGenerativeRetrieval.from_pretrained(args.model).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model, tokenizer = load_retriever(args.model)
     split = _evaluation_split(load_downstream_splits(data_args, model.id_map), data_args)
     ks = [int(k) for k in args.ks.split(",")]
     results = model.retrieve(split["input_text"], tokenizer=tokenizer, top_k=min(max(ks), args.num_beams),
@@ -121,14 +126,10 @@ class RetrieveArguments:
 
 
 def run_retrieve(args: RetrieveArguments, queries: list[str]) -> list:
-    from transformers import AutoTokenizer
-
-    from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval
-
     if not queries:
         raise ValueError('Give at least one query: lmindexer retrieve --model DIR "moisturizer for dry skin"')
-    model = LMIndexerForGenerativeRetrieval.from_pretrained(args.model).eval()
-    results = model.retrieve(queries, tokenizer=AutoTokenizer.from_pretrained(args.model), top_k=args.top_k, num_beams=args.num_beams)
+    model, tokenizer = load_retriever(args.model)
+    results = model.retrieve(queries, tokenizer=tokenizer, top_k=args.top_k, num_beams=args.num_beams)
     for query, ranked in zip(queries, results):
         print(f"# {query}")
         for rank, entry in enumerate(ranked, start=1):

@@ -90,6 +90,8 @@ class IndexerTrainingPipeline:
         self.stages = plan_stages(model.config.id_length)
         self.codes = np.zeros((len(corpus), 0), dtype=np.int64)
         self.metrics: dict[str, dict] = {}
+        # Codes assigned by the diagnostics at the end of a straight-through stage, reused by the assign stage.
+        self._pending_codes: np.ndarray | None = None
         _ = args.device  # sets up the process group under torchrun before ranks are read
         self.rank, self.world_size = _rank_and_world()
         self._dataset: datasets.Dataset | None = None
@@ -206,8 +208,6 @@ class IndexerTrainingPipeline:
         self.metrics[stage.name] = metrics
         for warning in collapse_warnings(metrics, position):
             logger.warning("[%s] %s", stage.name, warning)
-
-    _pending_codes: np.ndarray | None = None
 
     # -------------------------------------------------------------------------------------- corpus passes
     def _assign_all(self, position: int) -> np.ndarray:
