@@ -4,6 +4,7 @@ Importing it registers `LMIndexerConfig` and the models with the transformers Au
 """
 
 from .modeling_lmindexer import (
+    GenerativeRetrievalPipeline,
     IndexerMode,
     LMIndexerConfig,
     LMIndexerForGenerativeRetrieval,

@@ -196,15 +196,24 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
             tokens of one position are contiguous, so code c at position t is token `id_token_offsets[t-1] + c`.
         max_query_length (`int`, defaults to 512):
             Longest input in tokens; longer queries are truncated with a warning.
+        task (`str`, defaults to `"retrieval"`):
+            What the inputs are: `"retrieval"` (a query or product search text) or `"recommendation"` (a user's
+            history of item texts). Cards and the Spaces demo read it.
+        history_separator (`str`, defaults to `" ; "`):
+            Between item texts of a history, as in fine-tuning (recommendation only).
     """
 
     model_type: ClassVar[str] = "lmindexer-retrieval"
 
     id_token_offsets: list[int] | None = None
     max_query_length: int = 512
+    task: str = "retrieval"
+    history_separator: str = " ; "
 
     def check_lmindexer_fields(self) -> None:
         super().check_lmindexer_fields()
+        if self.task not in ("retrieval", "recommendation"):
+            raise ValueError(f"`task` must be 'retrieval' or 'recommendation', got {self.task!r}.")
         if self.id_token_offsets is not None and len(self.id_token_offsets) != self.id_length + 1:
             raise ValueError(
                 f"`id_token_offsets` has {len(self.id_token_offsets)} entries; expected {self.id_length + 1} "

@@ -16,8 +16,11 @@ and its sibling files.
 from __future__ import annotations
 
 import enum
+import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +28,16 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, cached_file
 
 from .configuration_lmindexer import LMIndexerConfig
 from .losses import commitment_loss, prefix_contrastive_loss
 from .reconstructor import Reconstructor, sample_hint_mask
-from .semantic_id_map import check_code_ranges
+from .semantic_id_map import DEFAULT_FILENAME, SemanticIDMap, check_code_ranges
+
+logger = logging.getLogger(__name__)
+
+HUB_LOADING_KEYS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "subfolder")
 
 
 class IndexerMode(str, enum.Enum):
@@ -73,6 +80,55 @@ class LMIndexerPreTrainedModel(PreTrainedModel):
     config: LMIndexerConfig
     base_model_prefix = "lmindexer"
     supports_gradient_checkpointing = False
+    # What `push_to_hub` calls instead of transformers' own upload: `publisher(model, repo_id, **kwargs)`. The
+    # lmindexer package plugs in its publisher (model card with plots, tokenizer, ID map, one commit); a class
+    # loaded through remote code alone keeps transformers' `push_to_hub`.
+    hub_publisher: ClassVar[Callable | None] = None
+    _id_map: SemanticIDMap | None = None
+
+    # ---------------------------------------------------------------------------------------- the ID map
+    @property
+    def id_map(self) -> SemanticIDMap | None:
+        """The semantic-ID map saved and published with the weights (None until one is set)."""
+        return self._id_map
+
+    @id_map.setter
+    def id_map(self, id_map: SemanticIDMap) -> None:
+        id_map.check_compatible(self.config)
+        self._id_map = id_map
+
+    # -------------------------------------------------------------------------------------- persistence
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save, plus the ID map and the attached tokenizer (`model.tokenizer`), when there are ones."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if not kwargs.get("is_main_process", True):
+            return
+        folder = Path(save_directory)
+        if self._id_map is not None:
+            self._id_map.save(folder / DEFAULT_FILENAME)
+        tokenizer = getattr(self, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+
+    def _load_saved_id_map(self, pretrained_model_name_or_path, loading_kwargs: dict) -> bool:
+        """Read `semantic_id_map.safetensors` from a folder or Hub repo into `self.id_map`; False when there is none."""
+        hub_kwargs = {key: loading_kwargs[key] for key in HUB_LOADING_KEYS if key in loading_kwargs}
+        map_file = cached_file(
+            pretrained_model_name_or_path, DEFAULT_FILENAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+        )
+        if map_file is None:
+            return False
+        self.id_map = SemanticIDMap.load(map_file, config=self.config)
+        return True
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload to the Hub: with the lmindexer package installed, weights, code, tokenizer, ID map and a model
+        card in one commit (see `lmindexer.hub_cards.push_model_to_hub` for the arguments); otherwise
+        transformers' `push_to_hub`."""
+        publisher = type(self).hub_publisher
+        if publisher is None:
+            return super().push_to_hub(repo_id, **kwargs)
+        return publisher(self, repo_id, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -173,7 +229,7 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         if kwargs.get("config") is None and not model_args:
             config = AutoConfig.from_pretrained(
                 pretrained_model_name_or_path,
-                **{k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs},
+                **{k: kwargs[k] for k in HUB_LOADING_KEYS if k in kwargs},
             )
             if config.model_type != LMIndexerConfig.model_type:
                 config_keys = set(LMIndexerConfig.__dataclass_fields__) | {"codebook_size"}
@@ -181,7 +237,9 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
                     pretrained_model_name_or_path, **{k: v for k, v in kwargs.items() if k in config_keys}
                 )
         kwargs.setdefault("use_safetensors", True)
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model._load_saved_id_map(pretrained_model_name_or_path, kwargs)
+        return model
 
     # -------------------------------------------------------------------------------------------- plumbing
     def get_input_embeddings(self) -> nn.Embedding:

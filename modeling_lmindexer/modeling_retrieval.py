@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig, GenerationMixin, LogitsProcessorList
-from transformers.utils import cached_file
+from transformers.dynamic_module_utils import custom_object_save
 
 from .configuration_lmindexer import LMIndexerConfig, LMIndexerRetrievalConfig
 from .modeling_lmindexer import LMIndexerPreTrainedModel
+from .pipeline_generative_retrieval import TASK_NAME, GenerativeRetrievalPipeline
 from .semantic_id_map import DEFAULT_FILENAME, SemanticIDMap
 from .trie import SemanticIDTrie, TrieConstrainedLogitsProcessor
 
@@ -68,7 +69,6 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
     def __init__(self, config: LMIndexerRetrievalConfig, backbone=None, id_map: SemanticIDMap | None = None):
         super().__init__(config)
         self.backbone = backbone if backbone is not None else AutoModelForSeq2SeqLM.from_config(config.backbone_config)
-        self._id_map: SemanticIDMap | None = None
         self._trie: SemanticIDTrie | None = None
         self._warned_truncation = False
         if id_map is not None:
@@ -179,21 +179,21 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
 
     # -------------------------------------------------------------------------------------- persistence
     def save_pretrained(self, save_directory, *args, **kwargs):
+        """Also registers the `generative-retrieval` pipeline in the config and copies its file, so that
+        `pipeline("generative-retrieval", model=folder_or_repo, trust_remote_code=True)` needs no package."""
+        self.config.custom_pipelines = {
+            TASK_NAME: {"impl": f"{GenerativeRetrievalPipeline.__module__.rsplit('.', 1)[-1]}.GenerativeRetrievalPipeline",
+                        "pt": ["AutoModel"], "type": "text"}
+        }
         super().save_pretrained(save_directory, *args, **kwargs)
-        if self._id_map is not None and kwargs.get("is_main_process", True):
-            self._id_map.save(Path(save_directory) / DEFAULT_FILENAME)
+        if kwargs.get("is_main_process", True):
+            custom_object_save(GenerativeRetrievalPipeline, save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         kwargs.setdefault("use_safetensors", True)
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
-        map_file = cached_file(
-            pretrained_model_name_or_path, DEFAULT_FILENAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs
-        )
-        if map_file is not None:
-            model.id_map = SemanticIDMap.load(map_file, config=model.config)
-        else:
+        if not model._load_saved_id_map(pretrained_model_name_or_path, kwargs):
             logger.warning("%s holds no %s; set `model.id_map` before retrieving.", pretrained_model_name_or_path, DEFAULT_FILENAME)
         model.backbone.generation_config = model.generation_config
         return model
@@ -251,7 +251,6 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         if top_k > num_beams:
             raise ValueError(f"`top_k` ({top_k}) cannot exceed `num_beams` ({num_beams}): beam search returns at most num_beams IDs.")
         tokenizer = tokenizer or getattr(self, "tokenizer", None) or AutoTokenizer.from_pretrained(self.name_or_path)
-        device = next(self.parameters()).device
         results: list[list[dict]] = []
         for start in range(0, len(texts), batch_size):
             batch_texts = texts[start : start + batch_size]
@@ -261,34 +260,48 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
                     logger.warning("Queries longer than %d tokens are truncated.", self.config.max_query_length)
                     self._warned_truncation = True
                 encoded = tokenizer(batch_texts, padding=True, truncation=True, max_length=self.config.max_query_length, return_tensors="pt")
-            output = self.generate(
-                input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device),
-                num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=self.trie.depth + 1,
-                early_stopping=True, output_scores=True, return_dict_in_generate=True,
-            )
-            depth = self.trie.depth
-            tokens = output.sequences[:, 1 : 1 + depth]
-            if tokens.shape[1] < depth:
-                tokens = torch.nn.functional.pad(tokens, (0, depth - tokens.shape[1]), value=-1)
-            valid = self.trie.contains(tokens) & torch.isfinite(output.sequences_scores) & (output.sequences_scores > -1e3)
-            rows = torch.full((tokens.shape[0],), -1, dtype=torch.long)
-            if bool(valid.any()):
-                rows[valid.cpu()] = self.id_map.rows_of(self.tokens_to_codes(tokens[valid]).cpu())
-            scores = output.sequences_scores.float().cpu().tolist()
+            rows, scores = self.decode_rows(encoded["input_ids"], encoded["attention_mask"], num_beams=num_beams)
             for query in range(len(batch_texts)):
-                ranked, seen = [], set()
-                for beam in range(query * num_beams, (query + 1) * num_beams):
-                    row = int(rows[beam])
-                    if row < 0 or row in seen:
-                        continue
-                    seen.add(row)
-                    doc_id = self.id_map.doc_ids[row]
-                    entry = {"doc_id": doc_id, "semantic_id": tuple(self.id_map.semantic_ids[row].tolist()), "score": scores[beam]}
-                    if self.id_map.doc_titles is not None:
-                        entry["title"] = self.id_map.doc_titles[row]
-                    ranked.append(entry)
-                ranked.sort(key=lambda item: -item["score"])
+                ranked = self.rank_rows(rows[query], scores[query], top_k)
                 if len(ranked) < top_k:
                     logger.warning("Query %d: only %d valid IDs could be decoded (top_k=%d).", start + query, len(ranked), top_k)
-                results.append(ranked[:top_k])
+                results.append(ranked)
         return results
+
+    @torch.no_grad()
+    def decode_rows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int = 20):
+        """Constrained beam search for a batch of encoded queries.
+
+        Returns `(rows, scores)`, both `[batch, num_beams]` on the CPU: the ID-map row of every returned beam (-1
+        where a beam ended without a complete, known ID) and its sequence score.
+        """
+        device = next(self.parameters()).device
+        output = self.generate(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+            num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=self.trie.depth + 1,
+            early_stopping=True, output_scores=True, return_dict_in_generate=True,
+        )
+        depth = self.trie.depth
+        tokens = output.sequences[:, 1 : 1 + depth]
+        if tokens.shape[1] < depth:
+            tokens = torch.nn.functional.pad(tokens, (0, depth - tokens.shape[1]), value=-1)
+        valid = self.trie.contains(tokens) & torch.isfinite(output.sequences_scores) & (output.sequences_scores > -1e3)
+        rows = torch.full((tokens.shape[0],), -1, dtype=torch.long)
+        if bool(valid.any()):
+            rows[valid.cpu()] = self.id_map.rows_of(self.tokens_to_codes(tokens[valid]).cpu())
+        scores = output.sequences_scores.float().cpu()
+        return rows.view(-1, num_beams), scores.view(-1, num_beams)
+
+    def rank_rows(self, rows: torch.Tensor, scores: torch.Tensor, top_k: int) -> list[dict]:
+        """One query's beams (ID-map rows and scores) as ranked result dicts, duplicates and invalid beams dropped."""
+        ranked, seen = [], set()
+        for row, score in zip(rows.tolist(), scores.tolist()):
+            if row < 0 or row in seen:
+                continue
+            seen.add(row)
+            entry = {"doc_id": self.id_map.doc_ids[row], "semantic_id": tuple(self.id_map.semantic_ids[row].tolist()), "score": score}
+            if self.id_map.doc_titles is not None:
+                entry["title"] = self.id_map.doc_titles[row]
+            ranked.append(entry)
+        ranked.sort(key=lambda item: -item["score"])
+        return ranked[:top_k]
