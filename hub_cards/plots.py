@@ -1,0 +1,82 @@
+"""PNG figures for the model card: codebook usage, documents per ID prefix, labels per first code.
+
+matplotlib with the Agg backend, so that cards render on headless machines; every function writes one file and
+returns its path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PLOT_FOLDER = "assets"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def codebook_usage_plot(semantic_ids: np.ndarray, codebook_sizes: list[int], path: Path) -> Path:
+    """Per learned position: documents per code, codes sorted from most to least used."""
+    plt = _pyplot()
+    positions = len(codebook_sizes)
+    figure, axes = plt.subplots(1, positions, figsize=(3.6 * positions, 3.0), squeeze=False)
+    for index, size in enumerate(codebook_sizes):
+        counts = np.sort(np.bincount(semantic_ids[:, index], minlength=size))[::-1]
+        axis = axes[0, index]
+        axis.bar(np.arange(size), counts, width=1.0, color="#3b6ea8")
+        used = int((counts > 0).sum())
+        axis.set_title(f"position {index + 1}: {used}/{size} codes used", fontsize=9)
+        axis.set_xlabel("code (sorted by use)", fontsize=8)
+        axis.set_ylabel("documents" if index == 0 else "", fontsize=8)
+        axis.tick_params(labelsize=7)
+    figure.tight_layout()
+    return _save(figure, plt, path)
+
+
+def prefix_density_plot(semantic_ids: np.ndarray, codebook_sizes: list[int], path: Path) -> Path:
+    """Per prefix length: how many documents share each prefix (log-spaced histogram)."""
+    plt = _pyplot()
+    positions = len(codebook_sizes)
+    figure, axis = plt.subplots(figsize=(5.2, 3.2))
+    strides = np.cumprod([1, *codebook_sizes[::-1]])[:-1][::-1].astype(np.int64)
+    for length in range(1, positions + 1):
+        keys = (semantic_ids[:, :length] * (strides[:length] // strides[length - 1])).sum(axis=1)
+        _, sizes = np.unique(keys, return_counts=True)
+        bins = np.unique(np.geomspace(1, max(int(sizes.max()), 2) + 1, num=20).astype(int))
+        axis.hist(sizes, bins=bins, histtype="step", linewidth=1.5, label=f"length {length} ({len(sizes)} prefixes)")
+    axis.set_xscale("log")
+    axis.set_xlabel("documents sharing the prefix", fontsize=8)
+    axis.set_ylabel("prefixes", fontsize=8)
+    axis.tick_params(labelsize=7)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return _save(figure, plt, path)
+
+
+def label_distribution_plot(table: dict, path: Path, label_field: str | None = None) -> Path:
+    """Share of each label among the documents of the most populated first codes (the paper's Figure 3)."""
+    plt = _pyplot()
+    counts = np.asarray(table["counts"], dtype=float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure, axis = plt.subplots(figsize=(1.2 + 0.75 * len(table["labels"]), 1.0 + 0.32 * len(table["codes"])))
+    image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    axis.set_xticks(range(len(table["labels"])), [str(label)[:18] for label in table["labels"]], rotation=40, ha="right", fontsize=7)
+    axis.set_yticks(range(len(table["codes"])), [f"c1={code} ({int(n)})" for code, n in zip(table["codes"], counts.sum(axis=1))], fontsize=7)
+    axis.set_xlabel(label_field or "label", fontsize=8)
+    figure.colorbar(image, ax=axis, fraction=0.04, label="share of documents")
+    figure.tight_layout()
+    return _save(figure, plt, path)
+
+
+def _save(figure, plt, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,142 @@
+"""Publishing to the Hub: one folder laid out like the Hub repo, then one commit through `huggingface_hub`.
+
+A published repo holds config.json (with `auto_map` and, for a retriever, `custom_pipelines`), safetensors
+weights, the tokenizer, `semantic_id_map.safetensors`, the model's own Python files (nothing else), README.md with
+its plots under `assets/`, and `lmindexer_card.json` (the card's data, so a later push rebuilds the same card).
+
+Indexer and retriever are separate repos: an indexer is what `lmindexer assign` / `lmindexer finetune` start
+from, a retriever is what users query; the retriever's card names its indexer as `base_model`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import HfApi
+from huggingface_hub.errors import OfflineModeIsEnabled
+from transformers import AutoTokenizer
+
+from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval
+from ..modeling_lmindexer.semantic_id_map import DEFAULT_FILENAME
+from .card_data import LMIndexerCardData
+from .model_card import default_card_data, write_model_card
+
+# Anything that deserialises by running code must never reach a published repo.
+FORBIDDEN_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+class HubUnreachableError(ConnectionError):
+    """The Hub could not be reached (offline mode or no network); nothing was uploaded."""
+
+
+def save_for_hub(model, folder: str | Path, tokenizer=None, card_data: LMIndexerCardData | None = None,
+                 repo_id: str | None = None, max_shard_size: str | int = "50GB") -> list[str]:
+    """Write everything a Hub repo of `model` holds into `folder`; return the relative paths written.
+
+    The tokenizer is `tokenizer`, else `model.tokenizer`, else the one saved next to the model; a repo without
+    one could not be queried, so its absence is an error.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, LMIndexerForGenerativeRetrieval):
+        model.id_map  # noqa: B018 - raises a clear error when the retriever has no map
+    elif model.id_map is None:
+        raise ValueError("The indexer has no ID map: load it from its training output or set `model.id_map`.")
+    tokenizer = tokenizer or getattr(model, "tokenizer", None) or _saved_tokenizer(model)
+    card_data = default_card_data(model, card_data)
+    if repo_id is not None:
+        card_data.model_id = repo_id
+    model.save_pretrained(folder, max_shard_size=max_shard_size)
+    tokenizer.save_pretrained(folder)
+    card_data.save(folder)
+    write_model_card(model, folder, card_data)
+    written = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    check_publishable(folder)
+    return written
+
+
+def check_publishable(folder: str | Path) -> None:
+    """Refuse a folder that would publish pickles or lack the files a user needs to load it."""
+    folder = Path(folder)
+    pickled = [p.name for p in folder.rglob("*") if p.suffix in FORBIDDEN_SUFFIXES]
+    if pickled:
+        raise ValueError(f"Refusing to publish pickle-based files {pickled}: only safetensors and JSON are allowed.")
+    missing = [name for name in ("config.json", "README.md", DEFAULT_FILENAME) if not (folder / name).is_file()]
+    if not any(folder.glob("*.safetensors")) or not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        missing.append("weights (*.safetensors) and tokenizer files")
+    if missing:
+        raise ValueError(f"{folder} is not a complete lmindexer repo: missing {missing}.")
+
+
+def push_model_to_hub(
+    model,
+    repo_id: str,
+    *,
+    tokenizer=None,
+    card_data: LMIndexerCardData | None = None,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    max_shard_size: str | int = "50GB",
+    tags: list[str] | None = None,
+):
+    """Create `repo_id` if needed and upload the model, tokenizer, ID map, code and card in one commit.
+
+    `revision` names the branch to commit to (created from main when missing); with `create_pr=True` the commit
+    becomes a pull request against it instead. Returns the `CommitInfo` (its `oid` is the SHA to pin).
+    """
+    card_data = default_card_data(model, card_data)
+    for tag in tags or []:
+        if tag not in card_data.tags:
+            card_data.tags.append(tag)
+    with tempfile.TemporaryDirectory(prefix="lmindexer-push-") as folder:
+        save_for_hub(model, folder, tokenizer=tokenizer, card_data=card_data, repo_id=repo_id, max_shard_size=max_shard_size)
+        return upload_to_hub(
+            folder, repo_id, commit_message=commit_message or f"Upload {type(model).__name__}",
+            commit_description=commit_description, private=private, token=token, revision=revision, create_pr=create_pr,
+        )
+
+
+def upload_to_hub(folder: str | Path, repo_id: str, *, commit_message: str, commit_description: str | None = None,
+                  private: bool | None = None, token: str | bool | None = None, revision: str | None = None,
+                  create_pr: bool = False, api: HfApi | None = None):
+    """Upload a folder written by `save_for_hub` as one commit (see `push_model_to_hub`)."""
+    check_publishable(folder)
+    api = api or HfApi(token=token)
+    try:
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
+        if revision is not None and not create_pr:
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        return api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message=commit_message,
+            commit_description=commit_description, revision=revision, create_pr=create_pr,
+        )
+    except Exception as error:
+        if is_unreachable(error):
+            raise HubUnreachableError(
+                f"Cannot reach the Hub to publish {repo_id} ({error}). Nothing was uploaded. Save the repo locally "
+                "with `lmindexer.hub_cards.save_for_hub(model, folder)` and upload it when online."
+            ) from error
+        raise
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Offline mode, a refused or unresolvable connection, or a timeout, from any HTTP client the Hub uses."""
+    if isinstance(error, (OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+        return True
+    return any(cls.__name__ in ("TransportError", "NetworkError", "ConnectError", "ConnectTimeout") for cls in type(error).__mro__)
+
+
+def _saved_tokenizer(model):
+    source = model.name_or_path
+    if source and Path(source).is_dir() and any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
+        return AutoTokenizer.from_pretrained(source)
+    raise ValueError(
+        "No tokenizer to publish: pass `tokenizer=`, attach one as `model.tokenizer`, or load the model from a "
+        "folder that holds its tokenizer."
+    )
