@@ -11,14 +11,16 @@ from transformers import TrainerCallback
 from .card_data import LMIndexerCardData
 
 
+# `Trainer.evaluate(metric_key_prefix=...)` prefixes -> the split named in the card.
+SPLIT_OF_PREFIX = {"eval": "validation", "test": "test"}
+
+
 class ModelCardCallback(TrainerCallback):
-    def __init__(self, card_data: LMIndexerCardData, stage: str = "fine-tuning", metric_prefix: str = "eval_"):
+    """Records each stage's hyperparameters and final loss, and ranking metrics (`eval_recall@10`, ...) per split."""
+
+    def __init__(self, card_data: LMIndexerCardData, stage: str = "fine-tuning"):
         self.card_data = card_data
         self.stage = stage
-        self.metric_prefix = metric_prefix
-        # Set by the driver before `evaluate`: which dataset and split the next evaluation reports on.
-        self.eval_dataset_name: str | None = None
-        self.eval_split: str = "validation"
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.card_data.record_stage(self.stage, hyperparameters=training_hyperparameters(args, state))
@@ -31,15 +33,14 @@ class ModelCardCallback(TrainerCallback):
         self.card_data.record_stage(self.stage, metrics=metrics)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if not metrics or self.eval_dataset_name is None:
-            return
-        values = {
-            name[len(self.metric_prefix):]: value
-            for name, value in metrics.items()
-            if name.startswith(self.metric_prefix) and isinstance(value, (int, float)) and "@" in name
-        }
-        if values:
-            self.card_data.add_evaluation(self.eval_dataset_name, self.eval_split, values)
+        by_split: dict[str, dict] = {}
+        for name, value in (metrics or {}).items():
+            prefix, _, metric = name.partition("_")
+            if "@" in metric and isinstance(value, (int, float)):
+                by_split.setdefault(SPLIT_OF_PREFIX.get(prefix, prefix), {})[metric] = value
+        dataset = self.card_data.datasets[0] if self.card_data.datasets else "evaluation data"
+        for split, values in by_split.items():
+            self.card_data.add_evaluation(dataset, split, values)
 
 
 def training_hyperparameters(args, state=None) -> dict:

@@ -49,11 +49,12 @@ class IndexerTrainingArguments(TrainingArguments):
         shared = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(TrainingArguments)
-            if f.init and f.name not in ("output_dir", "num_train_epochs", "learning_rate", "per_device_train_batch_size", "seed", "data_seed")
+            if f.init and f.name not in ("output_dir", "push_to_hub", "num_train_epochs", "learning_rate", "per_device_train_batch_size", "seed", "data_seed")
         }
         return TrainingArguments(
             **shared,
             output_dir=output_dir,
+            push_to_hub=False,  # stages never push; the pipeline pushes the finished indexer once
             num_train_epochs=getattr(self, f"{stage}_epochs"),
             learning_rate=getattr(self, f"{stage}_learning_rate"),
             per_device_train_batch_size=getattr(self, f"{stage}_batch_size"),

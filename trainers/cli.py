@@ -149,6 +149,16 @@ def build_indexer(args: IndexArguments, corpus):
     return LMIndexerForSemanticID.from_backbone(args.backbone, tokenizer=tokenizer, **settings), tokenizer
 
 
+def indexer_card_data(args: IndexArguments, training_args):
+    from ..hub_cards import LMIndexerCardData
+
+    dataset = "lmindexer demo catalogue (generated)" if args.corpus is None else Path(args.corpus).name if Path(args.corpus).exists() else args.corpus
+    return LMIndexerCardData(
+        model_id=training_args.hub_model_id, base_model=None if args.backbone == TINY_BACKBONE else args.backbone,
+        datasets=[dataset], task="semantic-indexing", label_field=args.label_field or ("subcategory" if args.corpus is None else None),
+    )
+
+
 def run_index(args: IndexArguments, training_args) -> dict:
     """Train an indexer on a corpus with the progressive procedure and save model, tokenizer, ID map, metrics."""
     from .pipeline import IndexerTrainingPipeline
@@ -159,7 +169,8 @@ def run_index(args: IndexArguments, training_args) -> dict:
     set_seed(training_args.seed)
     model, tokenizer = build_indexer(args, corpus)
     pipeline = IndexerTrainingPipeline(
-        model, tokenizer, corpus, training_args, max_length=args.max_length, auto_dedup=args.dedup_size is None
+        model, tokenizer, corpus, training_args, max_length=args.max_length, auto_dedup=args.dedup_size is None,
+        card_data=indexer_card_data(args, training_args),
     )
     id_map = pipeline.run()
     if pipeline.rank == 0:

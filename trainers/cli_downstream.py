@@ -59,12 +59,16 @@ def _evaluation_split(splits, data_args):
 
 
 def run_finetune(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, training_args) -> dict:
-    """Fine-tune a retriever initialised from a trained indexer, then evaluate it on the test split."""
+    """Fine-tune a retriever initialised from a trained indexer, evaluate it on the test split, write its card
+    (and push it with `--push_to_hub`)."""
+    from ..hub_cards import push_model_to_hub, write_model_card
     from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval
     from .retrieval_data import RetrievalCollator
     from .retrieval_trainer import GenerativeRetrievalTrainer, apply_lora
 
     model = LMIndexerForGenerativeRetrieval.from_indexer(finetune_args.indexer)
+    model.config.task = data_args.task
+    model.config.history_separator = data_args.history_separator
     tokenizer = model.tokenizer
     splits = load_downstream_splits(data_args, model.id_map)
     trained = model
@@ -74,17 +78,41 @@ def run_finetune(finetune_args: FinetuneArguments, data_args: DownstreamDataArgu
         model=trained, args=training_args, train_dataset=splits["train"],
         eval_dataset=splits["validation"] if "validation" in splits else None,
         data_collator=RetrievalCollator(tokenizer, model, data_args.max_length), processing_class=tokenizer,
+        card_data=retriever_card_data(finetune_args, data_args, training_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if finetune_args.lora_target_modules:
         model = trained.merge_and_unload()
     metrics = trainer.evaluate(_evaluation_split(splits, data_args), metric_key_prefix="test")
     if trainer.is_world_process_zero():
-        model.save_pretrained(training_args.output_dir)
-        tokenizer.save_pretrained(training_args.output_dir)
-        (Path(training_args.output_dir) / "retrieval_metrics.json").write_text(json.dumps(metrics, indent=2))
+        output_dir = Path(training_args.output_dir)
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        (output_dir / "retrieval_metrics.json").write_text(json.dumps(metrics, indent=2))
+        trainer.card_data.save(output_dir)
+        write_model_card(model, output_dir, trainer.card_data)
+        if training_args.push_to_hub:
+            commit = push_model_to_hub(
+                model, trainer.hub_model_id or training_args.hub_model_id or output_dir.resolve().name, tokenizer=tokenizer,
+                card_data=trainer.card_data, private=training_args.hub_private_repo, token=training_args.hub_token,
+                revision=training_args.hub_revision, commit_message="LMIndexer: fine-tuned retriever",
+            )
+            logger.info("Pushed the retriever (commit %s)", getattr(commit, "oid", commit))
         print(json.dumps(metrics, indent=2))
     return metrics
+
+
+def retriever_card_data(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, training_args):
+    from ..hub_cards import LMIndexerCardData
+
+    indexer_card = LMIndexerCardData.load(finetune_args.indexer) if Path(finetune_args.indexer).is_dir() else None
+    return LMIndexerCardData(
+        model_id=training_args.hub_model_id,
+        # The retriever's base is its indexer: the Hub repo when the indexer was published, else its folder name.
+        base_model=(indexer_card.model_id if indexer_card and indexer_card.model_id else Path(finetune_args.indexer).name),
+        datasets=[Path(data_args.data).name or data_args.data],
+        task=data_args.task,
+    )
 
 
 @dataclass

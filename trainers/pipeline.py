@@ -3,7 +3,8 @@
 1. reconstructor warm-up (backbone frozen);
 2. for each position t: encoder warm-up (continuous h^t), k-means codebook initialisation over the whole corpus,
    straight-through training, and assignment of c^t to every document (then frozen);
-3. the `SemanticIDMap` with its dedup position, and the model, tokenizer, map and metrics JSON in `output_dir`.
+3. the `SemanticIDMap` with its dedup position, and the model, tokenizer, map, metrics JSON, card data and model
+   card (README.md with plots) in `output_dir`; with `push_to_hub=True`, the same folder goes to the Hub.
 
 Every finished stage is checkpointed under `output_dir/checkpoint-stage`; `resume=True` continues after the last
 finished one, and a stage interrupted midway resumes from the Trainer's own checkpoints. Each stage reseeds from
@@ -27,6 +28,7 @@ import torch
 import torch.distributed as dist
 from transformers import set_seed
 
+from ..hub_cards import LMIndexerCardData, ModelCardCallback, first_code_label_table, push_model_to_hub, write_model_card
 from ..modeling_lmindexer import IndexerMode, LMIndexerForSemanticID, SemanticIDMap, __version__
 from .arguments import IndexerTrainingArguments
 from .assignment import assign_corpus, collect_hidden_states
@@ -77,6 +79,7 @@ class IndexerTrainingPipeline:
         args: IndexerTrainingArguments,
         max_length: int = 512,
         auto_dedup: bool = False,
+        card_data: LMIndexerCardData | None = None,
     ):
         if len(corpus) == 0:
             raise ValueError("The corpus is empty: there is nothing to index.")
@@ -87,6 +90,8 @@ class IndexerTrainingPipeline:
         self.max_length = min(max_length, model.config.reconstructor_max_positions)
         self.auto_dedup = auto_dedup
         self.output_dir = Path(args.output_dir)
+        self.card_data = card_data or LMIndexerCardData(task="semantic-indexing")
+        self.card_callback = ModelCardCallback(self.card_data)
         self.stages = plan_stages(model.config.id_length)
         self.codes = np.zeros((len(corpus), 0), dtype=np.int64)
         self.metrics: dict[str, dict] = {}
@@ -157,18 +162,20 @@ class IndexerTrainingPipeline:
                 train_dataset=self._dataset_with_prefix(position - 1),
                 data_collator=collator,
                 processing_class=self.tokenizer,
-                callbacks=[diagnostics],
+                callbacks=[diagnostics, self.card_callback],
                 position=position,
                 prefix_keys=prefix_keys(self.codes[:, : position - 1], self.model.config.codebook_sizes),
                 head_learning_rate=self.args.head_learning_rate,
             )
             diagnostics.trainer = trainer
+            self.card_callback.stage = stage.name
             checkpoints = sorted(stage_dir.glob("checkpoint-*")) if stage_dir.exists() else []
             trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
         finally:
             for parameter in frozen:
                 parameter.requires_grad_(True)
         self.metrics[stage.name] = diagnostics.metrics
+        self.card_data.record_stage(stage.name, metrics=diagnostics.metrics)
 
     _run_reconstructor_warmup = _train
     _run_encoder_warmup = _train
@@ -197,6 +204,12 @@ class IndexerTrainingPipeline:
             "documents": len(vectors),
             "mean_hidden_norm": float(np.linalg.norm(vectors, axis=1).mean()),
         }
+        self.card_data.record_stage(
+            stage.name,
+            hyperparameters={"method": "faiss k-means", "iterations": self.args.kmeans_iterations,
+                             "geometry": self.model.config.code_geometry, "seed": self.args.seed + index},
+            metrics=self.metrics[stage.name],
+        )
         logger.info("[%s] codebook %d initialised by k-means over %d documents", stage.name, position, len(vectors))
 
     def _run_assign(self, stage: Stage, index: int) -> None:
@@ -278,6 +291,7 @@ class IndexerTrainingPipeline:
                 "stage_names": [stage.name for stage in self.stages],
                 "fingerprint": self._fingerprint,
                 "metrics": self.metrics,
+                "card": self.card_data.body_fields(),
                 "lmindexer_version": __version__,
             }
             (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -309,6 +323,9 @@ class IndexerTrainingPipeline:
         self.model.load_state_dict(restored.state_dict())
         self.codes = np.load(folder / "codes.npy", allow_pickle=False)
         self.metrics = state["metrics"]
+        if "card" in state:
+            self.card_data = LMIndexerCardData(**state["card"])
+            self.card_callback.card_data = self.card_data
         logger.info("Resuming after stage %s", state["stage_names"][state["completed_stages"] - 1])
         return int(state["completed_stages"])
 
@@ -329,11 +346,31 @@ class IndexerTrainingPipeline:
         if self.corpus.labels is not None:
             metrics["final"] = code_diagnostics(self.codes, config.codebook_sizes, self.corpus.labels)
         self.final_metrics = metrics
+        self.model.id_map = id_map
+        self._fill_card(metrics)
         if self.rank == 0:
             self.model.save_pretrained(self.output_dir)
             self.tokenizer.save_pretrained(self.output_dir)
-            id_map.save(self.output_dir / MAP_FILE)
             (self.output_dir / "indexer_metrics.json").write_text(json.dumps(metrics, indent=2))
+            self.card_data.save(self.output_dir)
+            write_model_card(self.model, self.output_dir, self.card_data)
+            if self.args.push_to_hub:
+                self._push()
         if self.world_size > 1:
             dist.barrier()
         return id_map
+
+    def _fill_card(self, metrics: dict) -> None:
+        final = metrics.get("final") or code_diagnostics(self.codes, self.model.config.codebook_sizes)
+        dataset = self.card_data.datasets[0] if self.card_data.datasets else "training corpus"
+        self.card_data.add_evaluation(dataset, "train", {key: value for key, value in final.items() if key.startswith(("ami_", "perplexity_", "utilisation_")) or key == "collision_rate"})
+        if self.corpus.labels is not None:
+            self.card_data.label_distribution = first_code_label_table(self.model.id_map, self.corpus.labels)
+
+    def _push(self) -> None:
+        repo_id = self.args.hub_model_id or self.output_dir.resolve().name
+        commit = push_model_to_hub(
+            self.model, repo_id, tokenizer=self.tokenizer, card_data=self.card_data, private=self.args.hub_private_repo,
+            token=self.args.hub_token, revision=self.args.hub_revision, commit_message="LMIndexer: trained indexer",
+        )
+        logger.info("Pushed the indexer to %s (commit %s)", repo_id, getattr(commit, "oid", commit))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
+from .hub_integration import HubCardTrainerMixin
 from .ranking_metrics import ranking_metrics
 
 
@@ -32,7 +33,10 @@ class RetrievalTrainingArguments(Seq2SeqTrainingArguments):
         return [int(k) for k in self.eval_ks.split(",") if k.strip()]
 
 
-class GenerativeRetrievalTrainer(Seq2SeqTrainer):
+class GenerativeRetrievalTrainer(HubCardTrainerMixin, Seq2SeqTrainer):
+    """Pass `card_data=LMIndexerCardData(...)` to name datasets and the base model in the card; with
+    `push_to_hub=True`, every pushed checkpoint carries the ID map, code, tokenizer and the current card."""
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs) -> dict:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
