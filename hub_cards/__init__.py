@@ -10,6 +10,7 @@ from .callbacks import ModelCardCallback, training_hyperparameters
 from .card_data import CARD_DATA_FILE, LMIndexerCardData, label_distribution_table
 from .model_card import first_code_label_table, write_model_card
 from .publishing import HubUnreachableError, check_publishable, push_model_to_hub, save_for_hub, upload_to_hub
+from .spaces import export_space, launch_space, push_space
 
 __all__ = [
     "CARD_DATA_FILE",
@@ -17,6 +18,9 @@ __all__ = [
     "LMIndexerCardData",
     "ModelCardCallback",
     "check_publishable",
+    "export_space",
+    "launch_space",
+    "push_space",
     "first_code_label_table",
     "label_distribution_table",
     "push_model_to_hub",

@@ -200,18 +200,30 @@ class SemanticIDMap:
 
     def documents_with_prefix(self, prefix: Sequence[int]) -> list[str]:
         """Documents whose semantic ID starts with `prefix` (any length up to the full ID), in ID order."""
+        return [self.doc_ids[int(row)] for row in self._prefix_rows(prefix)]
+
+    def prefix_children(self, prefix: Sequence[int]) -> dict[int, int]:
+        """For the documents under `prefix`: how many continue with each next code (the ID tree one level down)."""
+        prefix = [int(code) for code in prefix]
+        if len(prefix) > self.id_length:
+            raise ValueError(f"A prefix with children has at most {self.id_length} codes, got {len(prefix)}.")
+        rows = self._prefix_rows(prefix)
+        counts = torch.bincount(self.semantic_ids[rows, len(prefix)], minlength=self.vocabulary_sizes[len(prefix)])
+        return {int(code): int(counts[code]) for code in torch.nonzero(counts).flatten()}
+
+    def _prefix_rows(self, prefix: Sequence[int]) -> torch.Tensor:
         prefix = [int(code) for code in prefix]
         if len(prefix) > self.id_length + 1:
             raise ValueError(f"A prefix has at most {self.id_length + 1} codes, got {len(prefix)}.")
         sizes = self.vocabulary_sizes
         if any(not 0 <= code < sizes[index] for index, code in enumerate(prefix)):
-            return []
+            return torch.zeros(0, dtype=torch.long)
         strides = mixed_radix_strides(sizes)
         low = sum(code * int(strides[index]) for index, code in enumerate(prefix))
         span = int(strides[len(prefix) - 1]) if prefix else math.prod(sizes)
         sorted_keys, sorted_rows = self._sorted_index()
         bounds = torch.searchsorted(sorted_keys, torch.tensor([low, low + span]))
-        return [self.doc_ids[int(row)] for row in sorted_rows[int(bounds[0]) : int(bounds[1])]]
+        return sorted_rows[int(bounds[0]) : int(bounds[1])]
 
     def title(self, doc_id: str) -> str | None:
         if self.doc_titles is None:

@@ -19,6 +19,7 @@ from .cli_downstream import (
     run_finetune,
     run_retrieve,
 )
+from .cli_hub import PushArguments, SpaceArguments, run_push, run_space
 from .demo import TINY_BACKBONE
 
 logger = logging.getLogger("lmindexer")
@@ -231,6 +232,8 @@ COMMANDS = {
     ),
     "evaluate": ((EvaluateArguments, DownstreamDataArguments), run_evaluate, "Recall/NDCG/MAP/MRR of a retriever."),
     "retrieve": (RetrieveArguments, run_retrieve, 'Ranked documents for queries: lmindexer retrieve --model DIR "query".'),
+    "push": (PushArguments, run_push, "Publish a trained indexer or retriever (weights, tokenizer, ID map, code, card) to the Hub."),
+    "space": (SpaceArguments, run_space, "Run the Gradio demo on a retriever (or --export / --push_space a Space for it)."),
     "demo": (DemoArguments, run_demo, "Build, save, reload and run a small untrained indexer on the demo corpus."),
 }
 
