@@ -81,8 +81,9 @@ class LMIndexerCardData(CardData):
 
     def add_evaluation(self, dataset: str, split: str, metrics: dict[str, float]) -> None:
         """Record (or replace) one dataset's evaluation; metric names such as `recall@10`, `ndcg@10`."""
-        entry = {"dataset": dataset, "split": split, "metrics": {k: float(v) for k, v in metrics.items()}}
+        entry = {"dataset": dataset, "split": split, "metrics": dict(metrics)}
         self._check_eval_entry(entry)
+        entry["metrics"] = {name: float(value) for name, value in metrics.items()}
         self.eval_results = [e for e in self.eval_results if (e["dataset"], e["split"]) != (dataset, split)] + [entry]
 
     @staticmethod
@@ -91,18 +92,16 @@ class LMIndexerCardData(CardData):
         if missing:
             raise ValueError(f"An evaluation entry needs {sorted(missing)}: got {entry}.")
         for name, value in entry["metrics"].items():
-            if not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"Metric {name!r} of {entry['dataset']} is {value!r}, not a number.")
 
     # ----------------------------------------------------------------------------------------- metadata
     def _to_dict(self, data_dict: dict) -> None:
         """Keep only Hub metadata in the YAML header, plus `model-index` built from the evaluation tables."""
         results = self.hub_eval_results()
-        for key in list(data_dict):
-            if key not in METADATA_KEYS:
-                data_dict.pop(key)
-        if not data_dict.get("datasets"):
-            data_dict.pop("datasets", None)
+        metadata = {key: data_dict[key] for key in METADATA_KEYS if data_dict.get(key) not in (None, [])}
+        data_dict.clear()
+        data_dict.update(metadata)
         if results:
             data_dict["model-index"] = eval_results_to_model_index(self.model_name or self.model_id or "lmindexer", results)
 

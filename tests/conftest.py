@@ -50,3 +50,96 @@ def random_batch(batch_size: int = 4, length: int = 10, vocab_size: int = 120, s
     attention_mask[0, length - 3 :] = 0
     input_ids = input_ids.masked_fill(attention_mask == 0, 0)
     return input_ids, attention_mask
+
+
+# ------------------------------------------------------------------------------------------ Hub interception
+class FakeHub:
+    """Stands in for the Hub behind `huggingface_hub.HfApi`: records every repo, branch and commit our code asks
+    for, and stores committed files under `root/<repo>/<revision>/` so that tests can load them back.
+
+    The commit operations are built with huggingface_hub's own `CommitOperationAdd` and pattern filter, from the
+    same arguments `upload_folder` receives, so the recorded operations are those that would be sent.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.repos: list[dict] = []
+        self.branches: list[dict] = []
+        self.commits: list[dict] = []
+
+    def create_repo(self, api, repo_id, *, private=None, exist_ok=False, repo_type=None, space_sdk=None, **kwargs):
+        from huggingface_hub import RepoUrl
+
+        self.repos.append({"repo_id": repo_id, "private": private, "exist_ok": exist_ok, "repo_type": repo_type,
+                           "space_sdk": space_sdk, "token": api.token})
+        prefix = "spaces/" if repo_type == "space" else ""
+        return RepoUrl(f"https://huggingface.co/{prefix}{repo_id}")
+
+    def create_branch(self, api, repo_id, *, branch, exist_ok=False, repo_type=None, **kwargs):
+        self.branches.append({"repo_id": repo_id, "branch": branch, "exist_ok": exist_ok})
+
+    def upload_folder(self, api, *, repo_id, folder_path, path_in_repo=None, commit_message=None, commit_description=None,
+                      revision=None, create_pr=None, allow_patterns=None, ignore_patterns=None, run_as_future=False,
+                      repo_type=None, **kwargs):
+        import shutil
+        from concurrent.futures import Future
+
+        from huggingface_hub import CommitInfo, CommitOperationAdd, ModelCard
+        from huggingface_hub.utils import filter_repo_objects
+        from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
+
+        folder = Path(folder_path)
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        ignore = [ignore_patterns] if isinstance(ignore_patterns, str) else list(ignore_patterns or [])
+        kept = list(filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore + DEFAULT_IGNORE_PATTERNS))
+        prefix = f"{path_in_repo.strip('/')}/" if path_in_repo else ""
+        operations = [CommitOperationAdd(path_or_fileobj=str(folder / name), path_in_repo=prefix + name) for name in kept]
+        if "README.md" in kept:
+            ModelCard.load(folder / "README.md")  # the YAML header must parse, as the Hub checks
+        branch = "refs/pr/1" if create_pr else (revision or "main")
+        target = self.root / repo_id / branch
+        for operation in operations:
+            destination = target / operation.path_in_repo
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(operation.path_or_fileobj, destination)
+        self.commits.append({"repo_id": repo_id, "revision": revision, "create_pr": bool(create_pr), "repo_type": repo_type,
+                             "commit_message": commit_message, "commit_description": commit_description,
+                             "paths": [op.path_in_repo for op in operations], "folder": target})
+        oid = f"{len(self.commits):040x}"
+        info = CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}", commit_message=commit_message or "",
+                          commit_description=commit_description or "", oid=oid,
+                          pr_url=f"https://huggingface.co/{repo_id}/discussions/1" if create_pr else None)
+        if run_as_future:
+            future = Future()
+            future.set_result(info)
+            return future
+        return info
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    from huggingface_hub import HfApi
+
+    hub = FakeHub(tmp_path / "hub")
+    for name in ("create_repo", "create_branch", "upload_folder"):
+        method = getattr(hub, name)
+        monkeypatch.setattr(HfApi, name, lambda api, *args, _method=method, **kwargs: _method(api, *args, **kwargs))
+    return hub
+
+
+def build_tiny_retriever(items: list[dict], tokenizer, seed: int = 0):
+    """A random tiny T5 retriever over `items` with a 2-position ID map (3 x 4 codes) carrying titles."""
+    import copy
+
+    from transformers import T5ForConditionalGeneration
+
+    from lmindexer import LMIndexerForGenerativeRetrieval, SemanticIDMap
+    from lmindexer.trainers.demo import tiny_t5_config
+
+    tokenizer = copy.deepcopy(tokenizer)
+    codes = torch.tensor([[i % 3, (i // 3) % 4] for i in range(len(items))])
+    id_map = SemanticIDMap.from_codes([i["item_id"] for i in items], codes, [3, 4], 16, doc_titles=[i["title"] for i in items])
+    torch.manual_seed(seed)
+    backbone = T5ForConditionalGeneration(tiny_t5_config(len(tokenizer), 32))
+    model = LMIndexerForGenerativeRetrieval.from_backbone_and_map(backbone, tokenizer, id_map).eval()
+    return model, tokenizer
