@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig, GenerationMixin, LogitsProcessorList
 from transformers.dynamic_module_utils import custom_object_save
+from transformers.utils.hub import is_offline_mode
 
 from .configuration_lmindexer import LMIndexerConfig, LMIndexerRetrievalConfig
 from .modeling_lmindexer import LMIndexerPreTrainedModel
@@ -194,6 +195,14 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         kwargs.setdefault("use_safetensors", True)
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         if not model._load_saved_id_map(pretrained_model_name_or_path, kwargs):
+            cache_only = kwargs.get("local_files_only") or is_offline_mode()
+            if cache_only and not Path(str(pretrained_model_name_or_path)).is_dir():
+                # Offline, a map missing from the cache is indistinguishable from a repo without one: refuse.
+                raise OSError(
+                    f"The ID map {DEFAULT_FILENAME} of {pretrained_model_name_or_path} is not in the local cache and the "
+                    "Hub is not reachable in offline mode. A retriever cannot decode without it: download the whole "
+                    "repo while online (`hf download REPO`), or load from a folder that holds the map."
+                )
             logger.warning("%s holds no %s; set `model.id_map` before retrieving.", pretrained_model_name_or_path, DEFAULT_FILENAME)
         model.backbone.generation_config = model.generation_config
         return model

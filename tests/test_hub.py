@@ -396,3 +396,35 @@ def test_trainer_pushes_checkpoints_with_map_code_and_card(retriever, demo_items
     assert "**demo-catalogue** (validation)" in card and "| recall@1 |" in card
     assert (Path(args.output_dir) / "checkpoint-4" / "training_args.json").is_file()
     assert not list(Path(args.output_dir).rglob("training_args.bin"))
+
+
+CACHE_LOADER = BLOCKED_PREAMBLE + """
+import json, sys
+from transformers import AutoModel, AutoTokenizer
+repo, revision = sys.argv[1], sys.argv[2]
+try:
+    model = AutoModel.from_pretrained(repo, trust_remote_code=True, revision=revision).eval()
+except OSError as error:
+    print(json.dumps({"error": str(error)}))
+    raise SystemExit(0)
+tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True, revision=revision)
+print(json.dumps({"results": model.retrieve(["gentle cleanser"], tokenizer=tokenizer, top_k=4, num_beams=6)}))
+"""
+
+
+def test_pinned_revision_loads_offline_from_the_hub_cache_and_a_missing_map_is_an_error(retriever, tmp_path):
+    model, tokenizer = retriever
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo_cache = tmp_path / "cache" / "models--org--tiny"
+    save_for_hub(model, repo_cache / "snapshots" / sha, tokenizer=tokenizer, repo_id="org/tiny")
+    (repo_cache / "refs").mkdir()
+    (repo_cache / "refs" / "main").write_text(sha)
+    cache = {"HF_HUB_CACHE": str(tmp_path / "cache")}
+
+    expected = as_lists(model.retrieve(["gentle cleanser"], tokenizer=tokenizer, top_k=4, num_beams=6))
+    remote = run_without_package(CACHE_LOADER, ["org/tiny", sha], tmp_path, **cache)
+    assert [h["doc_id"] for h in remote["results"][0]] == [h["doc_id"] for h in expected[0]]
+
+    (repo_cache / "snapshots" / sha / "semantic_id_map.safetensors").unlink()
+    refused = run_without_package(CACHE_LOADER, ["org/tiny", sha], tmp_path, **cache)
+    assert "semantic_id_map.safetensors of org/tiny is not in the local cache" in refused["error"]
