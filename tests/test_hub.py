@@ -428,3 +428,28 @@ def test_pinned_revision_loads_offline_from_the_hub_cache_and_a_missing_map_is_a
     (repo_cache / "snapshots" / sha / "semantic_id_map.safetensors").unlink()
     refused = run_without_package(CACHE_LOADER, ["org/tiny", sha], tmp_path, **cache)
     assert "semantic_id_map.safetensors of org/tiny is not in the local cache" in refused["error"]
+
+
+def test_no_code_path_unpickles():
+    """safetensors and JSON only: no module of the package calls an unpickling loader."""
+    offenders = []
+    for folder in ("modeling_lmindexer", "trainers", "hub_cards"):
+        for source in (REPO_ROOT / folder).rglob("*.py"):
+            text = source.read_text()
+            for needle in ("torch.load(", "pickle.load", "allow_pickle=True", "joblib.load", "dill.load"):
+                if needle in text:
+                    offenders.append(f"{source.relative_to(REPO_ROOT)}: {needle}")
+    assert offenders == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pushed_retriever_on_cuda_matches_cpu(retriever, fake_hub):
+    from transformers import AutoModel
+
+    model, tokenizer = retriever
+    model.push_to_hub("org/tiny-cuda", tokenizer=tokenizer)
+    loaded = AutoModel.from_pretrained(fake_hub.commits[0]["folder"]).eval().to("cuda")
+    queries = ["gentle cleanser", "lip balm", "hair spray"]
+    on_gpu = loaded.retrieve(queries, tokenizer=tokenizer, top_k=5, num_beams=8)
+    on_cpu = model.retrieve(queries, tokenizer=tokenizer, top_k=5, num_beams=8)
+    assert [[h["doc_id"] for h in r] for r in on_gpu] == [[h["doc_id"] for h in r] for r in on_cpu]

@@ -102,17 +102,9 @@ RETRIEVAL_LOADER = LOADER.split("batch = json.loads")[0] + textwrap.dedent(
 
 
 def test_retrieval_model_through_remote_code(tmp_path, demo_items, demo_tokenizer):
-    import copy
+    from conftest import build_tiny_retriever
 
-    from lmindexer import LMIndexerForGenerativeRetrieval, SemanticIDMap
-    from lmindexer.trainers.demo import tiny_t5_config
-    from transformers import T5ForConditionalGeneration
-
-    tokenizer = copy.deepcopy(demo_tokenizer)
-    codes = torch.tensor([[i % 3, (i // 3) % 4] for i in range(len(demo_items))])
-    id_map = SemanticIDMap.from_codes([i["item_id"] for i in demo_items], codes, [3, 4], 16, doc_titles=[i["title"] for i in demo_items])
-    torch.manual_seed(0)
-    model = LMIndexerForGenerativeRetrieval.from_backbone_and_map(T5ForConditionalGeneration(tiny_t5_config(len(tokenizer), 32)), tokenizer, id_map).eval()
+    model, tokenizer = build_tiny_retriever(demo_items, demo_tokenizer)
     folder = tmp_path / "retriever"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
