@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from huggingface_hub import CardData, EvalResult
 from huggingface_hub.repocard_data import eval_results_to_model_index
 
 CARD_DATA_FILE = "lmindexer_card.json"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+|[A-Za-z0-9][\w.-]*")
 DEFAULT_TAGS = ("lmindexer", "semantic-ids", "generative-retrieval", "custom_code")
 # Keys that go to the YAML header; `model-index` is derived from `eval_results`.
 METADATA_KEYS = ("language", "license", "library_name", "tags", "base_model", "datasets", "pipeline_tag")
@@ -99,6 +101,10 @@ class LMIndexerCardData(CardData):
     def _to_dict(self, data_dict: dict) -> None:
         """Keep only Hub metadata in the YAML header, plus `model-index` built from the evaluation tables."""
         results = self.hub_eval_results()
+        # The Hub reads `base_model` and `datasets` as repo ids; local names stay in the card's body only.
+        if data_dict.get("base_model") and not HUB_ID.fullmatch(str(data_dict["base_model"])):
+            data_dict["base_model"] = None
+        data_dict["datasets"] = [name for name in data_dict.get("datasets") or [] if HUB_ID.fullmatch(name)]
         metadata = {key: data_dict[key] for key in METADATA_KEYS if data_dict.get(key) not in (None, [])}
         data_dict.clear()
         data_dict.update(metadata)

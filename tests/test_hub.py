@@ -318,6 +318,9 @@ def test_card_data_round_trip_and_validation(demo_items, tmp_path):
     with pytest.raises(ValueError, match="is 'high', not a number"):
         card_data.add_evaluation("x", "test", {"recall@5": "high"})
     card_data.add_evaluation("demo-catalogue", "test", {"recall@5": 0.5})  # replaces, never duplicates
+    # Hub metadata holds repo ids only; a local base model path and a corpus file name stay in the body.
+    local = LMIndexerCardData(base_model="/tmp/runs/indexer", datasets=["amazon-beauty", "my items.jsonl"])
+    assert "base_model" not in local.to_dict() and local.to_dict()["datasets"] == ["amazon-beauty"]
     assert [e["metrics"] for e in card_data.eval_results] == [{"recall@5": 0.5}]
 
 

@@ -31,7 +31,8 @@ class HubCardTrainerMixin:
     """Mix in before a `transformers.Trainer` subclass; takes `card_data=` (an `LMIndexerCardData`)."""
 
     def __init__(self, *args, card_data: LMIndexerCardData | None = None, **kwargs):
-        self.card_data = card_data or LMIndexerCardData(task="retrieval")
+        model = kwargs.get("model", args[0] if args else None)
+        self.card_data = card_data or LMIndexerCardData(task=getattr(getattr(model, "config", None), "task", "retrieval"))
         self.card_callback = ModelCardCallback(self.card_data)
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), self.card_callback]
         super().__init__(*args, **kwargs)
