@@ -18,7 +18,12 @@ def launch_space(model: str, revision: str | None = None, host: str = "127.0.0.1
                  share: bool = False, prevent_thread_lock: bool = False):
     """Start the Gradio app on `model` (a retriever folder or Hub repo); returns the running Blocks."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from .space.app import build_demo
+    try:
+        from .space.app import build_demo
+    except ImportError as error:
+        if getattr(error, "name", None) != "gradio":
+            raise
+        raise ImportError("The Spaces demo needs gradio: pip install 'lmindexer[space]'.") from error
 
     demo = build_demo(model, revision)
     demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=prevent_thread_lock)
