@@ -21,7 +21,8 @@ from huggingface_hub import CardData, EvalResult
 from huggingface_hub.repocard_data import eval_results_to_model_index
 
 CARD_DATA_FILE = "lmindexer_card.json"
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+|[A-Za-z0-9][\w.-]*")
+HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # namespaced, as models are
+HUB_ID = re.compile(rf"{HUB_REPO_ID.pattern}|[A-Za-z0-9][\w.-]*")  # datasets may still be canonical names
 DEFAULT_TAGS = ("lmindexer", "semantic-ids", "generative-retrieval", "custom_code")
 # Keys that go to the YAML header; `model-index` is derived from `eval_results`.
 METADATA_KEYS = ("language", "license", "library_name", "tags", "base_model", "datasets", "pipeline_tag")
@@ -102,7 +103,8 @@ class LMIndexerCardData(CardData):
         """Keep only Hub metadata in the YAML header, plus `model-index` built from the evaluation tables."""
         results = self.hub_eval_results()
         # The Hub reads `base_model` and `datasets` as repo ids; local names stay in the card's body only.
-        if data_dict.get("base_model") and not HUB_ID.fullmatch(str(data_dict["base_model"])):
+        base_model = data_dict.get("base_model")
+        if base_model and (not HUB_REPO_ID.fullmatch(str(base_model)) or Path(str(base_model)).exists()):
             data_dict["base_model"] = None
         data_dict["datasets"] = [name for name in data_dict.get("datasets") or [] if HUB_ID.fullmatch(name)]
         metadata = {key: data_dict[key] for key in METADATA_KEYS if data_dict.get(key) not in (None, [])}

@@ -55,7 +55,10 @@ def write_model_card(model, folder: str | Path, card_data: LMIndexerCardData | N
         path = label_distribution_plot(card_data.label_distribution, folder / PLOT_FOLDER / "label_distribution.png", card_data.label_field)
         plots.append(_plot(path, folder, "Labels per first code",
                            f"Share of each {card_data.label_field or 'label'} among the documents of the most populated first codes."))
-    card = ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), **card_context(model, card_data, plots, example_query))
+    context = card_context(model, card_data, plots, example_query)
+    if not (card_data.model_name or card_data.model_id):
+        context["title"] = folder.resolve().name  # a local card before any push: name it after its folder
+    card = ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), **context)
     card.save(folder / "README.md")
     return card
 

@@ -67,6 +67,7 @@ def test_search_history_and_id_tree(published, demo_items, monkeypatch, tmp_path
     assert f"`<id_1_{doc_codes[0]}>`: {same_first} documents" in tree
     assert f"`<id_1_{doc_codes[0]}><id_2_{doc_codes[1]}>`: {same_learned} documents" in tree
     assert f"Documents sharing its learned ID ({same_learned - 1}):" in tree
+    assert f"`{doc_codes[0]}`: {same_first} ←" in tree and f"`{doc_codes[1]}`: {same_learned} ←" in tree
     siblings = {c[1] for c in codes if c[0] == doc_codes[0]}
     assert all(f"`{code}`: " in tree for code in siblings)
 

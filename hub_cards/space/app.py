@@ -78,7 +78,10 @@ class RetrievalDemo:
             prefix = semantic_id[:depth]
             under_parent = (ids[:, : depth - 1] == torch.tensor(prefix[:-1], dtype=ids.dtype)).all(dim=1)
             codes, counts = torch.unique(ids[under_parent, depth - 1], return_counts=True)
-            order = torch.argsort(counts, descending=True)[:NEIGHBOURS_SHOWN]
+            order = torch.argsort(counts, descending=True)[:NEIGHBOURS_SHOWN].tolist()
+            own = int(torch.nonzero(codes == prefix[-1]).flatten()[0])
+            if own not in order:  # the document's own branch is always shown
+                order[-1] = own
             siblings = ", ".join(
                 f"`{int(codes[i])}`: {int(counts[i])}" + (" ←" if int(codes[i]) == prefix[-1] else "") for i in order
             )
