@@ -4,8 +4,8 @@
 
 Loads the retriever the way a Hub user does (AutoModel + trust_remote_code from the folder), takes item titles
 from its ID map as queries, and times, in interleaved rounds: `model.retrieve` on batches, the pipeline on the
-same list with the same batch size, and the pipeline one query at a time. Prints queries per second and writes
-JSON with the machine and the command.
+same list with the same batch size, the pipeline one query at a time, and `model.retrieve` at each batch size of
+`--sweep`. Prints queries per second and writes JSON with the machine and the command.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--num-beams", type=int, default=20)
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sweep", default="1,4,32", help="Batch sizes at which model.retrieve is also timed.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
@@ -52,6 +53,9 @@ def main() -> None:
 
     runs = {"retrieve_batched": (direct, args.queries), "pipeline_batched": (piped, args.queries),
             "pipeline_unbatched": (one_by_one, max(8, args.queries // 8))}
+    for size in (int(part) for part in args.sweep.split(",") if part.strip()):
+        runs[f"retrieve_batch_{size}"] = (
+            lambda size=size: model.retrieve(queries, tokenizer=tokenizer, batch_size=size, **settings), args.queries)
     # Same answers first: the pipeline must rank exactly as retrieve does.
     same = [[h["doc_id"] for h in r] for r in direct()] == [[h["doc_id"] for h in r] for r in piped()]
     timings = {name: [] for name in runs}
