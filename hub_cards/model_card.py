@@ -25,7 +25,9 @@ HYPERPARAMETER_ORDER = ("epochs", "max_steps", "learning_rate", "per_device_batc
 
 
 def default_card_data(model, card_data: LMIndexerCardData | None = None) -> LMIndexerCardData:
-    """The card data to use for `model`: the given one, else what training saved next to it, else a fresh one."""
+    """The card data to use for `model`: the given one, else the model's own (`model.card_data`, set by training),
+    else what training saved next to it, else a fresh one."""
+    card_data = card_data or getattr(model, "card_data", None)
     if card_data is None and model.name_or_path and Path(model.name_or_path).is_dir():
         card_data = LMIndexerCardData.load(model.name_or_path)
     if card_data is None:
@@ -37,9 +39,10 @@ def default_card_data(model, card_data: LMIndexerCardData | None = None) -> LMIn
 
 def write_model_card(model, folder: str | Path, card_data: LMIndexerCardData | None = None,
                      example_query: str | None = None) -> ModelCard:
-    """Write `README.md` and `assets/*.png` for `model` into `folder`; return the card."""
+    """Write `README.md`, `assets/*.png` and the card data (`lmindexer_card.json`) for `model` into `folder`."""
     folder = Path(folder)
     card_data = default_card_data(model, card_data)
+    card_data.save(folder)
     id_map = model.id_map
     if id_map is None:
         raise ValueError("The model has no ID map; set `model.id_map` before writing its card.")

@@ -48,9 +48,8 @@ def save_for_hub(model, folder: str | Path, tokenizer=None, card_data: LMIndexer
     card_data = default_card_data(model, card_data)
     if repo_id is not None:
         card_data.model_id = repo_id
-    model.save_pretrained(folder, max_shard_size=max_shard_size)
+    model.save_pretrained(folder, max_shard_size=max_shard_size, model_card=False)
     tokenizer.save_pretrained(folder)
-    card_data.save(folder)
     write_model_card(model, folder, card_data)
     written = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
     check_publishable(folder)

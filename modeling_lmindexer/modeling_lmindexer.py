@@ -84,6 +84,9 @@ class LMIndexerPreTrainedModel(PreTrainedModel):
     # lmindexer package plugs in its publisher (model card with plots, tokenizer, ID map, one commit); a class
     # loaded through remote code alone keeps transformers' `push_to_hub`.
     hub_publisher: ClassVar[Callable | None] = None
+    # What `save_pretrained` calls to write README.md and its plots next to a model that has an ID map:
+    # `card_writer(model, folder)`; plugged in by the lmindexer package, absent under remote code alone.
+    card_writer: ClassVar[Callable | None] = None
     _id_map: SemanticIDMap | None = None
 
     # ---------------------------------------------------------------------------------------- the ID map
@@ -99,7 +102,9 @@ class LMIndexerPreTrainedModel(PreTrainedModel):
 
     # -------------------------------------------------------------------------------------- persistence
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """transformers' save, plus the ID map and the attached tokenizer (`model.tokenizer`), when there are ones."""
+        """transformers' save, plus the ID map, the attached tokenizer (`model.tokenizer`) and, with the lmindexer
+        package, the model card, when there are ones; `model_card=False` skips the card."""
+        write_card = kwargs.pop("model_card", True)
         super().save_pretrained(save_directory, *args, **kwargs)
         if not kwargs.get("is_main_process", True):
             return
@@ -109,6 +114,9 @@ class LMIndexerPreTrainedModel(PreTrainedModel):
         tokenizer = getattr(self, "tokenizer", None)
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
+        writer = type(self).card_writer
+        if write_card and writer is not None and self._id_map is not None:
+            writer(self, folder)
 
     def _load_saved_id_map(self, pretrained_model_name_or_path, loading_kwargs: dict) -> bool:
         """Read `semantic_id_map.safetensors` from a folder or Hub repo into `self.id_map`; False when there is none."""

@@ -456,3 +456,17 @@ def test_pushed_retriever_on_cuda_matches_cpu(retriever, fake_hub):
     on_gpu = loaded.retrieve(queries, tokenizer=tokenizer, top_k=5, num_beams=8)
     on_cpu = model.retrieve(queries, tokenizer=tokenizer, top_k=5, num_beams=8)
     assert [[h["doc_id"] for h in r] for r in on_gpu] == [[h["doc_id"] for h in r] for r in on_cpu]
+
+
+def test_save_pretrained_writes_the_card_when_there_is_a_map(retriever, tiny_model, tmp_path):
+    model, tokenizer = retriever
+    model.card_data = LMIndexerCardData(task="retrieval", model_id="org/tiny", datasets=["demo-catalogue"])
+    model.save_pretrained(tmp_path / "with-card")
+    card = (tmp_path / "with-card" / "README.md").read_text()
+    assert 'repo = "org/tiny"' in card and "| Training data | demo-catalogue |" in card
+    assert (tmp_path / "with-card" / "assets" / "prefix_density.png").is_file()
+    assert LMIndexerCardData.load(tmp_path / "with-card") == model.card_data
+    model.save_pretrained(tmp_path / "no-card", model_card=False)
+    assert not (tmp_path / "no-card" / "README.md").exists()
+    tiny_model.save_pretrained(tmp_path / "indexer")  # no ID map yet: nothing to describe
+    assert not (tmp_path / "indexer" / "README.md").exists()

@@ -61,7 +61,7 @@ def _evaluation_split(splits, data_args):
 def run_finetune(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, training_args) -> dict:
     """Fine-tune a retriever initialised from a trained indexer, evaluate it on the test split, write its card
     (and push it with `--push_to_hub`)."""
-    from ..hub_cards import push_model_to_hub, write_model_card
+    from ..hub_cards import push_model_to_hub
     from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval
     from .retrieval_data import RetrievalCollator
     from .retrieval_trainer import GenerativeRetrievalTrainer, apply_lora
@@ -86,11 +86,10 @@ def run_finetune(finetune_args: FinetuneArguments, data_args: DownstreamDataArgu
     metrics = trainer.evaluate(_evaluation_split(splits, data_args), metric_key_prefix="test")
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
-        model.save_pretrained(output_dir)
+        model.card_data = trainer.card_data
+        model.save_pretrained(output_dir)  # with the ID map and the card
         tokenizer.save_pretrained(output_dir)
         (output_dir / "retrieval_metrics.json").write_text(json.dumps(metrics, indent=2))
-        trainer.card_data.save(output_dir)
-        write_model_card(model, output_dir, trainer.card_data)
         if training_args.push_to_hub:
             commit = push_model_to_hub(
                 model, trainer.hub_model_id or training_args.hub_model_id or output_dir.resolve().name, tokenizer=tokenizer,

@@ -36,6 +36,7 @@ class HubCardTrainerMixin:
         self.card_callback = ModelCardCallback(self.card_data)
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), self.card_callback]
         super().__init__(*args, **kwargs)
+        self.card_model().card_data = self.card_data  # every checkpoint's save writes this card
 
     def card_model(self):
         """The model whose card is written (the wrapped model under peft)."""
@@ -47,7 +48,6 @@ class HubCardTrainerMixin:
             return
         output_dir = Path(self.args.output_dir)
         self.card_data.model_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id or self.card_data.model_id
-        self.card_data.save(output_dir)
         write_model_card(self.card_model(), output_dir, self.card_data)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:

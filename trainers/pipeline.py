@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from transformers import set_seed
 
-from ..hub_cards import LMIndexerCardData, ModelCardCallback, first_code_label_table, push_model_to_hub, write_model_card
+from ..hub_cards import LMIndexerCardData, ModelCardCallback, first_code_label_table, push_model_to_hub
 from ..modeling_lmindexer import IndexerMode, LMIndexerForSemanticID, SemanticIDMap, __version__
 from .arguments import IndexerTrainingArguments
 from .assignment import assign_corpus, collect_hidden_states
@@ -348,12 +348,11 @@ class IndexerTrainingPipeline:
         self.final_metrics = metrics
         self.model.id_map = id_map
         self._fill_card(metrics)
+        self.model.card_data = self.card_data
         if self.rank == 0:
-            self.model.save_pretrained(self.output_dir)
+            self.model.save_pretrained(self.output_dir)  # with the ID map and the card
             self.tokenizer.save_pretrained(self.output_dir)
             (self.output_dir / "indexer_metrics.json").write_text(json.dumps(metrics, indent=2))
-            self.card_data.save(self.output_dir)
-            write_model_card(self.model, self.output_dir, self.card_data)
             if self.args.push_to_hub:
                 self._push()
         if self.world_size > 1:
