@@ -72,6 +72,15 @@ def test_search_history_and_id_tree(published, demo_items, monkeypatch, tmp_path
     assert all(f"`{code}`: " in tree for code in siblings)
 
 
+def test_demo_refuses_an_indexer(tiny_model, tmp_path, monkeypatch):
+    from lmindexer.hub_cards.space.app import RetrievalDemo
+
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    tiny_model.save_pretrained(tmp_path / "indexer")
+    with pytest.raises(ValueError, match="holds a LMIndexerForSemanticID, not a retriever"):
+        RetrievalDemo(str(tmp_path / "indexer"))
+
+
 def test_exported_space_and_its_push(fake_hub, tmp_path):
     from huggingface_hub import SpaceCard
 

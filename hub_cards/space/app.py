@@ -33,6 +33,11 @@ class RetrievalDemo:
 
     def __init__(self, model_path: str, revision: str | None = None):
         self.model = AutoModel.from_pretrained(model_path, trust_remote_code=True, revision=revision).eval()
+        if not hasattr(self.model, "retrieve"):
+            raise ValueError(
+                f"{model_path} holds a {type(self.model).__name__}, not a retriever: the demo needs a model fine-tuned "
+                "with `lmindexer finetune` (LMIndexerForGenerativeRetrieval)."
+            )
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True, revision=revision)
         if torch.cuda.is_available():
             self.model.to("cuda")
