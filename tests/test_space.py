@@ -126,13 +126,34 @@ def wait_for_page(url: str, process: subprocess.Popen, timeout: float = 120.0) -
     raise AssertionError(f"`lmindexer space` did not serve {url} within {timeout:.0f} s")
 
 
-def test_space_in_a_headless_browser(published, tmp_path):
+def ranked_in_table(table: str, ranking: list[dict]) -> bool:
+    if not all(hit["doc_id"] in table for hit in ranking):
+        return False
+    positions = [table.index(hit["doc_id"]) for hit in ranking]
+    return positions == sorted(positions)
+
+
+def poll(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.3)
+    return condition()
+
+
+def test_space_in_a_headless_browser(published, demo_items, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
     chromium = find_chromium()
     if chromium is None:
         pytest.skip("no Chromium on this machine: install Debian's `chromium` package (.ci/run does)")
     folder, model, tokenizer = published
     expected = model.retrieve(["gentle cleanser"], tokenizer=tokenizer, top_k=10, num_beams=20)[0]
+    history_items = [demo_items[4], demo_items[9]]
+    history_text = " | ".join(item["title"] for item in history_items)
+    by_history = model.retrieve([history_text], tokenizer=tokenizer, top_k=10, num_beams=20)[0]
+    # Different rankings, so that the page cannot pass on a stale table.
+    assert [hit["doc_id"] for hit in by_history] != [hit["doc_id"] for hit in expected]
 
     port = free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
@@ -160,6 +181,23 @@ def test_space_in_a_headless_browser(published, tmp_path):
             assert "Documents sharing its learned ID" in page.locator("#id-tree").inner_text()
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "space_demo.png"), full_page=True)
+
+            # Now a user history instead of a query: pick two items by typing their titles into the picker.
+            page.locator("#query textarea").fill("")
+            picker = page.locator("#history input")
+            for item in history_items:
+                picker.click()
+                picker.fill(item["title"])
+                page.wait_for_timeout(300)
+                picker.press("Enter")
+            page.keyboard.press("Escape")
+            for item in history_items:
+                assert item["title"] in page.locator("#history").inner_text()
+            page.locator("#search-button").click()
+            # Ranked as model.retrieve ranks the rendered history; polled until the table has been replaced.
+            assert poll(lambda: ranked_in_table(page.locator("#results").inner_text(), by_history), timeout=60), \
+                page.locator("#results").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "space_demo_history.png"), full_page=True)
             browser.close()
         assert (ARTIFACTS / "space_demo.png").stat().st_size > 10_000
     finally:
