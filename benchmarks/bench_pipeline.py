@@ -5,7 +5,7 @@
 Loads the retriever the way a Hub user does (AutoModel + trust_remote_code from the folder), takes item titles
 from its ID map as queries, and times, in interleaved rounds: `model.retrieve` on batches, the pipeline on the
 same list with the same batch size, the pipeline one query at a time, and `model.retrieve` at each batch size of
-`--sweep`. Prints queries per second and writes JSON with the machine and the command.
+`--sweep`, and the raw constrained decode with and without the shared cross-attention cache. Prints queries per second and writes JSON with the machine and the command.
 """
 
 from __future__ import annotations
@@ -53,6 +53,12 @@ def main() -> None:
 
     runs = {"retrieve_batched": (direct, args.queries), "pipeline_batched": (piped, args.queries),
             "pipeline_unbatched": (one_by_one, max(8, args.queries // 8))}
+    batches = [tokenizer(queries[start : start + args.batch_size], padding=True, return_tensors="pt")
+               for start in range(0, len(queries), args.batch_size)]
+    for cache in ("shared", "stock"):
+        runs[f"decode_batch_{args.batch_size}_{cache}_cache"] = (
+            lambda cache=cache: [model.decode_rows(b["input_ids"], b["attention_mask"], num_beams=args.num_beams,
+                                                   share_cross_attention=cache == "shared") for b in batches], args.queries)
     for size in (int(part) for part in args.sweep.split(",") if part.strip()):
         runs[f"retrieve_batch_{size}"] = (
             lambda size=size: model.retrieve(queries, tokenizer=tokenizer, batch_size=size, **settings), args.queries)
@@ -78,7 +84,10 @@ def main() -> None:
     }
     qps = result["queries_per_second"]
     result["pipeline_batched_over_retrieve"] = qps["pipeline_batched"] / qps["retrieve_batched"]
-    print(json.dumps({k: result[k] for k in ("same_rankings", "queries_per_second", "pipeline_batched_over_retrieve")}, indent=2))
+    shared, stock = (qps[f"decode_batch_{args.batch_size}_{cache}_cache"] for cache in ("shared", "stock"))
+    result["shared_over_stock_cache"] = shared / stock
+    print(json.dumps({k: result[k] for k in ("same_rankings", "queries_per_second", "pipeline_batched_over_retrieve",
+                                             "shared_over_stock_cache")}, indent=2))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))
 

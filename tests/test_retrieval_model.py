@@ -158,6 +158,21 @@ def test_bert2bert_indexer_becomes_a_retriever(tmp_path):
         assert torch.equal(table[offset : offset + 3], indexer.codebooks[1].weight)
     ranked = retriever.retrieve([texts[0]], tokenizer=tokenizer, top_k=4, num_beams=4)[0]
     assert len(ranked) == 4 and all(retriever.id_map.semantic_id(r["doc_id"]) == r["semantic_id"] for r in ranked)
+    batch = tokenizer([texts[1], texts[2] + " w1 w2 w3", texts[3]], padding=True, return_tensors="pt")
+    shared = retriever.decode_rows(batch["input_ids"], batch["attention_mask"], num_beams=5)
+    stock = retriever.decode_rows(batch["input_ids"], batch["attention_mask"], num_beams=5, share_cross_attention=False)
+    assert torch.equal(shared[0], stock[0]) and torch.equal(shared[1], stock[1])
     retriever.save_pretrained(tmp_path)
     reloaded = AutoModel.from_pretrained(tmp_path).eval()
     assert reloaded.retrieve([texts[0]], tokenizer=tokenizer, top_k=4, num_beams=4)[0] == ranked
+
+
+def test_shared_cross_attention_cache_changes_nothing(retriever, demo_items, demo_tokenizer):
+    """Beams of one query share their encoder output, so skipping the cross-attention reorder is exact."""
+    tokenizer = retriever.tokenizer
+    queries = [demo_items[0]["title"], "lip balm", demo_items[7]["title"] + " with a longer tail of words", "serum"]
+    batch = tokenizer(queries, padding=True, return_tensors="pt")
+    shared = retriever.decode_rows(batch["input_ids"], batch["attention_mask"], num_beams=7)
+    stock = retriever.decode_rows(batch["input_ids"], batch["attention_mask"], num_beams=7, share_cross_attention=False)
+    assert torch.equal(shared[0], stock[0]) and torch.equal(shared[1], stock[1])
+    assert (shared[0] >= 0).any()
