@@ -155,14 +155,14 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
     def from_indexer(
         cls, indexer, tokenizer=None, id_map: SemanticIDMap | None = None
     ) -> "LMIndexerForGenerativeRetrieval":
-        """From a trained indexer (model or directory): backbone, codebook-initialised ID tokens and ID map."""
+        """From a trained indexer (model, directory or Hub repo): backbone, codebook-initialised ID tokens, ID map."""
         if isinstance(indexer, (str, os.PathLike)):
             from .modeling_lmindexer import LMIndexerForSemanticID
 
-            folder = Path(indexer)
-            indexer = LMIndexerForSemanticID.from_pretrained(folder)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder)
-            id_map = id_map or SemanticIDMap.load(folder / DEFAULT_FILENAME, config=indexer.config)
+            source = indexer
+            indexer = LMIndexerForSemanticID.from_pretrained(source)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
+        id_map = id_map or indexer.id_map
         if tokenizer is None or id_map is None:
             raise ValueError("Pass the indexer's tokenizer and ID map, or a directory that holds them.")
         model = cls.from_backbone_and_map(indexer.backbone, tokenizer, id_map, config=indexer.config)

@@ -77,3 +77,32 @@ def test_push_command_republishes_a_trained_folder(pushed_indexer, tmp_path):
         main(["push", "--model", str(output)])
     with pytest.raises(ValueError, match="folder of a trained indexer"):
         main(["push", "--model", str(tmp_path / "missing"), "--repo_id", "org/x"])
+
+
+def test_a_published_indexer_is_a_starting_point_by_repo_id(pushed_indexer, tmp_path):
+    """`from_indexer("org/demo-indexer")` (what `lmindexer finetune --indexer REPO` does) reads weights, tokenizer and
+    ID map from the Hub cache, here filled with exactly the files that were pushed."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    output, hub = pushed_indexer
+    sha = "89abcdef" * 5
+    repo_cache = tmp_path / "cache" / "models--org--demo-indexer"
+    shutil.copytree(hub.commits[0]["folder"], repo_cache / "snapshots" / sha)
+    (repo_cache / "refs").mkdir()
+    (repo_cache / "refs" / "main").write_text(sha)
+    script = (
+        "import json\nfrom lmindexer import LMIndexerForGenerativeRetrieval\n"
+        "model = LMIndexerForGenerativeRetrieval.from_indexer('org/demo-indexer')\n"
+        "print(json.dumps({'documents': len(model.id_map), 'first': list(model.id_map.semantic_ids[0].tolist())}))\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    from lmindexer import SemanticIDMap
+
+    local = SemanticIDMap.load(output / "semantic_id_map.safetensors")
+    assert loaded == {"documents": len(local), "first": local.semantic_ids[0].tolist()}

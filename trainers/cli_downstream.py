@@ -104,11 +104,18 @@ def run_finetune(finetune_args: FinetuneArguments, data_args: DownstreamDataArgu
 def retriever_card_data(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, training_args):
     from ..hub_cards import LMIndexerCardData
 
-    indexer_card = LMIndexerCardData.load(finetune_args.indexer) if Path(finetune_args.indexer).is_dir() else None
+    local = Path(finetune_args.indexer).is_dir()
+    indexer_card = LMIndexerCardData.load(finetune_args.indexer) if local else None
+    if not local:
+        base_model = finetune_args.indexer  # a Hub repo id
+    elif indexer_card and indexer_card.model_id:
+        base_model = indexer_card.model_id  # a local copy of a published indexer
+    else:
+        base_model = Path(finetune_args.indexer).name  # unpublished: named in the card's body only
     return LMIndexerCardData(
         model_id=training_args.hub_model_id,
-        # The retriever's base is its indexer: the Hub repo when the indexer was published, else its folder name.
-        base_model=(indexer_card.model_id if indexer_card and indexer_card.model_id else Path(finetune_args.indexer).name),
+        # The retriever's base is its indexer.
+        base_model=base_model,
         datasets=[Path(data_args.data).name or data_args.data],
         task=data_args.task,
     )
