@@ -144,8 +144,13 @@ class LMIndexerCardData(CardData):
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "LMIndexerCardData | None":
-        """The card data saved in `folder`, or None when there is none."""
+        """The card data saved in `folder` (a local folder or a Hub repo id), or None when there is none."""
         path = Path(folder) / CARD_DATA_FILE
+        if not Path(folder).is_dir():
+            from transformers.utils import cached_file
+
+            found = cached_file(str(folder), CARD_DATA_FILE, _raise_exceptions_for_missing_entries=False)
+            path = Path(found) if found else path
         if not path.is_file():
             return None
         values = json.loads(path.read_text(encoding="utf-8"))

@@ -103,6 +103,13 @@ def test_finetune_evaluate_retrieve_from_an_index(indexed, corpus_file, tmp_path
                  "--max_length", "48"]) == 0
     saved = json.loads((output / "retrieval_metrics.json").read_text())
     assert {"test_recall@5", "test_ndcg@5", "test_map@1", "test_mrr@5"} <= set(saved)
+    # The retriever's card: its task, the test metrics it just measured, its indexer, and the indexer's label plot.
+    card = (output / "README.md").read_text()
+    assert "A generative sequential recommendation model" in card and "**rec** (test)" in card
+    assert f"| recall@5 | {saved['test_recall@5']:.4f} |" in card
+    assert f"| Base model | {indexed.name} |" in card and "\nbase_model:" not in card  # a local indexer: body only
+    assert "- **fine-tuning**: epochs 1; learning rate 0.001; per device batch size 8" in card
+    assert (output / "assets" / "label_distribution.png").is_file()
     capsys.readouterr()
     assert main(["evaluate", "--model", str(output), "--task", "recommendation", "--data", str(data), "--num_beams", "6",
                  "--ks", "1,5"]) == 0

@@ -105,7 +105,7 @@ def retriever_card_data(finetune_args: FinetuneArguments, data_args: DownstreamD
     from ..hub_cards import LMIndexerCardData
 
     local = Path(finetune_args.indexer).is_dir()
-    indexer_card = LMIndexerCardData.load(finetune_args.indexer) if local else None
+    indexer_card = LMIndexerCardData.load(finetune_args.indexer)
     if not local:
         base_model = finetune_args.indexer  # a Hub repo id
     elif indexer_card and indexer_card.model_id:
@@ -118,6 +118,9 @@ def retriever_card_data(finetune_args: FinetuneArguments, data_args: DownstreamD
         base_model=base_model,
         datasets=[Path(data_args.data).name or data_args.data],
         task=data_args.task,
+        # The retriever decodes the indexer's IDs, so the indexer's label-per-first-code plot still describes them.
+        label_field=indexer_card.label_field if indexer_card else None,
+        label_distribution=indexer_card.label_distribution if indexer_card else None,
     )
 
 
