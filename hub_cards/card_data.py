@@ -146,7 +146,7 @@ class LMIndexerCardData(CardData):
     def load(cls, folder: str | os.PathLike) -> "LMIndexerCardData | None":
         """The card data saved in `folder` (a local folder or a Hub repo id), or None when there is none."""
         path = Path(folder) / CARD_DATA_FILE
-        if not Path(folder).is_dir():
+        if not Path(folder).is_dir() and HUB_REPO_ID.fullmatch(str(folder)):
             from transformers.utils import cached_file
 
             found = cached_file(str(folder), CARD_DATA_FILE, _raise_exceptions_for_missing_entries=False)
