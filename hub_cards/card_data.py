@@ -149,7 +149,10 @@ class LMIndexerCardData(CardData):
         if not Path(folder).is_dir() and HUB_REPO_ID.fullmatch(str(folder)):
             from transformers.utils import cached_file
 
-            found = cached_file(str(folder), CARD_DATA_FILE, _raise_exceptions_for_missing_entries=False)
+            try:
+                found = cached_file(str(folder), CARD_DATA_FILE, _raise_exceptions_for_missing_entries=False)
+            except OSError:  # unreachable Hub: the card is built without the saved data
+                found = None
             path = Path(found) if found else path
         if not path.is_file():
             return None

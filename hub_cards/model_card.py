@@ -28,8 +28,8 @@ def default_card_data(model, card_data: LMIndexerCardData | None = None) -> LMIn
     """The card data to use for `model`: the given one, else the model's own (`model.card_data`, set by training),
     else what training saved next to it, else a fresh one."""
     card_data = card_data or getattr(model, "card_data", None)
-    if card_data is None and model.name_or_path and Path(model.name_or_path).is_dir():
-        card_data = LMIndexerCardData.load(model.name_or_path)
+    if card_data is None and model.name_or_path:
+        card_data = LMIndexerCardData.load(model.name_or_path)  # a folder, or a Hub repo in the cache
     if card_data is None:
         card_data = LMIndexerCardData()
     if isinstance(model, LMIndexerForGenerativeRetrieval) and card_data.task == "semantic-indexing":

@@ -132,10 +132,16 @@ def is_unreachable(error: BaseException) -> bool:
 
 
 def _saved_tokenizer(model):
+    """The tokenizer stored where the model was loaded from (a folder, or a Hub repo already in the cache)."""
     source = model.name_or_path
-    if source and Path(source).is_dir() and any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
-        return AutoTokenizer.from_pretrained(source)
+    if source and Path(source).is_dir() and not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
+        source = None
+    if source:
+        try:
+            return AutoTokenizer.from_pretrained(source)
+        except OSError:
+            pass
     raise ValueError(
         "No tokenizer to publish: pass `tokenizer=`, attach one as `model.tokenizer`, or load the model from a "
-        "folder that holds its tokenizer."
+        "folder or repo that holds its tokenizer."
     )

@@ -470,3 +470,26 @@ def test_save_pretrained_writes_the_card_when_there_is_a_map(retriever, tiny_mod
     assert not (tmp_path / "no-card" / "README.md").exists()
     tiny_model.save_pretrained(tmp_path / "indexer")  # no ID map yet: nothing to describe
     assert not (tmp_path / "indexer" / "README.md").exists()
+
+
+def test_a_model_loaded_from_the_hub_cache_republishes_with_its_tokenizer_and_card(retriever, demo_items, tmp_path):
+    """Forking a published model: tokenizer and card data come from the cached repo, not from arguments."""
+    model, tokenizer = retriever
+    sha = "fedcba9876543210" * 2 + "fedcba98"
+    repo_cache = tmp_path / "cache" / "models--org--tiny"
+    save_for_hub(model, repo_cache / "snapshots" / sha, tokenizer=tokenizer, card_data=demo_card_data(demo_items), repo_id="org/tiny")
+    (repo_cache / "refs").mkdir()
+    (repo_cache / "refs" / "main").write_text(sha)
+    script = (
+        "import json, sys\nimport lmindexer\nfrom transformers import AutoModel\n"
+        "from lmindexer.hub_cards import save_for_hub\n"
+        f"model = AutoModel.from_pretrained('org/tiny', revision='{sha}')\n"
+        "written = save_for_hub(model, sys.argv[1], repo_id='me/fork')\n"
+        "print(json.dumps(written))\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "fork")], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tokenizer.json" in json.loads(result.stdout.strip().splitlines()[-1])
+    card = (tmp_path / "fork" / "README.md").read_text()
+    assert 'repo = "me/fork"' in card and "**demo-catalogue** (test)" in card and "assets/label_distribution.png" in card
