@@ -41,11 +41,11 @@ def write_model_card(model, folder: str | Path, card_data: LMIndexerCardData | N
                      example_query: str | None = None) -> ModelCard:
     """Write `README.md`, `assets/*.png` and the card data (`lmindexer_card.json`) for `model` into `folder`."""
     folder = Path(folder)
-    card_data = default_card_data(model, card_data)
-    card_data.save(folder)
     id_map = model.id_map
     if id_map is None:
         raise ValueError("The model has no ID map; set `model.id_map` before writing its card.")
+    card_data = default_card_data(model, card_data)
+    card_data.save(folder)
     semantic_ids = id_map.semantic_ids.numpy()
     learned = semantic_ids[:, : id_map.id_length]
     plots = [

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..modeling_lmindexer.semantic_id_map import mixed_radix_strides
+
 PLOT_FOLDER = "assets"
 
 
@@ -45,9 +47,8 @@ def prefix_density_plot(semantic_ids: np.ndarray, codebook_sizes: list[int], pat
     plt = _pyplot()
     positions = len(codebook_sizes)
     figure, axis = plt.subplots(figsize=(5.2, 3.2))
-    strides = np.cumprod([1, *codebook_sizes[::-1]])[:-1][::-1].astype(np.int64)
     for length in range(1, positions + 1):
-        keys = (semantic_ids[:, :length] * (strides[:length] // strides[length - 1])).sum(axis=1)
+        keys = semantic_ids[:, :length] @ mixed_radix_strides(codebook_sizes[:length]).numpy()
         _, sizes = np.unique(keys, return_counts=True)
         bins = np.unique(np.geomspace(1, max(int(sizes.max()), 2) + 1, num=20).astype(int))
         axis.hist(sizes, bins=bins, histtype="step", linewidth=1.5, label=f"length {length} ({len(sizes)} prefixes)")

@@ -11,6 +11,7 @@ from, a retriever is what users query; the retriever's card names its indexer as
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from huggingface_hub import HfApi
@@ -107,7 +108,7 @@ def upload_to_hub(folder: str | Path, repo_id: str, *, commit_message: str, comm
     """Upload a folder written by `save_for_hub` as one commit (see `push_model_to_hub`)."""
     check_publishable(folder)
     api = api or HfApi(token=token)
-    try:
+    with hub_errors(repo_id, "Save the repo locally with `lmindexer.hub_cards.save_for_hub(model, folder)` and upload it when online."):
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
         if revision is not None and not create_pr:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
@@ -115,12 +116,16 @@ def upload_to_hub(folder: str | Path, repo_id: str, *, commit_message: str, comm
             repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message=commit_message,
             commit_description=commit_description, revision=revision, create_pr=create_pr,
         )
+
+
+@contextmanager
+def hub_errors(repo_id: str, advice: str = ""):
+    """Turn any "the Hub cannot be reached" error raised inside into a `HubUnreachableError` naming `repo_id`."""
+    try:
+        yield
     except Exception as error:
         if is_unreachable(error):
-            raise HubUnreachableError(
-                f"Cannot reach the Hub to publish {repo_id} ({error}). Nothing was uploaded. Save the repo locally "
-                "with `lmindexer.hub_cards.save_for_hub(model, folder)` and upload it when online."
-            ) from error
+            raise HubUnreachableError(f"Cannot reach the Hub to publish {repo_id} ({error}). Nothing was uploaded. {advice}".rstrip()) from error
         raise
 
 

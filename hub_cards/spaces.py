@@ -53,16 +53,11 @@ def export_space(model_repo_id: str, folder: str | Path, revision: str | None = 
 def push_space(model_repo_id: str, space_repo_id: str, revision: str | None = None, token: str | bool | None = None,
                private: bool | None = None):
     """Create (or update) a Gradio Space running the demo on `model_repo_id`; returns the `CommitInfo`."""
-    from .publishing import HubUnreachableError, is_unreachable
+    from .publishing import hub_errors
 
     api = HfApi(token=token)
-    with tempfile.TemporaryDirectory(prefix="lmindexer-space-") as folder:
+    with tempfile.TemporaryDirectory(prefix="lmindexer-space-") as folder, hub_errors(space_repo_id):
         export_space(model_repo_id, folder, revision)
-        try:
-            api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-            return api.upload_folder(repo_id=space_repo_id, repo_type="space", folder_path=folder,
-                                     commit_message=f"LMIndexer demo for {model_repo_id}")
-        except Exception as error:
-            if is_unreachable(error):
-                raise HubUnreachableError(f"Cannot reach the Hub to publish the Space {space_repo_id} ({error}).") from error
-            raise
+        api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        return api.upload_folder(repo_id=space_repo_id, repo_type="space", folder_path=folder,
+                                 commit_message=f"LMIndexer demo for {model_repo_id}")

@@ -37,9 +37,7 @@ def run_push(args: PushArguments):
         raise ValueError("Give --repo_id org/name (or --save_to FOLDER to write the repo without uploading).")
     model = AutoModel.from_pretrained(args.model)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    card_data = LMIndexerCardData.load(args.model) or LMIndexerCardData(
-        task=getattr(model.config, "task", "semantic-indexing") if model.config.model_type == "lmindexer-retrieval" else "semantic-indexing"
-    )
+    card_data = LMIndexerCardData.load(args.model) or LMIndexerCardData()  # a retriever's task is filled in later
     if args.dataset and args.dataset not in card_data.datasets:
         card_data.datasets = [args.dataset, *card_data.datasets]
     card_data.license = args.license or card_data.license

@@ -17,6 +17,7 @@ from transformers.trainer_utils import HubStrategy, SaveStrategy
 from transformers.utils.hub import PushInProgress
 
 from ..hub_cards import LMIndexerCardData, ModelCardCallback, write_model_card
+from ..hub_cards.plots import PLOT_FOLDER
 from ..hub_cards.publishing import FORBIDDEN_SUFFIXES
 
 logger = logging.getLogger("lmindexer")
@@ -36,6 +37,7 @@ class HubCardTrainerMixin:
         self.card_callback = ModelCardCallback(self.card_data)
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), self.card_callback]
         super().__init__(*args, **kwargs)
+        self.card_data.model_id = self.hub_model_id or self.args.hub_model_id or self.card_data.model_id
         self.card_model().card_data = self.card_data  # every checkpoint's save writes this card
 
     def card_model(self):
@@ -46,9 +48,7 @@ class HubCardTrainerMixin:
     def create_model_card(self, *args, **kwargs) -> None:
         if not self.is_world_process_zero():
             return
-        output_dir = Path(self.args.output_dir)
-        self.card_data.model_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id or self.card_data.model_id
-        write_model_card(self.card_model(), output_dir, self.card_data)
+        write_model_card(self.card_model(), Path(self.args.output_dir), self.card_data)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
@@ -67,7 +67,10 @@ class HubCardTrainerMixin:
         for source in Path(checkpoint_folder).iterdir():
             if source.is_file() and not source.name.startswith(STATE_PREFIXES) and source.suffix not in FORBIDDEN_SUFFIXES:
                 shutil.copy2(source, output_dir / source.name)
-        self.create_model_card()
+        if (Path(checkpoint_folder) / "README.md").is_file():  # the checkpoint's save rendered the card already
+            shutil.copytree(Path(checkpoint_folder) / PLOT_FOLDER, output_dir / PLOT_FOLDER, dirs_exist_ok=True)
+        else:  # a peft checkpoint holds adapters only, saved without our card
+            self.create_model_card()
         if self.args.save_strategy == SaveStrategy.STEPS:
             message = f"Training in progress, step {self.state.global_step}"
         else:

@@ -343,8 +343,8 @@ class IndexerTrainingPipeline:
             doc_titles=self.corpus.titles,
         )
         metrics = {"stages": self.metrics, "id_map": id_map.statistics(), "fingerprint": self._fingerprint}
-        if self.corpus.labels is not None:
-            metrics["final"] = code_diagnostics(self.codes, config.codebook_sizes, self.corpus.labels)
+        if self.corpus.labels is not None:  # the last assign stage measured the final codes against the labels
+            metrics["final"] = self.metrics[self.stages[-1].name]
         self.final_metrics = metrics
         self.model.id_map = id_map
         self._fill_card(metrics)
@@ -360,7 +360,7 @@ class IndexerTrainingPipeline:
         return id_map
 
     def _fill_card(self, metrics: dict) -> None:
-        final = metrics.get("final") or code_diagnostics(self.codes, self.model.config.codebook_sizes)
+        final = self.metrics[self.stages[-1].name]  # diagnostics of the final codes
         dataset = self.card_data.datasets[0] if self.card_data.datasets else "training corpus"
         self.card_data.add_evaluation(dataset, "train", {key: value for key, value in final.items() if key.startswith(("ami_", "perplexity_", "utilisation_")) or key == "collision_rate"})
         if self.corpus.labels is not None:
