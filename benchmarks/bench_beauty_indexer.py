@@ -27,10 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lmindexer import LMIndexerForSemanticID, SemanticIDMap  # noqa: E402
 from lmindexer.trainers.arguments import IndexerTrainingArguments  # noqa: E402
-from lmindexer.trainers.data import build_corpus, load_records  # noqa: E402
+from lmindexer.trainers.corpus import build_corpus, load_records  # noqa: E402
 from lmindexer.trainers.diagnostics import code_diagnostics  # noqa: E402
 from lmindexer.trainers.kmeans import kmeans_codebook  # noqa: E402
-from lmindexer.trainers.pipeline import IndexerTrainingPipeline  # noqa: E402
+from lmindexer.trainers.indexer_trainer import IndexerTrainer  # noqa: E402
 
 
 def minilm_path() -> str:
@@ -141,8 +141,8 @@ def main() -> None:
             reconstructor_warmup_batch_size=args.batch_size, encoder_warmup_batch_size=args.batch_size,
             codebook_batch_size=args.batch_size, assignment_batch_size=256, disable_tqdm=True,
         )
-        pipeline = IndexerTrainingPipeline(model, tokenizer, corpus, training_args, max_length=args.max_length, auto_dedup=True)
-        id_map: SemanticIDMap = pipeline.run()
+        pipeline = IndexerTrainer(model, tokenizer, corpus, training_args, max_length=args.max_length, auto_dedup=True)
+        id_map: SemanticIDMap = pipeline.train()
         codes = id_map.semantic_ids[:, :2].numpy()
         results["lmindexer"] = ami_report(codes, sizes, level2, levels13)
         results["lmindexer"]["wall_s"] = round(time.perf_counter() - start, 1)

@@ -31,12 +31,13 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lmindexer import LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap  # noqa: E402
-from lmindexer.trainers.assignment import assign_corpus  # noqa: E402
-from lmindexer.trainers.data import join_fields  # noqa: E402
-from lmindexer.trainers.data_collators import prefix_keys  # noqa: E402
+from lmindexer.trainers.corpus_passes import assign_corpus  # noqa: E402
+from lmindexer.trainers.corpus import join_fields  # noqa: E402
+from lmindexer.modeling_lmindexer.semantic_id_map import prefix_keys  # noqa: E402
 from lmindexer.trainers.ranking_metrics import ranking_metrics  # noqa: E402
-from lmindexer.trainers.retrieval_data import (  # noqa: E402
-    HistoryFormat, RetrievalCollator, read_jsonl, recommendation_splits, retrieval_splits,
+from lmindexer.trainers.collators import RetrievalCollator  # noqa: E402
+from lmindexer.trainers.downstream_data import (  # noqa: E402
+    HistoryFormat, read_jsonl, recommendation_splits, retrieval_splits,
 )
 from lmindexer.trainers.retrieval_trainer import GenerativeRetrievalTrainer, RetrievalTrainingArguments  # noqa: E402
 

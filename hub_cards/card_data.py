@@ -12,13 +12,14 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import CardData, EvalResult
 from huggingface_hub.repocard_data import eval_results_to_model_index
+
+from ..modeling_lmindexer.semantic_id_map import atomic_file
 
 CARD_DATA_FILE = "lmindexer_card.json"
 HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # namespaced, as models are
@@ -133,14 +134,16 @@ class LMIndexerCardData(CardData):
     def save(self, folder: str | os.PathLike) -> Path:
         """Write `lmindexer_card.json` into `folder` atomically."""
         path = Path(folder) / CARD_DATA_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(self.body_fields(), handle, indent=2, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        with atomic_file(path) as temporary:
+            temporary.write_text(json.dumps(self.body_fields(), indent=2, default=str), encoding="utf-8")
         return path
+
+    def set_metadata(self, dataset: str | None = None, license: str | None = None, language: str | None = None) -> None:
+        """Name a training dataset first (keeping the recorded ones), and set the license and language when given."""
+        if dataset and dataset not in self.datasets:
+            self.datasets = [dataset, *self.datasets]
+        self.license = license or self.license
+        self.language = language or self.language
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "LMIndexerCardData | None":

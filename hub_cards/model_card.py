@@ -10,7 +10,7 @@ import torch
 import transformers
 from huggingface_hub import ModelCard
 
-from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval, __version__
+from ..modeling_lmindexer import LMIndexerRetrievalConfig, __version__
 from .card_data import TASK_TITLES, LMIndexerCardData, label_distribution_table
 from .plots import PLOT_FOLDER, codebook_usage_plot, label_distribution_plot, prefix_density_plot
 
@@ -24,6 +24,11 @@ HYPERPARAMETER_ORDER = ("epochs", "max_steps", "learning_rate", "per_device_batc
                         "optimizer", "lr_scheduler", "warmup", "weight_decay", "precision", "seed")
 
 
+def is_retriever(model) -> bool:
+    """By model type rather than class: a model loaded through a Hub repo's remote code has its own class."""
+    return model.config.model_type == LMIndexerRetrievalConfig.model_type
+
+
 def default_card_data(model, card_data: LMIndexerCardData | None = None) -> LMIndexerCardData:
     """The card data to use for `model`: the given one, else the model's own (`model.card_data`, set by training),
     else what training saved next to it, else a fresh one."""
@@ -32,7 +37,7 @@ def default_card_data(model, card_data: LMIndexerCardData | None = None) -> LMIn
         card_data = LMIndexerCardData.load(model.name_or_path)  # a folder, or a Hub repo in the cache
     if card_data is None:
         card_data = LMIndexerCardData()
-    if isinstance(model, LMIndexerForGenerativeRetrieval) and card_data.task == "semantic-indexing":
+    if is_retriever(model) and card_data.task == "semantic-indexing":
         card_data.task = model.config.task
     return card_data
 
@@ -70,14 +75,14 @@ def card_context(model, card_data: LMIndexerCardData, plots: list[dict], example
     """Everything the template reads besides the card data's own fields."""
     config = model.config
     statistics = model.id_map.statistics()
-    is_retriever = isinstance(model, LMIndexerForGenerativeRetrieval)
+    retriever = is_retriever(model)
     titles = model.id_map.doc_titles
     example = example_query or (titles[0] if titles else "a short description of what you are looking for")
     model_id = card_data.model_id or "your-org/your-lmindexer-model"
     return {
         "title": card_data.model_name or model_id.split("/")[-1],
         "model_id": model_id,
-        "is_retriever": is_retriever,
+        "is_retriever": retriever,
         "task_title": TASK_TITLES[card_data.task],
         "input_description": INPUT_DESCRIPTIONS[card_data.task],
         "example_query": example,

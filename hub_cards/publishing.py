@@ -19,7 +19,7 @@ from huggingface_hub.errors import OfflineModeIsEnabled
 from transformers import AutoTokenizer
 
 from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval
-from ..modeling_lmindexer.semantic_id_map import DEFAULT_FILENAME
+from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
 from .card_data import LMIndexerCardData
 from .model_card import default_card_data, write_model_card
 
@@ -63,7 +63,7 @@ def check_publishable(folder: str | Path) -> None:
     pickled = [p.name for p in folder.rglob("*") if p.suffix in FORBIDDEN_SUFFIXES]
     if pickled:
         raise ValueError(f"Refusing to publish pickle-based files {pickled}: only safetensors and JSON are allowed.")
-    missing = [name for name in ("config.json", "README.md", DEFAULT_FILENAME) if not (folder / name).is_file()]
+    missing = [name for name in ("config.json", "README.md", ID_MAP_FILE) if not (folder / name).is_file()]
     if not any(folder.glob("*.safetensors")) or not any((folder / name).is_file() for name in TOKENIZER_FILES):
         missing.append("weights (*.safetensors) and tokenizer files")
     if missing:

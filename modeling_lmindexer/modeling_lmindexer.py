@@ -16,6 +16,7 @@ and its sibling files.
 from __future__ import annotations
 
 import enum
+import importlib
 import logging
 import os
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from transformers.utils import ModelOutput, cached_file
 from .configuration_lmindexer import LMIndexerConfig
 from .losses import commitment_loss, prefix_contrastive_loss
 from .reconstructor import Reconstructor, sample_hint_mask
-from .semantic_id_map import DEFAULT_FILENAME, SemanticIDMap, check_code_ranges
+from .semantic_id_map import ID_MAP_FILE, SemanticIDMap, check_code_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -76,18 +77,45 @@ class SemanticIndexerOutput(ModelOutput):
 
 
 class LMIndexerPreTrainedModel(PreTrainedModel):
+    """Base of the indexer and the retriever: the ID map, the tokenizer and card data that travel with a model,
+    and the hooks through which the lmindexer package writes model cards and publishes.
+
+    Attributes (declared here, set by whoever builds or trains the model):
+        id_map: the [`SemanticIDMap`] saved and published with the weights.
+        tokenizer: the tokenizer saved next to the weights (the retriever's holds the ID tokens).
+        card_data: what the model card says (an `lmindexer.hub_cards.LMIndexerCardData`), filled by training.
+
+    Hooks (class attributes naming a function as `"module:function"`, imported when first called): with the
+    lmindexer package installed, `save_pretrained` writes the model card through `card_writer(model, folder)` and
+    `push_to_hub` publishes through `hub_publisher(model, repo_id, **kwargs)`, whichever way the class was loaded
+    (the package or a Hub repo's remote code). Without the package, or with a hook set to None, transformers'
+    own behaviour applies. Subclass and point a hook elsewhere to customise it.
+    """
+
     config_class = LMIndexerConfig
     config: LMIndexerConfig
     base_model_prefix = "lmindexer"
     supports_gradient_checkpointing = False
-    # What `push_to_hub` calls instead of transformers' own upload: `publisher(model, repo_id, **kwargs)`. The
-    # lmindexer package plugs in its publisher (model card with plots, tokenizer, ID map, one commit); a class
-    # loaded through remote code alone keeps transformers' `push_to_hub`.
-    hub_publisher: ClassVar[Callable | None] = None
-    # What `save_pretrained` calls to write README.md and its plots next to a model that has an ID map:
-    # `card_writer(model, folder)`; plugged in by the lmindexer package, absent under remote code alone.
-    card_writer: ClassVar[Callable | None] = None
-    _id_map: SemanticIDMap | None = None
+    card_writer: ClassVar[str | None] = "lmindexer.hub_cards.model_card:write_model_card"
+    hub_publisher: ClassVar[str | None] = "lmindexer.hub_cards.publishing:push_model_to_hub"
+
+    def __init__(self, config: LMIndexerConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        self._id_map: SemanticIDMap | None = None
+        self.tokenizer = None
+        self.card_data = None
+
+    @staticmethod
+    def resolve_hook(hook: str | None) -> Callable | None:
+        """The function a hook names, or None when the hook is unset or its package is not installed."""
+        if not hook:
+            return None
+        module_name, function_name = hook.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            return None
+        return getattr(module, function_name)
 
     # ---------------------------------------------------------------------------------------- the ID map
     @property
@@ -110,11 +138,10 @@ class LMIndexerPreTrainedModel(PreTrainedModel):
             return
         folder = Path(save_directory)
         if self._id_map is not None:
-            self._id_map.save(folder / DEFAULT_FILENAME)
-        tokenizer = getattr(self, "tokenizer", None)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(folder)
-        writer = type(self).card_writer
+            self._id_map.save(folder / ID_MAP_FILE)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(folder)
+        writer = self.resolve_hook(type(self).card_writer)
         if write_card and writer is not None and self._id_map is not None:
             writer(self, folder)
 
@@ -122,7 +149,7 @@ class LMIndexerPreTrainedModel(PreTrainedModel):
         """Read `semantic_id_map.safetensors` from a folder or Hub repo into `self.id_map`; False when there is none."""
         hub_kwargs = {key: loading_kwargs[key] for key in HUB_LOADING_KEYS if key in loading_kwargs}
         map_file = cached_file(
-            pretrained_model_name_or_path, DEFAULT_FILENAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+            pretrained_model_name_or_path, ID_MAP_FILE, _raise_exceptions_for_missing_entries=False, **hub_kwargs
         )
         if map_file is None:
             return False
@@ -133,7 +160,7 @@ class LMIndexerPreTrainedModel(PreTrainedModel):
         """Upload to the Hub: with the lmindexer package installed, weights, code, tokenizer, ID map and a model
         card in one commit (see `lmindexer.hub_cards.push_model_to_hub` for the arguments); otherwise
         transformers' `push_to_hub`."""
-        publisher = type(self).hub_publisher
+        publisher = self.resolve_hook(type(self).hub_publisher)
         if publisher is None:
             return super().push_to_hub(repo_id, **kwargs)
         return publisher(self, repo_id, **kwargs)

@@ -30,7 +30,7 @@ from transformers.utils.hub import is_offline_mode
 from .configuration_lmindexer import LMIndexerConfig, LMIndexerRetrievalConfig
 from .modeling_lmindexer import LMIndexerPreTrainedModel
 from .pipeline_generative_retrieval import TASK_NAME, GenerativeRetrievalPipeline
-from .semantic_id_map import DEFAULT_FILENAME, SemanticIDMap
+from .semantic_id_map import ID_MAP_FILE, SemanticIDMap
 from .trie import SemanticIDTrie, TrieConstrainedLogitsProcessor
 
 logger = logging.getLogger(__name__)
@@ -220,11 +220,11 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             if cache_only and not Path(str(pretrained_model_name_or_path)).is_dir():
                 # Offline, a map missing from the cache is indistinguishable from a repo without one: refuse.
                 raise OSError(
-                    f"The ID map {DEFAULT_FILENAME} of {pretrained_model_name_or_path} is not in the local cache and the "
+                    f"The ID map {ID_MAP_FILE} of {pretrained_model_name_or_path} is not in the local cache and the "
                     "Hub is not reachable in offline mode. A retriever cannot decode without it: download the whole "
                     "repo while online (`hf download REPO`), or load from a folder that holds the map."
                 )
-            logger.warning("%s holds no %s; set `model.id_map` before retrieving.", pretrained_model_name_or_path, DEFAULT_FILENAME)
+            logger.warning("%s holds no %s; set `model.id_map` before retrieving.", pretrained_model_name_or_path, ID_MAP_FILE)
         model.backbone.generation_config = model.generation_config
         return model
 

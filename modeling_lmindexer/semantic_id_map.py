@@ -37,7 +37,7 @@ from transformers.modeling_utils import safe_open, safe_save_file
 
 FORMAT_NAME = "lmindexer-semantic-id-map"
 FORMAT_VERSION = 1
-DEFAULT_FILENAME = "semantic_id_map.safetensors"
+ID_MAP_FILE = "semantic_id_map.safetensors"
 
 
 class SemanticIDMap:
@@ -67,7 +67,7 @@ class SemanticIDMap:
                 "positions plus the dedup position."
             )
         _check_key_space(self.vocabulary_sizes)
-        _check_unique_doc_ids(self.doc_ids)
+        check_unique_doc_ids(self.doc_ids)
         check_code_ranges(self.semantic_ids, self.vocabulary_sizes)
         keys = self._full_keys(self.semantic_ids)
         if keys.numel() != torch.unique(keys).numel():
@@ -98,7 +98,7 @@ class SemanticIDMap:
             raise ValueError(
                 f"Learned codes have {learned_codes.shape[1]} positions but {len(codebook_sizes)} codebook sizes were given."
             )
-        _check_unique_doc_ids(doc_ids)
+        check_unique_doc_ids(doc_ids)
         check_code_ranges(learned_codes, list(codebook_sizes))
         dedup = _dedup_indices(doc_ids, learned_codes, list(codebook_sizes), taken=None)
         _check_dedup_capacity(dedup, dedup_size)
@@ -114,7 +114,7 @@ class SemanticIDMap:
         if not fresh_rows:
             return self
         new_ids = [str(doc_ids[row]) for row in fresh_rows]
-        _check_unique_doc_ids(new_ids)
+        check_unique_doc_ids(new_ids)
         new_codes = learned_codes[fresh_rows]
         check_code_ranges(new_codes, self.codebook_sizes)
         dedup = _dedup_indices(new_ids, new_codes, self.codebook_sizes, taken=self.semantic_ids)
@@ -240,14 +240,11 @@ class SemanticIDMap:
         - `collision_rate`: fraction of documents whose learned codes (before dedup) are shared with another.
         """
         learned = self.semantic_ids[:, : self.id_length]
-        utilisation, perplexity = [], []
-        for index, size in enumerate(self.codebook_sizes):
-            counts = torch.bincount(learned[:, index], minlength=size).double()
-            probs = counts[counts > 0] / counts.sum()
-            utilisation.append(int((counts > 0).sum()) / size)
-            perplexity.append(float(torch.exp(-(probs * probs.log()).sum())))
-        group_keys = (learned * mixed_radix_strides(self.codebook_sizes)).sum(dim=1)
-        _, inverse, group_sizes = torch.unique(group_keys, return_inverse=True, return_counts=True)
+        usage = [code_usage(learned[:, index], size) for index, size in enumerate(self.codebook_sizes)]
+        utilisation = [used for used, _ in usage]
+        perplexity = [worth for _, worth in usage]
+        _, inverse, group_sizes = torch.unique(prefix_keys(learned, self.codebook_sizes), return_inverse=True,
+                                               return_counts=True)
         per_document = group_sizes[inverse]
         return {
             "documents": len(self),
@@ -282,7 +279,7 @@ class SemanticIDMap:
             "codebook_sizes": self.codebook_sizes,
             "dedup_size": self.dedup_size,
         }
-        with _atomic_target(path) as temporary:
+        with atomic_file(path) as temporary:
             if path.suffix == ".json":
                 payload = dict(header, doc_ids=self.doc_ids, semantic_ids=self.semantic_ids.tolist())
                 payload["doc_titles"] = self.doc_titles
@@ -343,6 +340,21 @@ def mixed_radix_strides(sizes: Sequence[int]) -> torch.Tensor:
     return torch.tensor(strides, dtype=torch.long)
 
 
+def prefix_keys(codes, sizes: Sequence[int]):
+    """One integer per row of `codes` (`[N, t]`, a tensor or numpy array, returned as the same kind) that is
+    equal exactly when the rows are equal; `sizes` are the position sizes (only the first t are used)."""
+    keys = torch.as_tensor(codes, dtype=torch.long) @ mixed_radix_strides(list(sizes)[: codes.shape[1]])
+    return keys if isinstance(codes, torch.Tensor) else keys.numpy()
+
+
+def code_usage(codes, size: int) -> tuple[float, float]:
+    """`(utilisation, perplexity)` of one position's codes: the share of the codebook used, and exp of the
+    entropy of the code distribution (how many equally used codes it is worth)."""
+    counts = torch.bincount(torch.as_tensor(codes, dtype=torch.long), minlength=size).double()
+    probabilities = counts[counts > 0] / counts.sum()
+    return int((counts > 0).sum()) / size, float(torch.exp(-(probabilities * probabilities.log()).sum()))
+
+
 def _json_bytes(values: list[str]) -> torch.Tensor:
     return torch.frombuffer(bytearray(json.dumps(values, ensure_ascii=False).encode("utf-8")), dtype=torch.uint8)
 
@@ -366,7 +378,7 @@ def _check_key_space(sizes: list[int]) -> None:
         raise ValueError(f"Position sizes {sizes} span more than 2**62 IDs; reduce the codebook or dedup sizes.")
 
 
-def _check_unique_doc_ids(doc_ids: list[str]) -> None:
+def check_unique_doc_ids(doc_ids: list[str]) -> None:
     if len(set(doc_ids)) != len(doc_ids):
         seen, repeated = set(), []
         for doc_id in doc_ids:
@@ -425,7 +437,7 @@ def _dedup_indices(
     return dedup
 
 
-class _atomic_target:
+class atomic_file:
     """Context manager yielding a temporary path beside `path` that replaces `path` only on success."""
 
     def __init__(self, path: Path):

@@ -8,7 +8,8 @@ from transformers import T5ForConditionalGeneration
 from lmindexer import LMIndexerForGenerativeRetrieval, SemanticIDMap
 from lmindexer.trainers.demo import tiny_t5_config, write_jsonl
 from lmindexer.trainers.ranking_metrics import query_metrics, ranking_metrics
-from lmindexer.trainers.retrieval_data import HistoryFormat, RetrievalCollator, recommendation_splits, retrieval_splits
+from lmindexer.trainers.collators import RetrievalCollator
+from lmindexer.trainers.downstream_data import HistoryFormat, recommendation_splits, retrieval_splits
 from lmindexer.trainers.retrieval_trainer import GenerativeRetrievalTrainer, RetrievalTrainingArguments, apply_lora
 
 

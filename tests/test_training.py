@@ -8,11 +8,14 @@ from transformers import TrainingArguments
 
 from lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
 from lmindexer.trainers.arguments import IndexerTrainingArguments
-from lmindexer.trainers.data import build_corpus
-from lmindexer.trainers.data_collators import IndexerDataCollator, PrefixGroupBatchSampler, prefix_keys
+from lmindexer.trainers.corpus import build_corpus
+from lmindexer.modeling_lmindexer.semantic_id_map import prefix_keys
+from lmindexer.trainers.collators import IndexerDataCollator
+from lmindexer.trainers.samplers import PrefixGroupBatchSampler
 from lmindexer.trainers.demo import tiny_t5_config
 from lmindexer.trainers.diagnostics import code_diagnostics, collapse_warnings
-from lmindexer.trainers.pipeline import IndexerTrainingPipeline, plan_stages
+from lmindexer.trainers.indexer_trainer import IndexerTrainer
+from lmindexer.trainers.stages import plan_stages
 from lmindexer.trainers.stage_trainers import CodebookTrainer, EncoderWarmupTrainer, ReconstructorWarmupTrainer
 
 
@@ -40,9 +43,9 @@ def tiny_args(output_dir, **overrides):
 
 
 def run_pipeline(items, tokenizer, output_dir, **overrides):
-    pipeline = IndexerTrainingPipeline(tiny_model(tokenizer), tokenizer, demo_corpus(items), tiny_args(output_dir, **overrides),
+    pipeline = IndexerTrainer(tiny_model(tokenizer), tokenizer, demo_corpus(items), tiny_args(output_dir, **overrides),
                                        max_length=32)
-    return pipeline, pipeline.run()
+    return pipeline, pipeline.train()
 
 
 def tokenised_dataset(tokenizer, items, prefix=None, length=None):
@@ -167,7 +170,7 @@ def test_pipeline_end_to_end(demo_items, demo_tokenizer, reference_run):
     assert loaded == id_map
     # The saved model reproduces the last position's codes given the frozen earlier ones (earlier codes are
     # frozen at their own stage, so later training may move the greedy argmax away from them).
-    from lmindexer.trainers.assignment import assign_corpus
+    from lmindexer.trainers.corpus_passes import assign_corpus
 
     reloaded = LMIndexerForSemanticID.from_pretrained(tmp_path)
     frozen = id_map.semantic_ids[:, :2].numpy()
@@ -181,42 +184,42 @@ def test_same_seed_same_map_and_resume_between_stages(demo_items, demo_tokenizer
     _, again = run_pipeline(demo_items, demo_tokenizer, tmp_path / "b")
     assert again == reference
 
-    original = IndexerTrainingPipeline._run_kmeans
+    original = IndexerTrainer.init_codebook
 
-    def crash_at_second_kmeans(self, stage, index):
-        if stage.position == 2:
+    def crash_at_second_kmeans(self, position):
+        if position == 2:
             raise KeyboardInterrupt("simulated interruption")
-        return original(self, stage, index)
+        return original(self, position)
 
-    monkeypatch.setattr(IndexerTrainingPipeline, "_run_kmeans", crash_at_second_kmeans)
+    monkeypatch.setattr(IndexerTrainer, "init_codebook", crash_at_second_kmeans)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(demo_items, demo_tokenizer, tmp_path / "c")
     state = json.loads((tmp_path / "c" / "checkpoint-stage" / "pipeline_state.json").read_text())
     assert state["stage_names"][state["completed_stages"] - 1] == "encoder_warmup_t2"
-    monkeypatch.setattr(IndexerTrainingPipeline, "_run_kmeans", original)
+    monkeypatch.setattr(IndexerTrainer, "init_codebook", original)
     _, resumed = run_pipeline(demo_items, demo_tokenizer, tmp_path / "c", resume=True)
     assert resumed == reference
 
     with pytest.raises(ValueError, match="different config"):
-        pipeline = IndexerTrainingPipeline(tiny_model(demo_tokenizer, codebook_sizes=[5, 4]), demo_tokenizer,
+        pipeline = IndexerTrainer(tiny_model(demo_tokenizer, codebook_sizes=[5, 4]), demo_tokenizer,
                                            demo_corpus(demo_items), tiny_args(tmp_path / "c", resume=True), max_length=32)
-        pipeline.run()
+        pipeline.train()
 
 
 def test_nan_loss_stops_naming_stage_and_step(demo_items, demo_tokenizer, tmp_path):
     model = tiny_model(demo_tokenizer)
     with torch.no_grad():
         model.reconstructor.output_norm.weight.fill_(float("nan"))
-    pipeline = IndexerTrainingPipeline(model, demo_tokenizer, demo_corpus(demo_items), tiny_args(tmp_path), max_length=32)
+    pipeline = IndexerTrainer(model, demo_tokenizer, demo_corpus(demo_items), tiny_args(tmp_path), max_length=32)
     with pytest.raises(FloatingPointError, match=r"\[reconstructor_warmup\] the loss became nan at step 0"):
-        pipeline.run()
+        pipeline.train()
 
 
 def test_fewer_documents_than_codes(demo_items, demo_tokenizer, tmp_path):
-    pipeline = IndexerTrainingPipeline(tiny_model(demo_tokenizer, codebook_sizes=[8, 4]), demo_tokenizer,
+    pipeline = IndexerTrainer(tiny_model(demo_tokenizer, codebook_sizes=[8, 4]), demo_tokenizer,
                                        demo_corpus(demo_items, 6), tiny_args(tmp_path), max_length=32)
     with pytest.raises(ValueError, match="cannot make 8 codes from 6 documents"):
-        pipeline.run()
+        pipeline.train()
 
 
 @pytest.mark.parametrize(
@@ -285,7 +288,7 @@ def test_resume_mid_stage_from_trainer_checkpoints(demo_items, demo_tokenizer, t
 def test_corpus_files_in_every_format(tmp_path, suffix, demo_items):
     import datasets
 
-    from lmindexer.trainers.data import load_records
+    from lmindexer.trainers.corpus import load_records
 
     rows = [{k: item[k] for k in ("item_id", "title", "brand")} for item in demo_items[:5]]
     path = tmp_path / f"items{suffix}"
@@ -299,7 +302,7 @@ def test_corpus_files_in_every_format(tmp_path, suffix, demo_items):
 
 
 def test_offline_hub_name_is_a_clear_error(monkeypatch):
-    from lmindexer.trainers.data import load_records
+    from lmindexer.trainers.corpus import load_records
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="offline"):

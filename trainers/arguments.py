@@ -1,8 +1,10 @@
-"""Training arguments: every `TrainingArguments` flag, plus per-stage epochs, learning rates and batch sizes.
+"""Arguments of `lmindexer index` / `assign` and their Python equivalents.
 
-Stage settings follow SetFit's pattern of one argument set per phase: the pipeline derives each stage's
-`TrainingArguments` from these with `stage_arguments`, so bf16, report_to, gradient accumulation,
-deepspeed/fsdp and the rest apply to every stage.
+- `IndexArguments`: what to index and with which method and ID layout (corpus, fields, backbone, sizes).
+- `IndexerTrainingArguments`: every `TrainingArguments` flag, plus per-phase epochs, learning rates and batch
+  sizes, SetFit-style: `phase_arguments` derives each trained phase's `TrainingArguments` from them, so bf16,
+  report_to, gradient accumulation, deepspeed/fsdp and the rest apply to every phase.
+- `AssignArguments`: zero-shot IDs for new documents with a trained indexer folder.
 """
 
 from __future__ import annotations
@@ -12,7 +14,75 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-STAGES = ("reconstructor_warmup", "encoder_warmup", "codebook")
+from .demo import TINY_BACKBONE
+from .stages import TRAINED_PHASES, Phase
+
+
+# Set per phase by `phase_arguments`, never shared across phases.
+PER_PHASE_FLAGS = ("output_dir", "push_to_hub", "num_train_epochs", "learning_rate", "per_device_train_batch_size",
+                   "seed", "data_seed")
+
+
+@dataclass
+class IndexArguments:
+    """What to index: the corpus and its fields, the ID method, and the ID layout."""
+
+    method: str = field(default="lmindexer", metadata={"help": "Semantic-ID method (see `lmindexer.trainers.id_methods`)."})
+    corpus: str | None = field(
+        default=None, metadata={"help": "jsonl/csv/parquet file or Hub dataset; the generated demo catalogue if unset."}
+    )
+    id_field: str = field(default="item_id", metadata={"help": "Field holding the document ID."})
+    text_fields: str = field(default="title,brand", metadata={"help": "Comma-separated fields joined into the text."})
+    label_field: str | None = field(default=None, metadata={"help": "Field to report AMI against (never indexed)."})
+    label_level: int | None = field(default=None, metadata={"help": "For list labels: the level to use."})
+    title_field: str | None = field(default="title", metadata={"help": "Field kept in the ID map for display."})
+    backbone: str = field(
+        default=TINY_BACKBONE,
+        metadata={"help": f"Seq2seq or BERT-style checkpoint, or `{TINY_BACKBONE}` (random, tokenizer trained on the corpus)."},
+    )
+    id_length: int = field(default=3, metadata={"help": "Learned ID positions T."})
+    codebook_size: str | None = field(
+        default=None,
+        metadata={
+            "help": "Codebook size, or one per position: 64,64,64. Unset: 512 (the paper's size for ~12k items), "
+            "lowered to the largest power of two that leaves k-means at least 4 documents per code."
+        },
+    )
+    dedup_size: int | None = field(default=None, metadata={"help": "Dedup capacity; unset: sized to the data."})
+    max_length: int = field(default=512, metadata={"help": "Tokens per document."})
+    code_geometry: str = field(default="cosine", metadata={"help": "cosine or dot."})
+    contrastive_temperature: float = field(default=0.1)
+    code_temperature: float = field(default=0.1)
+    reconstructor_layers: int = field(default=1)
+    hint_ratios: str | None = field(default=None, metadata={"help": "Visible fraction per position, e.g. 0.5,0.3,0.2."})
+
+    @property
+    def text_field_list(self) -> list[str]:
+        return split_names(self.text_fields)
+
+
+@dataclass
+class AssignArguments:
+    model: str = field(metadata={"help": "Directory of a trained indexer (with its semantic_id_map.safetensors)."})
+    corpus: str = field(metadata={"help": "jsonl/csv/parquet file or Hub dataset of new documents."})
+    id_field: str = field(default="item_id")
+    text_fields: str = field(default="title,brand")
+    title_field: str | None = field(default="title")
+    batch_size: int = field(default=128)
+    max_length: int = field(default=512)
+
+
+def split_names(text: str | None) -> list[str]:
+    """`"title, brand"` -> `["title", "brand"]`."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def number_list(text: str | None, cast):
+    """`"64,32"` -> `[64, 32]`, `"64"` -> `64`, None -> None."""
+    if text is None:
+        return None
+    values = [cast(part) for part in split_names(str(text))]
+    return values[0] if len(values) == 1 else values
 
 
 @dataclass
@@ -42,22 +112,22 @@ class IndexerTrainingArguments(TrainingArguments):
     diagnostics_sample: int = field(default=512, metadata={"help": "Documents sampled for reconstruction F1."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last finished stage in output_dir."})
 
-    def stage_arguments(self, stage: str, output_dir: str, seed: int) -> TrainingArguments:
-        """Plain `TrainingArguments` for one stage, inheriting every shared flag."""
-        if stage not in STAGES:
-            raise ValueError(f"Unknown stage {stage!r}; stages are {STAGES}.")
+    def phase_arguments(self, phase: Phase, output_dir: str, seed: int) -> TrainingArguments:
+        """Plain `TrainingArguments` for one trained phase, inheriting every shared flag."""
+        if phase not in TRAINED_PHASES:
+            raise ValueError(f"{phase} runs no Trainer; trained phases are {[p.value for p in TRAINED_PHASES]}.")
         shared = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(TrainingArguments)
-            if f.init and f.name not in ("output_dir", "push_to_hub", "num_train_epochs", "learning_rate", "per_device_train_batch_size", "seed", "data_seed")
+            if f.init and f.name not in PER_PHASE_FLAGS
         }
         return TrainingArguments(
             **shared,
             output_dir=output_dir,
-            push_to_hub=False,  # stages never push; the pipeline pushes the finished indexer once
-            num_train_epochs=getattr(self, f"{stage}_epochs"),
-            learning_rate=getattr(self, f"{stage}_learning_rate"),
-            per_device_train_batch_size=getattr(self, f"{stage}_batch_size"),
+            push_to_hub=False,  # phases never push; the indexer trainer pushes the finished indexer once
+            num_train_epochs=getattr(self, f"{phase.value}_epochs"),
+            learning_rate=getattr(self, f"{phase.value}_learning_rate"),
+            per_device_train_batch_size=getattr(self, f"{phase.value}_batch_size"),
             seed=seed,
             data_seed=seed,
         )

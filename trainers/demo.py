@@ -14,6 +14,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast, T5Config
 
 TINY_BACKBONE = "tiny-random-t5"
+# The demo catalogue's label for AMI: never part of the indexed text.
+DEMO_LABEL_FIELD = "subcategory"
 
 # category -> subcategory -> product nouns; adjectives and brands are shared so that text overlap across
 # categories is realistic and the IDs must learn from the nouns.
@@ -137,3 +139,32 @@ def write_jsonl(records: list[dict], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
     return path
+
+
+def build_untrained_demo_indexer(output_dir: str | Path, num_items: int = 480, seed: int = 0) -> dict:
+    """Build a small untrained indexer on the demo catalogue, save it, reload it through `AutoModel`, give every
+    item its IDs and save the map next to it (what `lmindexer demo` runs). Returns the map's statistics."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from ..modeling_lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
+    from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
+    from .corpus_passes import assign_corpus
+
+    torch.manual_seed(seed)
+    items = generate_demo_corpus(num_items, seed=seed)
+    texts = [f"{item['title']}; {item['brand']}" for item in items]
+    tokenizer = train_tokenizer(texts)
+    config = LMIndexerConfig(
+        backbone_config=tiny_t5_config(len(tokenizer)).to_dict(), id_length=3, codebook_sizes=[8, 8, 8], dedup_size=num_items
+    )
+    output_dir = Path(output_dir)
+    LMIndexerForSemanticID(config).save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    model = AutoModel.from_pretrained(output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    codes = assign_corpus(model, tokenizer, texts, progress=False)
+    id_map = SemanticIDMap.from_codes([item["item_id"] for item in items], torch.as_tensor(codes), config.codebook_sizes,
+                                      config.dedup_size, doc_titles=[item["title"] for item in items])
+    id_map.save(output_dir / ID_MAP_FILE)
+    return id_map.statistics()

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.metrics import adjusted_mutual_info_score, f1_score
 from transformers import TrainerCallback
 
-from .data_collators import prefix_keys
+from ..modeling_lmindexer.semantic_id_map import code_usage, prefix_keys
 
 logger = logging.getLogger("lmindexer")
 
@@ -24,7 +24,7 @@ def _pairs(counts: np.ndarray) -> int:
 def code_diagnostics(codes: np.ndarray, codebook_sizes: list[int], labels: list[str] | None = None) -> dict:
     """Metrics of the learned codes `[N, t]` so far.
 
-    - `perplexity_t{k}` / `utilisation_t{k}`: as in `SemanticIDMap.statistics`.
+    - `perplexity_t{k}` / `utilisation_t{k}`: `code_usage`, as in `SemanticIDMap.statistics`.
     - `diff_ratio_t{k}`: over document pairs that share `c^{<k}`, the fraction that differ at `c^k`.
     - `collision_rate`: fraction of documents sharing all codes so far with another document (before dedup).
     - `ami_t{k}`: adjusted mutual information of the prefix `c^{<=k}` with the labels, when labels are given.
@@ -32,10 +32,9 @@ def code_diagnostics(codes: np.ndarray, codebook_sizes: list[int], labels: list[
     metrics: dict[str, float] = {}
     for column in range(codes.shape[1]):
         position = column + 1
-        counts = np.bincount(codes[:, column], minlength=codebook_sizes[column])
-        probabilities = counts[counts > 0] / counts.sum()
-        metrics[f"perplexity_t{position}"] = float(np.exp(-(probabilities * np.log(probabilities)).sum()))
-        metrics[f"utilisation_t{position}"] = float((counts > 0).sum() / codebook_sizes[column])
+        utilisation, perplexity = code_usage(codes[:, column], codebook_sizes[column])
+        metrics[f"perplexity_t{position}"] = perplexity
+        metrics[f"utilisation_t{position}"] = utilisation
         _, before = np.unique(prefix_keys(codes[:, :column], codebook_sizes), return_counts=True)
         _, through = np.unique(prefix_keys(codes[:, : column + 1], codebook_sizes), return_counts=True)
         shared = _pairs(before)

@@ -28,7 +28,19 @@ TRAINING_ARGS_JSON = "training_args.json"
 STATE_PREFIXES = ("optimizer", "scheduler", "rng_state", "trainer_state", "training_args", "scaler")
 
 
-class HubCardTrainerMixin:
+class JSONTrainingArgumentsMixin:
+    """Mix in before a `transformers.Trainer`: every save writes the training arguments as JSON, never the
+    `training_args.bin` pickle."""
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+        if self.args.should_save and (folder / TRAINING_ARGS_PICKLE).exists():
+            (folder / TRAINING_ARGS_PICKLE).unlink()
+            (folder / TRAINING_ARGS_JSON).write_text(self.args.to_json_string(), encoding="utf-8")
+
+
+class HubCardTrainerMixin(JSONTrainingArgumentsMixin):
     """Mix in before a `transformers.Trainer` subclass; takes `card_data=` (an `LMIndexerCardData`)."""
 
     def __init__(self, *args, card_data: LMIndexerCardData | None = None, **kwargs):
@@ -49,13 +61,6 @@ class HubCardTrainerMixin:
         if not self.is_world_process_zero():
             return
         write_model_card(self.card_model(), Path(self.args.output_dir), self.card_data)
-
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        super()._save(output_dir, state_dict)
-        folder = Path(output_dir if output_dir is not None else self.args.output_dir)
-        if self.args.should_save and (folder / TRAINING_ARGS_PICKLE).exists():
-            (folder / TRAINING_ARGS_PICKLE).unlink()
-            (folder / TRAINING_ARGS_JSON).write_text(self.args.to_json_string(), encoding="utf-8")
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:

@@ -1,4 +1,8 @@
-"""One Trainer per stage of progressive indexer training, on a shared base with class-attribute plugs."""
+"""One Trainer per trained phase of progressive indexer training, on a shared base with class-attribute plugs.
+
+Each trainer declares its phase, the model's forward mode and whether the backbone trains; it freezes what it
+does not train for the duration of its own `train()`, so a phase run on its own behaves as it does in a run.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +16,26 @@ from torch.utils.data import DataLoader
 from transformers import Trainer
 
 from ..modeling_lmindexer import IndexerMode
-from .data_collators import HintEpochCallback, IndexerDataCollator, PrefixGroupBatchSampler
+from .collators import HintEpochCallback, IndexerDataCollator
+from .hub_integration import JSONTrainingArgumentsMixin
+from .samplers import PrefixGroupBatchSampler
+from .stages import Phase, Stage
 
 logger = logging.getLogger("lmindexer")
 
 LOSS_TERMS = ("reconstruction_loss", "contrastive_loss", "commitment_loss")
 
 
-class IndexerStageTrainer(Trainer):
-    """Trains one position in one mode. Subclasses set the plugs below.
+class IndexerStageTrainer(JSONTrainingArgumentsMixin, Trainer):
+    """Trains one position in one phase. Subclasses set the plugs below.
 
     Plugs:
-        stage: name used as the log prefix and in checkpoints.
+        phase: the [`Phase`] it trains; its stage name (`codebook_t2`) prefixes the logs.
         mode: the [`IndexerMode`] the model runs in.
-        trains_backbone: False freezes the backbone (encoder, decoder, token embeddings) for the stage.
+        trains_backbone: False freezes the backbone (encoder, decoder, token embeddings) while it trains.
     """
 
-    stage: ClassVar[str] = ""
+    phase: ClassVar[Phase]
     mode: ClassVar[IndexerMode]
     trains_backbone: ClassVar[bool] = True
 
@@ -51,7 +58,17 @@ class IndexerStageTrainer(Trainer):
 
     @property
     def label(self) -> str:
-        return self.stage if self.stage == "reconstructor_warmup" else f"{self.stage}_t{self.position}"
+        return Stage(self.phase, self.position).name
+
+    def train(self, *args, **kwargs):
+        frozen = [] if self.trains_backbone else [p for p in self.model.backbone.parameters() if p.requires_grad]
+        for parameter in frozen:
+            parameter.requires_grad_(False)
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            for parameter in frozen:
+                parameter.requires_grad_(True)
 
     def create_optimizer(self, model=None):
         """With `head_learning_rate`, the modules the indexer adds (reconstructor, codebooks) get their own rate:
@@ -106,20 +123,20 @@ class IndexerStageTrainer(Trainer):
 
 
 class ReconstructorWarmupTrainer(IndexerStageTrainer):
-    stage = "reconstructor_warmup"
+    phase = Phase.RECONSTRUCTOR_WARMUP
     mode = IndexerMode.RECONSTRUCTOR_WARMUP
     trains_backbone = False
 
 
 class EncoderWarmupTrainer(IndexerStageTrainer):
-    stage = "encoder_warmup"
+    phase = Phase.ENCODER_WARMUP
     mode = IndexerMode.CONTINUOUS
 
 
 class CodebookTrainer(IndexerStageTrainer):
     """Straight-through training; from t = 2 on, batches are filled with prefix groups."""
 
-    stage = "codebook"
+    phase = Phase.CODEBOOK
     mode = IndexerMode.STRAIGHT_THROUGH
 
     def get_train_dataloader(self) -> DataLoader:
@@ -138,6 +155,6 @@ class CodebookTrainer(IndexerStageTrainer):
         return self.accelerator.prepare(loader)
 
 
-STAGE_TRAINERS: dict[str, type[IndexerStageTrainer]] = {
-    trainer.stage: trainer for trainer in (ReconstructorWarmupTrainer, EncoderWarmupTrainer, CodebookTrainer)
+STAGE_TRAINERS: dict[Phase, type[IndexerStageTrainer]] = {
+    trainer.phase: trainer for trainer in (ReconstructorWarmupTrainer, EncoderWarmupTrainer, CodebookTrainer)
 }

@@ -77,21 +77,14 @@ class RetrievalDemo:
         semantic_id = self.id_map.semantic_id(doc_id)
         learned = self.id_map.id_length
         lines = [f"**{self._titles.get(doc_id, doc_id)}** has semantic ID `{self.readable_id(semantic_id)}`", ""]
-        # Plain tensor work on the map's ID matrix, so the page works with any version of the model's code.
-        ids = self.id_map.semantic_ids
         for depth in range(1, learned + 1):
             prefix = semantic_id[:depth]
-            under_parent = (ids[:, : depth - 1] == torch.tensor(prefix[:-1], dtype=ids.dtype)).all(dim=1)
-            codes, counts = torch.unique(ids[under_parent, depth - 1], return_counts=True)
-            order = torch.argsort(counts, descending=True)[:NEIGHBOURS_SHOWN].tolist()
-            own = int(torch.nonzero(codes == prefix[-1]).flatten()[0])
-            if own not in order:  # the document's own branch is always shown
-                order[-1] = own
-            siblings = ", ".join(
-                f"`{int(codes[i])}`: {int(counts[i])}" + (" ←" if int(codes[i]) == prefix[-1] else "") for i in order
-            )
-            shared = int(counts[codes == prefix[-1]].sum())
-            lines.append(f"{'  ' * (depth - 1)}- `{self.readable_id(prefix)}`: {shared} documents "
+            branches = branch_counts(self.id_map, prefix[:-1])
+            shown = sorted(branches, key=lambda code: -branches[code])[:NEIGHBOURS_SHOWN]
+            if prefix[-1] not in shown:  # the document's own branch is always shown
+                shown[-1] = prefix[-1]
+            siblings = ", ".join(f"`{code}`: {branches[code]}" + (" ←" if code == prefix[-1] else "") for code in shown)
+            lines.append(f"{'  ' * (depth - 1)}- `{self.readable_id(prefix)}`: {branches[prefix[-1]]} documents "
                          f"(branches at position {depth}: {siblings})")
         neighbours = [other for other in self.id_map.documents_with_prefix(semantic_id[:learned]) if other != doc_id]
         lines.append("")
@@ -99,6 +92,19 @@ class RetrievalDemo:
         for other in neighbours[:NEIGHBOURS_SHOWN]:
             lines.append(f"- `{self.readable_id(self.id_map.semantic_id(other))}` {self._titles.get(other, other)}")
         return "\n".join(lines)
+
+
+def branch_counts(id_map, prefix) -> dict[int, int]:
+    """How many documents under `prefix` continue with each next code.
+
+    The Space runs the model repo's own code, and a model published before `SemanticIDMap.prefix_children`
+    existed brings a map class without it: hence the plain tensor fallback."""
+    if hasattr(id_map, "prefix_children"):
+        return id_map.prefix_children(list(prefix))
+    ids = id_map.semantic_ids
+    under_prefix = (ids[:, : len(prefix)] == torch.tensor(list(prefix), dtype=ids.dtype)).all(dim=1)
+    codes, counts = torch.unique(ids[under_prefix, len(prefix)], return_counts=True)
+    return dict(zip(codes.tolist(), counts.tolist()))
 
 
 def build_demo(model_path: str, revision: str | None = None) -> gr.Blocks:

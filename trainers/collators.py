@@ -1,13 +1,9 @@
-"""Batching for the indexer stages: padding, per-document hint masks, and prefix-group batches."""
+"""Collators: indexer batches (padding and per-document hint masks) and downstream (text, ID-token) batches."""
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-
 import numpy as np
 import torch
-from torch.utils.data import Sampler
 from transformers import TrainerCallback
 
 from ..modeling_lmindexer.reconstructor import hint_keep_count
@@ -57,43 +53,19 @@ class HintEpochCallback(TrainerCallback):
         self.collator.epoch = int(state.epoch + 1e-6) if state.epoch else 0
 
 
-class PrefixGroupBatchSampler(Sampler[list[int]]):
-    """Batches made of whole prefix groups, so the contrastive loss at t >= 2 has pairs to push apart.
+class RetrievalCollator:
+    """Tokenises input texts and turns target documents into ID-token labels followed by EOS."""
 
-    Each epoch shuffles the groups, shuffles inside each group, lays the groups end to end and cuts batches of
-    `batch_size`; then the batch order is shuffled. A group larger than a batch fills whole batches. Under DDP,
-    accelerate shards these batches across processes.
-    """
+    def __init__(self, tokenizer, model, max_length: int = 512):
+        self.tokenizer = tokenizer
+        self.model = model
+        self.max_length = max_length
 
-    def __init__(self, prefix_keys: np.ndarray, batch_size: int, seed: int = 0):
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-        groups: dict[int, list[int]] = defaultdict(list)
-        for row, key in enumerate(prefix_keys.tolist()):
-            groups[key].append(row)
-        self.groups = [np.asarray(rows) for _, rows in sorted(groups.items())]
-        self.num_rows = len(prefix_keys)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.groups))
-        rows = np.concatenate([rng.permutation(self.groups[g]) for g in order])
-        batches = [rows[start : start + self.batch_size].tolist() for start in range(0, len(rows), self.batch_size)]
-        for index in rng.permutation(len(batches)):
-            yield batches[index]
-        self.epoch += 1
-
-    def __len__(self) -> int:
-        return math.ceil(self.num_rows / self.batch_size)
-
-
-def prefix_keys(codes: np.ndarray, sizes: list[int]) -> np.ndarray:
-    """One integer per row that is equal exactly when the rows' codes are equal (mixed radix)."""
-    keys = np.zeros(len(codes), dtype=np.int64)
-    for column, size in enumerate(sizes[: codes.shape[1]]):
-        keys = keys * size + codes[:, column]
-    return keys
+    def __call__(self, features: list[dict]) -> dict:
+        encoded = self.tokenizer(
+            [f["input_text"] for f in features], max_length=self.max_length, truncation=True, padding=True, return_tensors="pt"
+        )
+        rows = [self.model.id_map.semantic_id(f["target_doc_id"]) for f in features]
+        tokens = self.model.codes_to_tokens(torch.tensor(rows, dtype=torch.long))
+        eos = torch.full((len(features), 1), self.model.eos_token_id, dtype=torch.long)
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": torch.cat([tokens, eos], 1)}

@@ -1,4 +1,13 @@
-"""`lmindexer finetune`, `lmindexer evaluate` and `lmindexer retrieve`: the downstream half of the CLI."""
+"""The Python API behind `lmindexer finetune` and `lmindexer evaluate`: a generative retriever or recommender
+fine-tuned from a trained indexer, its card, and its ranking metrics.
+
+```python
+from lmindexer.trainers.finetuning import DownstreamDataArguments, FinetuneArguments, evaluate_retriever, finetune_retriever
+from lmindexer.trainers.retrieval_trainer import RetrievalTrainingArguments
+metrics = finetune_retriever(FinetuneArguments(indexer="runs/idx"), DownstreamDataArguments(task="recommendation",
+                             data="data/beauty"), RetrievalTrainingArguments(output_dir="runs/rec"))
+```
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger("lmindexer")
+
+METRICS_FILE = "retrieval_metrics.json"
 
 
 @dataclass
@@ -35,7 +46,7 @@ class FinetuneArguments:
 
 
 def load_downstream_splits(data_args: DownstreamDataArguments, id_map):
-    from .retrieval_data import HistoryFormat, recommendation_splits, retrieval_splits
+    from .downstream_data import HistoryFormat, recommendation_splits, retrieval_splits
 
     folder = Path(data_args.data)
     if data_args.task == "recommendation":
@@ -58,12 +69,12 @@ def _evaluation_split(splits, data_args):
     return split
 
 
-def run_finetune(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, training_args) -> dict:
-    """Fine-tune a retriever initialised from a trained indexer, evaluate it on the test split, write its card
-    (and push it with `--push_to_hub`)."""
+def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, training_args) -> dict:
+    """Fine-tune a retriever initialised from a trained indexer, evaluate it on the test split, save it with its
+    card and metrics to `output_dir` (and push it with `push_to_hub`). Returns the test metrics."""
     from ..hub_cards import push_model_to_hub
     from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval
-    from .retrieval_data import RetrievalCollator
+    from .collators import RetrievalCollator
     from .retrieval_trainer import GenerativeRetrievalTrainer, apply_lora
 
     model = LMIndexerForGenerativeRetrieval.from_indexer(finetune_args.indexer)
@@ -89,7 +100,7 @@ def run_finetune(finetune_args: FinetuneArguments, data_args: DownstreamDataArgu
         model.card_data = trainer.card_data
         model.save_pretrained(output_dir)  # with the ID map and the card
         tokenizer.save_pretrained(output_dir)
-        (output_dir / "retrieval_metrics.json").write_text(json.dumps(metrics, indent=2))
+        (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
         if training_args.push_to_hub:
             commit = push_model_to_hub(
                 model, trainer.hub_model_id or training_args.hub_model_id or output_dir.resolve().name, tokenizer=tokenizer,
@@ -97,7 +108,6 @@ def run_finetune(finetune_args: FinetuneArguments, data_args: DownstreamDataArgu
                 revision=training_args.hub_revision, commit_message="LMIndexer: fine-tuned retriever",
             )
             logger.info("Pushed the retriever (commit %s)", getattr(commit, "oid", commit))
-        print(json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -141,7 +151,8 @@ def load_retriever(path: str):
     return LMIndexerForGenerativeRetrieval.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
-def run_evaluate(args: EvaluateArguments, data_args: DownstreamDataArguments) -> dict:
+def evaluate_retriever(args: EvaluateArguments, data_args: DownstreamDataArguments) -> dict:
+    """Recall, NDCG, MAP and MRR at each k of a saved retriever on the test split of `data_args`."""
     from .ranking_metrics import ranking_metrics
 
     model, tokenizer = load_retriever(args.model)
@@ -150,26 +161,4 @@ def run_evaluate(args: EvaluateArguments, data_args: DownstreamDataArguments) ->
     results = model.retrieve(split["input_text"], tokenizer=tokenizer, top_k=min(max(ks), args.num_beams),
                              num_beams=args.num_beams, batch_size=args.batch_size)
     rankings = [[entry["doc_id"] for entry in ranked] for ranked in results]
-    metrics = ranking_metrics(rankings, [json.loads(r) for r in split["relevant"]], ks)
-    print(json.dumps(metrics, indent=2))
-    return metrics
-
-
-@dataclass
-class RetrieveArguments:
-    model: str = field(default="", metadata={"help": "Directory (or Hub repo) of a retriever."})
-    top_k: int = field(default=10)
-    num_beams: int = field(default=20)
-
-
-def run_retrieve(args: RetrieveArguments, queries: list[str]) -> list:
-    if not queries:
-        raise ValueError('Give at least one query: lmindexer retrieve --model DIR "moisturizer for dry skin"')
-    model, tokenizer = load_retriever(args.model)
-    results = model.retrieve(queries, tokenizer=tokenizer, top_k=args.top_k, num_beams=args.num_beams)
-    for query, ranked in zip(queries, results):
-        print(f"# {query}")
-        for rank, entry in enumerate(ranked, start=1):
-            readable = "".join(model.config.id_token(p, c) for p, c in enumerate(entry["semantic_id"], start=1))
-            print(f"{rank:>3}. {entry['doc_id']}  {readable}  {entry['score']:.3f}  {entry.get('title', '')}")
-    return results
+    return ranking_metrics(rankings, [json.loads(r) for r in split["relevant"]], ks)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import datasets
 
-from .data import join_fields
+from .corpus import join_fields
 
 logger = logging.getLogger("lmindexer")
 
@@ -140,23 +140,3 @@ def retrieval_splits(
             report["unknown_queries"], report["unknown_documents"],
         )
     return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()}), report
-
-
-class RetrievalCollator:
-    """Tokenises input texts and turns target documents into ID-token labels followed by EOS."""
-
-    def __init__(self, tokenizer, model, max_length: int = 512):
-        self.tokenizer = tokenizer
-        self.model = model
-        self.max_length = max_length
-
-    def __call__(self, features: list[dict]) -> dict:
-        import torch
-
-        encoded = self.tokenizer(
-            [f["input_text"] for f in features], max_length=self.max_length, truncation=True, padding=True, return_tensors="pt"
-        )
-        rows = [self.model.id_map.semantic_id(f["target_doc_id"]) for f in features]
-        tokens = self.model.codes_to_tokens(torch.tensor(rows, dtype=torch.long))
-        eos = torch.full((len(features), 1), self.model.eos_token_id, dtype=torch.long)
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": torch.cat([tokens, eos], 1)}

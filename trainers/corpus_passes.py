@@ -1,18 +1,22 @@
-"""Batched passes of an indexer over a whole corpus: code assignment and `h^t` collection for k-means.
+"""Batched passes of an indexer over a whole corpus: code assignment, `h^t` collection for k-means, and
+zero-shot IDs for new documents.
 
 Documents are processed in length-sorted batches (less padding) and results are written back in corpus
-order. Memory stays flat in corpus size: only the output arrays grow with it.
+order. Memory stays flat in corpus size: only the output arrays grow with it. Under `torch.distributed`,
+`DistributedPasses` splits a pass across ranks and gathers every rank's rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..modeling_lmindexer import LMIndexerForSemanticID
+from ..modeling_lmindexer import LMIndexerForSemanticID, SemanticIDMap
 
 
 def _batches(texts: list[str], batch_size: int, rows: list[int] | None = None) -> Iterator[np.ndarray]:
@@ -103,3 +107,60 @@ def collect_hidden_states(
 
     width = model.config.decoder_hidden_size
     return _run(model, tokenizer, texts, step, width, np.float32, batch_size, max_length, "h^t", rows, progress)
+
+
+def assign_new_documents(
+    model: LMIndexerForSemanticID, tokenizer, corpus, id_map: SemanticIDMap, batch_size: int = 128, max_length: int = 512,
+    progress: bool = True,
+) -> tuple[SemanticIDMap, list[int]]:
+    """Zero-shot IDs for the documents of `corpus` that `id_map` lacks; mapped documents keep their IDs.
+
+    Returns the extended map and the corpus rows that were new.
+    """
+    fresh = [row for row, doc_id in enumerate(corpus.doc_ids) if doc_id not in id_map]
+    codes = assign_corpus(model, tokenizer, corpus.texts, batch_size=batch_size, max_length=max_length, rows=fresh,
+                          progress=progress)
+    fresh_corpus = corpus.select(fresh)
+    return id_map.extend(fresh_corpus.doc_ids, torch.as_tensor(codes[fresh]), fresh_corpus.titles), fresh
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class DistributedPasses:
+    """Splits corpus-wide passes across `torch.distributed` ranks; a no-op wrapper in a single process."""
+
+    def __init__(self, num_rows: int):
+        self.num_rows = num_rows
+        self.rank, self.world_size = rank_and_world()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def run(self, pass_over_rows: Callable[[list[int]], np.ndarray]) -> np.ndarray:
+        """`pass_over_rows(rows)` over this rank's share of the rows, with every rank's rows gathered in."""
+        rows = list(range(self.rank, self.num_rows, self.world_size))
+        result = pass_over_rows(rows)
+        if self.world_size == 1:
+            return result
+        shares = [None] * self.world_size
+        dist.all_gather_object(shares, (rows, result[rows]))
+        for share_rows, values in shares:
+            result[share_rows] = values
+        return result
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank."""
+        if self.world_size == 1:
+            return value
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
