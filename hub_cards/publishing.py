@@ -23,8 +23,20 @@ from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
 from .card_data import LMIndexerCardData
 from .model_card import default_card_data, write_model_card
 
-# Anything that deserialises by running code must never reach a published repo.
-FORBIDDEN_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy")
+# Anything that deserialises by running code must never reach a published repo: pickles and the formats built on
+# them (torch, joblib, dill, numpy with object arrays). Lower case; use `is_pickle_file` to test a name.
+FORBIDDEN_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".npz", ".joblib", ".dill")
+# Compression wrapped around a pickle does not make it safe: `x.pkl.gz` is judged as `x.pkl`.
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".lzma", ".zst", ".lz4", ".z")
+
+
+def is_pickle_file(name: str | Path) -> bool:
+    """Whether a file name marks a pickle-based format, case-insensitively and through compression suffixes."""
+    # The "_" prefix makes a bare dot-name such as ".pkl" count as a suffix too (pathlib sees it as a stem).
+    suffixes = [suffix.lower() for suffix in Path("_" + Path(name).name).suffixes]
+    while suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
+        suffixes.pop()
+    return bool(suffixes) and suffixes[-1] in FORBIDDEN_SUFFIXES
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -60,7 +72,7 @@ def save_for_hub(model, folder: str | Path, tokenizer=None, card_data: LMIndexer
 def check_publishable(folder: str | Path) -> None:
     """Refuse a folder that would publish pickles or lack the files a user needs to load it."""
     folder = Path(folder)
-    pickled = [p.name for p in folder.rglob("*") if p.suffix in FORBIDDEN_SUFFIXES]
+    pickled = [p.name for p in folder.rglob("*") if p.is_file() and is_pickle_file(p.name)]
     if pickled:
         raise ValueError(f"Refusing to publish pickle-based files {pickled}: only safetensors and JSON are allowed.")
     missing = [name for name in ("config.json", "README.md", ID_MAP_FILE) if not (folder / name).is_file()]

@@ -23,11 +23,34 @@ _UNSAFE_NESTED_KEYS = ("trust_remote_code", "auto_map")
 
 
 def _strip_unsafe_keys(config_dict: dict) -> dict:
+    """A copy of `config_dict` without the unsafe keys at any nesting level (dicts inside dicts or lists)."""
     cleaned = {k: v for k, v in config_dict.items() if k not in _UNSAFE_NESTED_KEYS}
     for key, value in cleaned.items():
         if isinstance(value, dict):
             cleaned[key] = _strip_unsafe_keys(value)
+        elif isinstance(value, list):
+            cleaned[key] = [_strip_unsafe_keys(item) if isinstance(item, dict) else item for item in value]
     return cleaned
+
+
+def strip_unsafe_config(config):
+    """Remove the unsafe keys from a backbone config at every nesting level; returns it.
+
+    A dict is copied. A config object is cleaned in place, together with its sub-configs (an `EncoderDecoderConfig`'s
+    `encoder` and `decoder`, a multimodal model's `text_config`, ...): a model built on it keeps sharing that object,
+    so that later changes such as a resized vocabulary reach the saved config.
+    """
+    if isinstance(config, dict):
+        return _strip_unsafe_keys(config)
+    if isinstance(config, PreTrainedConfig):
+        for key in _UNSAFE_NESTED_KEYS:
+            config.__dict__.pop(key, None)
+        for key, value in list(config.__dict__.items()):
+            if isinstance(value, PreTrainedConfig):
+                strip_unsafe_config(value)
+            elif isinstance(value, dict) and key != "kwargs":
+                config.__dict__[key] = _strip_unsafe_keys(value)
+    return config
 
 
 class LMIndexerConfig(PreTrainedConfig):
@@ -94,9 +117,10 @@ class LMIndexerConfig(PreTrainedConfig):
     is_encoder_decoder: bool = True
 
     def __post_init__(self, **kwargs):
-        if isinstance(self.backbone_config, dict):
-            self.backbone_config = _strip_unsafe_keys(self.backbone_config)
+        self.backbone_config = strip_unsafe_config(self.backbone_config)
         super().__post_init__(**kwargs)
+        # Again on the config object built from the dict, in case building it added any of the keys back.
+        strip_unsafe_config(self.backbone_config)
         if isinstance(self.codebook_sizes, int):
             self.codebook_sizes = [self.codebook_sizes] * self.id_length
         if self.hint_ratios is None:
@@ -105,10 +129,15 @@ class LMIndexerConfig(PreTrainedConfig):
             self.hint_ratios = [float(self.hint_ratios)] * self.id_length
         self.codebook_sizes = [int(size) for size in self.codebook_sizes]
         self.hint_ratios = [float(ratio) for ratio in self.hint_ratios]
-        for key in _UNSAFE_NESTED_KEYS:
-            if hasattr(self.backbone_config, key):
-                delattr(self.backbone_config, key)
         self.check_lmindexer_fields()
+
+    def to_dict(self) -> dict:
+        # Also on save: `backbone_config` may have been replaced, or given the keys, after construction. Only the
+        # nested levels are cleaned; the top-level `auto_map` that `save_pretrained` writes for our own classes stays.
+        output = super().to_dict()
+        if isinstance(output.get("backbone_config"), dict):
+            output["backbone_config"] = _strip_unsafe_keys(output["backbone_config"])
+        return output
 
     def validate(self):
         super().validate()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -22,12 +23,13 @@ from transformers import (
     EncoderDecoderCache,
     GenerationConfig,
     GenerationMixin,
+    LogitsProcessor,
     LogitsProcessorList,
 )
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils.hub import is_offline_mode
 
-from .configuration_lmindexer import LMIndexerConfig, LMIndexerRetrievalConfig
+from .configuration_lmindexer import LMIndexerConfig, LMIndexerRetrievalConfig, strip_unsafe_config
 from .modeling_lmindexer import LMIndexerPreTrainedModel
 from .pipeline_generative_retrieval import TASK_NAME, GenerativeRetrievalPipeline
 from .semantic_id_map import ID_MAP_FILE, SemanticIDMap
@@ -62,6 +64,39 @@ def _resize_vocabulary(backbone, size: int) -> None:
         backbone.config.decoder.vocab_size = size
     else:
         backbone.resize_token_embeddings(size, mean_resizing=True)
+
+
+class _LogSoftmax(LogitsProcessor):
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return scores.log_softmax(-1)
+
+
+def _check_positive_int(name: str, value) -> None:
+    # `__index__` admits numpy integers too; bool is an int but never a count.
+    if isinstance(value, bool) or not hasattr(value, "__index__") or value.__index__() < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+def _query_list(texts) -> list[str]:
+    """`texts` as a list of str, or a one-line error naming what was given and what is accepted."""
+    accepted = "a str or a list/tuple (or other ordered iterable) of str"
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray)):
+        raise TypeError(f"Queries must be {accepted}, got {type(texts).__name__}: decode it first, e.g. `texts.decode('utf-8')`.")
+    # Sets and mappings have no order the results could follow.
+    if not isinstance(texts, Iterable) or isinstance(texts, (set, frozenset, dict)):
+        raise TypeError(f"Queries must be {accepted}, got {type(texts).__name__}.")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("`texts` is empty: give at least one query.")
+    wrong = [(index, type(text).__name__) for index, text in enumerate(texts) if not isinstance(text, str)]
+    if wrong:
+        raise TypeError(f"Queries must be {accepted}; position {wrong[0][0]} holds a {wrong[0][1]}.")
+    empty = [index for index, text in enumerate(texts) if not text.strip()]
+    if empty:
+        raise ValueError(f"Queries at positions {empty[:10]} are empty.")
+    return [str(text) for text in texts]  # plain str, also from str subclasses such as numpy.str_
 
 
 class BeamSharedCrossAttentionCache(EncoderDecoderCache):
@@ -145,7 +180,9 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         retrieval_config = LMIndexerRetrievalConfig(backbone_config=backbone.config.to_dict(), **settings)
         retrieval_config.id_token_offsets = add_id_tokens(tokenizer, retrieval_config)
         _resize_vocabulary(backbone, len(tokenizer))
-        retrieval_config.backbone_config = backbone.config
+        # The live backbone config (not a copy) so that the resized vocabulary is what gets saved; cleaned here too,
+        # since assigning it skips the config's constructor.
+        retrieval_config.backbone_config = strip_unsafe_config(backbone.config)
         model = cls(retrieval_config, backbone=backbone)
         model.id_map = id_map
         model._set_generation_defaults(tokenizer)
@@ -250,17 +287,77 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         eos = self.generation_config.eos_token_id
         return int(eos[0] if isinstance(eos, (list, tuple)) else eos)
 
-    def trie_processor(self) -> TrieConstrainedLogitsProcessor:
+    def trie_processor(self, raise_on_dead_end: bool = True) -> TrieConstrainedLogitsProcessor:
         pad = self.generation_config.pad_token_id
-        return TrieConstrainedLogitsProcessor(self.trie, eos_token_id=self.eos_token_id, pad_token_id=pad)
+        return TrieConstrainedLogitsProcessor(
+            self.trie, eos_token_id=self.eos_token_id, pad_token_id=pad, raise_on_dead_end=raise_on_dead_end
+        )
+
+    def check_generation_settings(self, generation_config: GenerationConfig | None = None, **kwargs) -> None:
+        """Raise a `ValueError` naming the first length setting under which the trie cannot produce whole IDs.
+
+        Every ID is `trie.depth` ID tokens then EOS, after the decoder start token. transformers counts
+        `min_new_tokens` before EOS may appear, and `min_length` / `max_length` with the start token, hence the bounds
+        below. Settings are read the way `generate` reads them: keyword arguments first, then `generation_config`, then
+        the backbone's `generation_config` (the model's own, shared). Nothing is overridden silently: no default that transformers injects conflicts (its
+        fallback `max_length` of 20 is longer than any ID, and decoding stops at EOS), so every conflict is the
+        caller's setting and an error.
+        """
+        depth = self.trie.depth
+
+        def setting(name):
+            if name in kwargs:  # even None: generate lets an explicit keyword replace the config's value
+                return kwargs[name]
+            for config in (generation_config, self.backbone.generation_config):
+                if config is not None and getattr(config, name, None) is not None:
+                    return getattr(config, name)
+            return None
+
+        min_new_tokens, min_length = setting("min_new_tokens"), setting("min_length")
+        max_new_tokens, max_length = setting("max_new_tokens"), setting("max_length")
+        ids = f"every semantic ID is {depth} tokens then EOS"
+        if min_new_tokens is not None and min_new_tokens > depth:
+            raise ValueError(f"`min_new_tokens={min_new_tokens}` conflicts with the ID trie: {ids}, so it must be at most {depth} (or unset).")
+        if min_length is not None and min_length > depth + 1:
+            raise ValueError(
+                f"`min_length={min_length}` conflicts with the ID trie: {ids}, and `min_length` counts the decoder start "
+                f"token, so it must be at most {depth + 1} (or unset)."
+            )
+        # As in `generate`, `max_new_tokens` wins over `max_length` when both are set.
+        if max_new_tokens is not None and max_new_tokens < depth + 1:
+            raise ValueError(f"`max_new_tokens={max_new_tokens}` would cut IDs short: {ids}, so it must be at least {depth + 1}.")
+        if max_new_tokens is None and max_length is not None and max_length < depth + 2:
+            raise ValueError(
+                f"`max_length={max_length}` would cut IDs short: {ids}, and `max_length` counts the decoder start token, "
+                f"so it must be at least {depth + 2}."
+            )
 
     @torch.no_grad()
     def generate(self, *args, constrained: bool = True, logits_processor=None, **kwargs):
-        """The backbone's `generate`, with the trie constraint first in the processor list unless `constrained=False`."""
+        """The backbone's `generate`, with the trie constraint added unless `constrained=False`.
+
+        The trie comes last among the processors (transformers runs its own, such as `min_length`, before any passed
+        in), so that nothing after it can let a non-ID through and its dead-end check sees what the others banned.
+        Constrained, length settings that could not yield whole IDs raise a `ValueError` before decoding (see
+        [`check_generation_settings`]), and so does, once decoding ends, any step where another setting or processor
+        left a row no token the trie allows (the check costs one host sync per call, none per step).
+        """
         processors = LogitsProcessorList(logits_processor or [])
-        if constrained:
-            processors.insert(0, self.trie_processor())
-        return self.backbone.generate(*args, logits_processor=processors, **kwargs)
+        if not constrained:
+            return self.backbone.generate(*args, logits_processor=processors, **kwargs)
+        self.check_generation_settings(**kwargs)
+        trie_processor = self.trie_processor(raise_on_dead_end=False)
+        processors.append(trie_processor)
+        try:
+            output = self.backbone.generate(*args, logits_processor=processors, **kwargs)
+        except RuntimeError:
+            # Sampling from a row with no allowed token fails inside torch; report the cause instead.
+            error = trie_processor.dead_end_error()
+            if error is None:
+                raise
+            raise error from None
+        trie_processor.raise_if_dead_end()
+        return output
 
     # ---------------------------------------------------------------------------------------- retrieval
     @torch.no_grad()
@@ -269,15 +366,20 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
     ) -> list[list[dict]]:
         """Ranked documents per input text: `{"doc_id", "semantic_id", "score"}` (+ `"title"` when the map has titles).
 
+        `texts` is a str or a list / tuple (or any other ordered iterable, such as a generator) of str. `top_k`,
+        `num_beams` and `batch_size` are positive integers; `num_beams=1` decodes greedily and returns one hit.
+
+        `score` is the length-normalised log-probability of the hit's ID under the model: the sum, over its ID tokens
+        and the EOS that ends it, of the log-softmax of the model's logits over the whole vocabulary (the trie only
+        removes tokens, it does not renormalise), divided by `(ID tokens + 1) ** length_penalty` as beam search does
+        (`length_penalty` from `generation_config`, 1.0 by default: the mean log-probability per token). Every ID has
+        the same length, so the normalisation never changes the ranking.
+
         When fewer valid IDs than `top_k` can be decoded (a small trie), the list is shorter and a warning says so.
         """
-        if isinstance(texts, str):
-            texts = [texts]
-        if not texts:
-            raise ValueError("`texts` is empty: give at least one query.")
-        empty = [index for index, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
-        if empty:
-            raise ValueError(f"Queries at positions {empty[:10]} are empty.")
+        texts = _query_list(texts)
+        for name, value in (("top_k", top_k), ("num_beams", num_beams), ("batch_size", batch_size)):
+            _check_positive_int(name, value)
         if top_k > num_beams:
             raise ValueError(f"`top_k` ({top_k}) cannot exceed `num_beams` ({num_beams}): beam search returns at most num_beams IDs.")
         tokenizer = tokenizer or getattr(self, "tokenizer", None) or AutoTokenizer.from_pretrained(self.name_or_path)
@@ -301,28 +403,52 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
     @torch.no_grad()
     def decode_rows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int = 20,
                     share_cross_attention: bool = True):
-        """Constrained beam search for a batch of encoded queries.
+        """Constrained beam search (greedy decoding when `num_beams` is 1) for a batch of encoded queries.
 
         Returns `(rows, scores)`, both `[batch, num_beams]` on the CPU: the ID-map row of every returned beam (-1
-        where a beam ended without a complete, known ID) and its sequence score. `share_cross_attention=False`
+        where a beam ended without a complete, known ID) and its score (see [`retrieve`]). `share_cross_attention=False`
         uses transformers' stock cache (see `BeamSharedCrossAttentionCache`).
         """
+        _check_positive_int("num_beams", num_beams)
         device = next(self.parameters()).device
         cache = {"past_key_values": BeamSharedCrossAttentionCache(DynamicCache(), DynamicCache())} if share_cross_attention else {}
-        output = self.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-            num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=self.trie.depth + 1,
-            early_stopping=True, output_scores=True, return_dict_in_generate=True, **cache,
-        )
         depth = self.trie.depth
+        inputs = dict(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=depth + 1,
+                      return_dict_in_generate=True, **cache)
+        if num_beams == 1:
+            # Greedy search returns no sequence score: rebuild beam search's one so that both mean the same. Like beam
+            # search, log-softmax over the whole vocabulary before the trie masks; the argmax is unchanged. (The raw
+            # `output_logits` cannot serve: the trie processor masks its input in place, and greedy search stores
+            # that very tensor.)
+            output = self.generate(**inputs, num_beams=1, output_scores=True, logits_processor=[_LogSoftmax()])
+            chosen = output.sequences[:, 1:]
+            log_probs = [step.float().gather(1, chosen[:, i : i + 1]) for i, step in enumerate(output.scores)]
+            length_penalty = self.backbone.generation_config.length_penalty  # the config beam search reads
+            length_penalty = 1.0 if length_penalty is None else length_penalty
+            sequence_scores = torch.cat(log_probs, 1).sum(1) / (len(log_probs) ** length_penalty)
+        else:
+            output = self.generate(**inputs, num_beams=num_beams, num_return_sequences=num_beams, early_stopping=True,
+                                   output_scores=True)
+            sequence_scores = output.sequences_scores
         tokens = output.sequences[:, 1 : 1 + depth]
         if tokens.shape[1] < depth:
             tokens = torch.nn.functional.pad(tokens, (0, depth - tokens.shape[1]), value=-1)
-        valid = self.trie.contains(tokens) & torch.isfinite(output.sequences_scores) & (output.sequences_scores > -1e3)
+        ends = output.sequences[:, 1 + depth] if output.sequences.shape[1] > 1 + depth else torch.full_like(tokens[:, 0], -1)
+        complete = self.trie.contains(tokens) & (ends == self.eos_token_id)
+        # Beam search pads its output with placeholder beams (score -inf or about -1e9) when the trie holds fewer IDs
+        # than beams; any other beam must be a whole ID then EOS, or the trie's exactness was broken somewhere.
+        scored = torch.isfinite(sequence_scores) & (sequence_scores > -1e3)
+        broken = int((scored & ~complete).sum())
+        if broken:
+            raise ValueError(
+                f"Decoding returned {broken} scored sequence(s) that are not a whole semantic ID ({depth} tokens) then EOS: "
+                "a generation setting conflicts with the ID trie (see `check_generation_settings`)."
+            )
+        valid = complete & scored
         rows = torch.full((tokens.shape[0],), -1, dtype=torch.long)
         if bool(valid.any()):
             rows[valid.cpu()] = self.id_map.rows_of(self.tokens_to_codes(tokens[valid]).cpu())
-        scores = output.sequences_scores.float().cpu()
+        scores = sequence_scores.float().cpu()
         return rows.view(-1, num_beams), scores.view(-1, num_beams)
 
     def rank_rows(self, rows: torch.Tensor, scores: torch.Tensor, top_k: int) -> list[dict]:

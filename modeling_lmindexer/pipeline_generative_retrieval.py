@@ -26,8 +26,10 @@ TASK_NAME = "generative-retrieval"
 class GenerativeRetrievalPipeline(Pipeline):
     """Ranked documents for each input text.
 
-    Call arguments: `top_k` (default 10), `num_beams` (default: the larger of 20 and `top_k`). A list of texts
-    returns one ranked list per text; `batch_size=N` at construction or call time batches the beam search.
+    Call arguments: `top_k` (default 10), `num_beams` (default: the larger of 20 and `top_k`; 1 decodes greedily),
+    both positive integers. A list of texts returns one ranked list per text, a generator of texts an iterator of
+    them; `batch_size=N` at construction or call time batches the beam search. Scores are those of
+    `LMIndexerForGenerativeRetrieval.retrieve`.
     """
 
     _load_tokenizer = True
@@ -38,9 +40,10 @@ class GenerativeRetrievalPipeline(Pipeline):
 
     def _sanitize_parameters(self, top_k: int | None = None, num_beams: int | None = None, **kwargs):
         forward_params, postprocess_params = {}, {}
+        for name, value in (("top_k", top_k), ("num_beams", num_beams)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         if top_k is not None:
-            if not isinstance(top_k, int) or top_k < 1:
-                raise ValueError(f"`top_k` must be a positive integer, got {top_k!r}.")
             postprocess_params["top_k"] = top_k
         if num_beams is not None:
             forward_params["num_beams"] = num_beams
@@ -51,7 +54,13 @@ class GenerativeRetrievalPipeline(Pipeline):
         return {}, forward_params, postprocess_params
 
     def preprocess(self, text):
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
+            # A list or a generator of texts never gets here (the base pipeline iterates it), so this is a single bad input.
+            hint = ": decode it first, e.g. `text.decode('utf-8')`" if isinstance(text, (bytes, bytearray)) else ""
+            raise TypeError(
+                f"A generative-retrieval query must be a str (or pass a list or generator of str), got {type(text).__name__}{hint}."
+            )
+        if not text.strip():
             raise ValueError(f"A generative-retrieval query must be a non-empty string, got {text!r}.")
         return self.tokenizer(
             text, truncation=True, max_length=self.model.config.max_query_length, return_tensors="pt"

@@ -8,7 +8,8 @@ the child reached by a token is one `searchsorted` for all rows at once.
 A decoding step of [`TrieConstrainedLogitsProcessor`] is a fixed number of tensor operations over all
 batch x beam rows, whatever the trie size: walk the generated prefix (one `searchsorted` per ID position),
 gather each row's children (a fixed-width window of `max_branching` edges), and write the allowed scores into
-a tensor of -inf. No Python loop over beams, and no device-to-host synchronisation.
+a tensor of -inf. No Python loop over beams, and no device-to-host synchronisation except the one flag that the
+dead-end check reads per step (none at all with `raise_on_dead_end=False`, the retriever's setting).
 
 This file is copied to the Hub: it imports only torch, transformers, the standard library and its siblings.
 """
@@ -117,18 +118,29 @@ class TrieConstrainedLogitsProcessor(LogitsProcessor):
     become all -inf and beam search does not produce NaNs; callers recognise such sequences as invalid with
     `trie.contains`.
 
+    A row of the trie with no allowed token left is a dead end: something else banned every continuation the trie
+    allows (`min_new_tokens` or `min_length` longer than an ID, `bad_words_ids` / `suppress_tokens` covering ID tokens
+    or EOS, another processor). Decoding on would emit tokens that are not an ID, so it raises a `ValueError` instead.
+
     Args:
         trie: the valid IDs.
         eos_token_id: token that ends an ID.
         prompt_length: decoder tokens before the first ID token (1: the decoder start token).
         pad_token_id: token of finished rows; defaults to `eos_token_id`.
+        raise_on_dead_end: `True` (default) checks every step and raises at once, which reads one flag back from the
+            device per step (free on CPU). `False` only records dead ends on the device, without any host sync;
+            the caller then calls [`raise_if_dead_end`] once after `generate`, as `LMIndexerForGenerativeRetrieval`
+            does.
     """
 
-    def __init__(self, trie: SemanticIDTrie, eos_token_id: int, prompt_length: int = 1, pad_token_id: int | None = None):
+    def __init__(self, trie: SemanticIDTrie, eos_token_id: int, prompt_length: int = 1, pad_token_id: int | None = None,
+                 raise_on_dead_end: bool = True):
         self.trie = trie
         self.eos_token_id = int(eos_token_id)
         self.pad_token_id = self.eos_token_id if pad_token_id is None else int(pad_token_id)
         self.prompt_length = prompt_length
+        self.raise_on_dead_end = raise_on_dead_end
+        self.dead_end: torch.Tensor | None = None  # device-side flag, set when `raise_on_dead_end` is False
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         # Works in place on `scores`: allocating a fresh [rows, vocabulary] tensor every step costs far more
@@ -142,16 +154,48 @@ class TrieConstrainedLogitsProcessor(LogitsProcessor):
             kept = scores[:, finished_token].clone()
             scores.fill_(float("-inf"))
             scores[:, finished_token] = kept
+            if depth == self.trie.depth:  # later steps only pad rows that have ended already
+                self._record_dead_ends(kept == float("-inf"), depth)
             return scores
         nodes = self.trie.walk(generated)
         tokens, valid = self.trie.children(nodes)
         # Invalid window slots repeat the first child with its own score: duplicates write equal values.
         allowed_scores = scores.gather(1, tokens).masked_fill(~valid[:, :1], float("-inf"))
+        dead = nodes < 0
+        # Checked on the small window of allowed scores, not the whole vocabulary row.
+        self._record_dead_ends((allowed_scores.masked_fill(~valid, float("-inf")) == float("-inf")).all(1) & ~dead, depth)
         scores.fill_(float("-inf"))
         scores.scatter_(1, tokens, allowed_scores)
         # Rows outside the trie may only end; a finite score keeps beam search free of NaNs.
-        dead = nodes < 0
         scores[:, self.eos_token_id] = torch.where(
             dead, torch.full_like(scores[:, self.eos_token_id], -1e4), scores[:, self.eos_token_id]
         )
         return scores
+
+    def _record_dead_ends(self, stuck: torch.Tensor, depth: int) -> None:
+        if self.raise_on_dead_end:
+            if bool(stuck.any()):
+                raise ValueError(self._dead_end_message(depth))
+        else:
+            self.dead_end = stuck.any() if self.dead_end is None else self.dead_end | stuck.any()
+
+    def dead_end_error(self) -> ValueError | None:
+        """The dead-end error if any step recorded one (with `raise_on_dead_end=False`), else None; resets the flag."""
+        dead_end, self.dead_end = self.dead_end, None
+        return ValueError(self._dead_end_message(None)) if dead_end is not None and bool(dead_end) else None
+
+    def raise_if_dead_end(self) -> None:
+        """Raise the dead-end `ValueError` if any step recorded one (with `raise_on_dead_end=False`)."""
+        error = self.dead_end_error()
+        if error is not None:
+            raise error
+
+    def _dead_end_message(self, depth: int | None) -> str:
+        where = "" if depth is None else (
+            " at the EOS step" if depth == self.trie.depth else f" at ID token {depth + 1} of {self.trie.depth}"
+        )
+        return (
+            f"Trie-constrained decoding reached a dead end{where}: another generation setting or logits processor banned "
+            f"every token the trie allows (each ID is {self.trie.depth} ID tokens then EOS); check `min_new_tokens`, "
+            "`min_length`, `bad_words_ids`, `suppress_tokens` and custom processors."
+        )

@@ -18,7 +18,7 @@ from transformers.utils.hub import PushInProgress
 
 from ..hub_cards import LMIndexerCardData, ModelCardCallback, write_model_card
 from ..hub_cards.plots import PLOT_FOLDER
-from ..hub_cards.publishing import FORBIDDEN_SUFFIXES
+from ..hub_cards.publishing import FORBIDDEN_SUFFIXES, is_pickle_file
 
 logger = logging.getLogger("lmindexer")
 
@@ -70,7 +70,7 @@ class HubCardTrainerMixin(JSONTrainingArgumentsMixin):
         self.callback_handler.on_push_begin(self.args, self.state, self.control)
         output_dir = Path(self.args.output_dir)
         for source in Path(checkpoint_folder).iterdir():
-            if source.is_file() and not source.name.startswith(STATE_PREFIXES) and source.suffix not in FORBIDDEN_SUFFIXES:
+            if source.is_file() and not source.name.startswith(STATE_PREFIXES) and not is_pickle_file(source.name):
                 shutil.copy2(source, output_dir / source.name)
         if (Path(checkpoint_folder) / "README.md").is_file():  # the checkpoint's save rendered the card already
             shutil.copytree(Path(checkpoint_folder) / PLOT_FOLDER, output_dir / PLOT_FOLDER, dirs_exist_ok=True)
@@ -81,7 +81,10 @@ class HubCardTrainerMixin(JSONTrainingArgumentsMixin):
         else:
             message = f"Training in progress, epoch {int(self.state.epoch)}"
         api = HfApi(token=self.args.hub_token)
-        never = ["_*", "checkpoint-*", *(f"*{suffix}" for suffix in FORBIDDEN_SUFFIXES)]
+        # Suffix patterns, plus each pickle by name: fnmatch patterns miss `MODEL.BIN` or `x.pkl.gz`.
+        pickles = [path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*")
+                   if path.is_file() and is_pickle_file(path.name)]
+        never = ["_*", "checkpoint-*", *(f"*{suffix}" for suffix in FORBIDDEN_SUFFIXES), *pickles]
         jobs = [api.upload_folder(repo_id=self.hub_model_id, folder_path=str(output_dir), commit_message=message,
                                   revision=self.args.hub_revision, ignore_patterns=never, run_as_future=True)]
         if self.args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
