@@ -8,7 +8,7 @@
 
 from .callbacks import ModelCardCallback, training_hyperparameters
 from .card_data import CARD_DATA_FILE, LMIndexerCardData, label_distribution_table
-from .model_card import first_code_label_table, write_model_card
+from .model_card import first_code_label_table, write_id_map_card, write_model_card
 from .publishing import HubUnreachableError, check_publishable, push_model_to_hub, save_for_hub, upload_to_hub
 from .spaces import export_space, launch_space, push_space
 
@@ -27,5 +27,6 @@ __all__ = [
     "save_for_hub",
     "training_hyperparameters",
     "upload_to_hub",
+    "write_id_map_card",
     "write_model_card",
 ]

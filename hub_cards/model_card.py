@@ -15,6 +15,7 @@ from .card_data import TASK_TITLES, LMIndexerCardData, label_distribution_table
 from .plots import PLOT_FOLDER, codebook_usage_plot, label_distribution_plot, prefix_density_plot
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
+ID_MAP_TEMPLATE_PATH = Path(__file__).parent / "templates" / "id_map_card.md"
 INPUT_DESCRIPTIONS = {
     "recommendation": "a user's history of item titles",
     "retrieval": "a query",
@@ -51,8 +52,18 @@ def write_model_card(model, folder: str | Path, card_data: LMIndexerCardData | N
         raise ValueError("The model has no ID map; set `model.id_map` before writing its card.")
     card_data = default_card_data(model, card_data)
     card_data.save(folder)
-    semantic_ids = id_map.semantic_ids.numpy()
-    learned = semantic_ids[:, : id_map.id_length]
+    plots = id_map_plots(id_map, folder, card_data)
+    context = card_context(model, card_data, plots, example_query)
+    if not (card_data.model_name or card_data.model_id):
+        context["title"] = folder.resolve().name  # a local card before any push: name it after its folder
+    card = ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), **context)
+    card.save(folder / "README.md")
+    return card
+
+
+def id_map_plots(id_map, folder: Path, card_data: LMIndexerCardData) -> list[dict]:
+    """Codebook usage and documents per prefix, plus labels per first code when the card data has them."""
+    learned = id_map.semantic_ids.numpy()[:, : id_map.id_length]
     plots = [
         _plot(codebook_usage_plot(learned, list(id_map.codebook_sizes), folder / PLOT_FOLDER / "codebook_usage.png"), folder,
               "Codebook usage", "Documents per code at each learned position, codes sorted by use."),
@@ -63,10 +74,40 @@ def write_model_card(model, folder: str | Path, card_data: LMIndexerCardData | N
         path = label_distribution_plot(card_data.label_distribution, folder / PLOT_FOLDER / "label_distribution.png", card_data.label_field)
         plots.append(_plot(path, folder, "Labels per first code",
                            f"Share of each {card_data.label_field or 'label'} among the documents of the most populated first codes."))
-    context = card_context(model, card_data, plots, example_query)
-    if not (card_data.model_name or card_data.model_id):
-        context["title"] = folder.resolve().name  # a local card before any push: name it after its folder
-    card = ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), **context)
+    return plots
+
+
+def write_id_map_card(folder: str | Path, id_map, card_data: LMIndexerCardData, method: str, settings: dict) -> ModelCard:
+    """README.md, plots and card data for a folder that holds an ID map but no model (a two-stage baseline)."""
+    folder = Path(folder)
+    card_data.save(folder)
+    statistics = id_map.statistics()
+    context = {
+        "title": card_data.model_name or (card_data.model_id or folder.resolve().name).split("/")[-1],
+        "model_id": card_data.model_id or str(folder),
+        "method": method,
+        "encoder": settings.get("encoder", "not recorded"),
+        "pooling": settings.get("pooling", "mean"),
+        "settings_text": ", ".join(f"{key} {value}" for key, value in settings.get("quantizer", {}).items()) or "defaults",
+        "id_length": id_map.id_length,
+        "codebook_sizes": list(id_map.codebook_sizes),
+        "dedup_size": id_map.dedup_size,
+        "documents": statistics["documents"],
+        "distinct_learned_ids": statistics["distinct_learned_ids"],
+        "mean_per_id": statistics["mean_documents_per_learned_id"],
+        "max_per_id": statistics["max_documents_per_learned_id"],
+        "collision_rate": statistics["collision_rate"],
+        "datasets_text": ", ".join(card_data.datasets) if card_data.datasets else "not recorded",
+        "position_rows": [
+            {"position": index + 1, "size": size, "utilisation": statistics["utilisation"][index],
+             "perplexity": statistics["perplexity"][index]}
+            for index, size in enumerate(statistics["codebook_sizes"])
+        ],
+        "plots": id_map_plots(id_map, folder, card_data),
+        "eval_results": card_data.eval_results,
+        "lmindexer_version": __version__,
+    }
+    card = ModelCard.from_template(card_data, template_path=str(ID_MAP_TEMPLATE_PATH), **context)
     card.save(folder / "README.md")
     return card
 

@@ -87,8 +87,34 @@ class LMIndexerConfig(PreTrainedConfig):
         code_temperature (`float`, defaults to 0.1):
             Divides the code logits (the similarity of `h^t` to every codebook vector). With cosine geometry the
             similarities live in [-1, 1], so a temperature below 1 keeps the softmax from being flat.
+        later_position_input (`str`, defaults to `"raw"`):
+            What codebook t >= 2 scores, k-means clusters and the contrastive loss spreads: `"raw"`, the decoder
+            state `h^t`, which is dominated by the vector of `c^{t-1}` fed at that step (so `c^t` tends to copy
+            `c^{t-1}`); or `"residual"`, `h^t` minus that code vector.
+        center_hidden (`bool`, defaults to `False`):
+            Subtract the corpus mean of `h^t` (measured when codebook t is initialised) before scoring and
+            clustering, so that a component shared by every document does not dominate cosine similarity.
+        contrastive_positive (`str`, defaults to `"self"`):
+            `"self"`: the contrastive loss's only positive is the document itself (pure uniformity within a prefix
+            group); `"dropout"`: a second forward pass with other dropout masks is the positive (SimCSE-style).
+        reconstructor_warmup_input (`str`, defaults to `"zeros"`):
+            What the reconstructor reads as the ID vector during its warm-up: `"zeros"`, or `"hidden"`, the frozen
+            backbone's `h^1`, so that the reconstructor meets the kind of vector it will read later.
+        reconstructor_position_norm (`bool`, defaults to `False`):
+            Layer-normalise the reconstructor's position embeddings before adding them to the ID query, so that
+            every target position starts with a query stream of its own (unnormalised, they are ~50x smaller).
         id_token_template (`str`, defaults to `"<id_{position}_{code}>"`):
             How an ID token reads in a downstream tokenizer; positions count from 1.
+        id_map_run_id (`str`, *optional*):
+            The `run_id` of the semantic-ID map this model was trained (or built) with. A map of another run is
+            refused when loaded for this model unless asked for on purpose (see `SemanticIDMap.check_compatible`).
+            Unset in models saved before it was recorded, and in a model not yet given a map.
+        indexing_max_length (`int`, *optional*):
+            Tokens per document the IDs were learned with; `lmindexer assign` encodes new documents the same way.
+        indexing_text_fields (`list[str]`, *optional*):
+            The record fields joined into a document's text when the IDs were learned.
+        indexing_text_separator (`str`, defaults to `"; "`):
+            What joined those fields.
         lmindexer_version (`str`):
             Version of the package that wrote this config.
     """
@@ -112,7 +138,16 @@ class LMIndexerConfig(PreTrainedConfig):
     contrastive_temperature: float = 0.1
     code_geometry: str = "cosine"
     code_temperature: float = 0.1
+    later_position_input: str = "raw"
+    center_hidden: bool = False
+    contrastive_positive: str = "self"
+    reconstructor_warmup_input: str = "zeros"
+    reconstructor_position_norm: bool = False
     id_token_template: str = "<id_{position}_{code}>"
+    id_map_run_id: str | None = None
+    indexing_max_length: int | None = None
+    indexing_text_fields: list[str] | None = None
+    indexing_text_separator: str = "; "
     lmindexer_version: str = __version__
     is_encoder_decoder: bool = True
 
@@ -179,6 +214,10 @@ class LMIndexerConfig(PreTrainedConfig):
                 raise ValueError(f"`{name}` must not be negative, got {getattr(self, name)}.")
         if self.code_geometry not in CODE_GEOMETRIES:
             raise ValueError(f"`code_geometry` must be one of {CODE_GEOMETRIES}, got {self.code_geometry!r}.")
+        for name, allowed in (("later_position_input", ("raw", "residual")), ("contrastive_positive", ("self", "dropout")),
+                              ("reconstructor_warmup_input", ("zeros", "hidden"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
         if "{position}" not in self.id_token_template or "{code}" not in self.id_token_template:
             raise ValueError("`id_token_template` must contain both `{position}` and `{code}`.")
         if not getattr(self.backbone_config, "is_encoder_decoder", False):
@@ -229,7 +268,28 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
             What the inputs are: `"retrieval"` (a query or product search text) or `"recommendation"` (a user's
             history of item texts). Cards and the Spaces demo read it.
         history_separator (`str`, defaults to `" ; "`):
-            Between item texts of a history, as in fine-tuning (recommendation only).
+            Between the items of a history, as in fine-tuning (recommendation only).
+        history_format (`str`, defaults to `"text"`):
+            What stands for each item of a history: `"text"` (its text, as in the paper), `"ids"` (its semantic ID
+            as ID tokens, `<id_1_3><id_2_17><id_3_0>`, as in TIGER) or `"text+ids"` (the ID tokens, a space, the text).
+        history_max_items (`int`, defaults to 20):
+            Only the most recent items of a history are kept (0 keeps all).
+        history_newest_first (`bool`, defaults to `False`):
+            Order of the kept items in the input: oldest to newest (the default) or newest first.
+        history_text_fields (`list[str]`, *optional*):
+            The item fields joined into each item's text in fine-tuning. Serving without given item texts uses the
+            ID map's titles, which are the same text only when this is the title field alone (or unset).
+        truncation_side (`str`, defaults to `"right"`):
+            Which end of an input longer than `max_query_length` tokens is cut, in fine-tuning and in serving alike.
+            Fine-tuning on histories sets `"left"` when they read oldest to newest, so that the newest items (the
+            end of the text) are the ones kept; queries and newest-first histories keep `"right"`.
+        id_token_scoring (`str`, defaults to `"lm_head"`):
+            How the logits of ID tokens are computed. `"lm_head"`: by the backbone's own LM head, like any token.
+            `"codebook"`: as the indexer scores codes, the similarity (`code_geometry`, over `code_temperature`) of
+            the decoder's last hidden state to the ID token's row of the output embeddings, bypassing any transform
+            an LM head applies first (BERT's dense + GELU + LayerNorm, random when the checkpoint lacks it) and the
+            row norms. A retriever built from an indexer uses `"codebook"`, so that before any fine-tuning it picks
+            the codes the indexer assigns; text tokens keep the LM head.
     """
 
     model_type: ClassVar[str] = "lmindexer-retrieval"
@@ -238,11 +298,25 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
     max_query_length: int = 512
     task: str = "retrieval"
     history_separator: str = " ; "
+    # Defaults below describe retrievers saved before these fields were recorded, so those keep rendering and
+    # scoring as they were fine-tuned.
+    history_format: str = "text"
+    history_max_items: int = 20
+    history_newest_first: bool = False
+    history_text_fields: list[str] | None = None
+    truncation_side: str = "right"
+    id_token_scoring: str = "lm_head"
 
     def check_lmindexer_fields(self) -> None:
         super().check_lmindexer_fields()
         if self.task not in ("retrieval", "recommendation"):
             raise ValueError(f"`task` must be 'retrieval' or 'recommendation', got {self.task!r}.")
+        for name, allowed in (("history_format", ("text", "ids", "text+ids")), ("truncation_side", ("left", "right")),
+                              ("id_token_scoring", ("lm_head", "codebook"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
+        if isinstance(self.history_max_items, bool) or not isinstance(self.history_max_items, int) or self.history_max_items < 0:
+            raise ValueError(f"`history_max_items` must be a non-negative integer (0 keeps all), got {self.history_max_items!r}.")
         if self.id_token_offsets is not None and len(self.id_token_offsets) != self.id_length + 1:
             raise ValueError(
                 f"`id_token_offsets` has {len(self.id_token_offsets)} entries; expected {self.id_length + 1} "

@@ -14,17 +14,20 @@ def shared_prefix_mask(prefix_codes: torch.Tensor | None, batch_size: int, devic
 
 
 def prefix_contrastive_loss(
-    hidden: torch.Tensor, prefix_codes: torch.Tensor | None, temperature: float
+    hidden: torch.Tensor, prefix_codes: torch.Tensor | None, temperature: float, positive: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Push apart the `h^t` of documents that share the prefix `c^{<t}`.
 
-    For document i, the candidates are the documents of its prefix group (itself included); the loss is
-    `-log softmax_i(cos(h_i, h_j) / temperature)` at j = i, averaged over documents that have at least one
-    partner in the batch. Documents alone in their group carry no signal and are left out; a batch with no
-    shared prefix gives a zero that still belongs to the graph.
+    For document i, the candidates are the documents of its prefix group (itself included) and the loss is
+    `-log softmax_j(cos(h_i, v_j) / temperature)` at j = i, where `v` is `positive` (a second view of every
+    document, e.g. another dropout pass: SimCSE) or `hidden` itself. With `hidden` itself the j = i term is a
+    constant under cosine, so the loss only spreads the group; a real positive view also pulls each document
+    towards its own view. Averaged over documents with at least one partner in the batch; documents alone in
+    their group carry no signal and are left out; a batch with no shared prefix gives a zero in the graph.
     """
     normalized = F.normalize(hidden.float(), dim=-1)
-    similarity = normalized @ normalized.t() / temperature
+    views = normalized if positive is None else F.normalize(positive.float(), dim=-1)
+    similarity = normalized @ views.t() / temperature
     same_group = shared_prefix_mask(prefix_codes, hidden.shape[0], hidden.device)
     similarity = similarity.masked_fill(~same_group, float("-inf"))
     log_prob_self = similarity.diagonal() - torch.logsumexp(similarity, dim=1)

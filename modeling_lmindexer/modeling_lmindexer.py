@@ -34,11 +34,40 @@ from transformers.utils import ModelOutput, cached_file
 from .configuration_lmindexer import LMIndexerConfig
 from .losses import commitment_loss, prefix_contrastive_loss
 from .reconstructor import Reconstructor, sample_hint_mask
-from .semantic_id_map import ID_MAP_FILE, SemanticIDMap, check_code_ranges
+from .semantic_id_map import ID_MAP_FILE, SemanticIDMap, check_code_ranges, warn_model_without_run_id
 
 logger = logging.getLogger(__name__)
 
 HUB_LOADING_KEYS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "subfolder")
+
+
+def check_model_folder(path) -> None:
+    """Raise an `OSError` that says what is wrong when `path` names a local folder that is not there.
+
+    A folder that is missing while `<folder>.old` exists is what a save interrupted between the two renames of its
+    folder swap leaves (see `lmindexer.trainers.indexer_trainer.IndexerTrainer.save`). A path that can only be local
+    (absolute, starting with `.` or `~`, more than one `/`, or under an existing local folder) is not looked up on
+    the Hub, whose repo ids are `name` or `org/name`.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        return
+    text = os.fspath(path)
+    folder = Path(text).expanduser()
+    if folder.is_dir():
+        return
+    previous = folder.with_name(folder.name + ".old") if folder.name else None
+    if previous is not None and previous.is_dir():
+        raise OSError(
+            f"{folder} does not exist but {previous} does: a save into {folder} was interrupted while it swapped the "
+            f"old folder for the new one. {previous} holds the previous complete model: load it from there, rename it "
+            f"back to {folder.name}, or rerun the command that saved it (it restores the folder first)."
+        )
+    head = text.split("/", 1)[0]
+    looks_local = (folder.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
+                   or ("/" in text and head != "" and Path(head).is_dir()) or folder.exists())
+    if looks_local:
+        what = "is a file, not a model folder" if folder.exists() else "does not exist"
+        raise OSError(f"{text} {what}: give the folder of a trained indexer or retriever (or a Hub repo id, org/name).")
 
 
 class IndexerMode(str, enum.Enum):
@@ -128,11 +157,35 @@ class LMIndexerPreTrainedModel(PreTrainedModel):
         id_map.check_compatible(self.config)
         self._id_map = id_map
 
+    def attach_id_map(self, id_map: SemanticIDMap, force: bool = False) -> None:
+        """Set `id_map` on this model (as `model.id_map = id_map` does).
+
+        A map made by another run than the one this model was trained with is refused, unless `force=True`: a
+        deliberate reuse (e.g. a baseline's map on a new backbone), after which the model is bound to that map,
+        so the two are saved, and load, as a pair.
+        """
+        id_map.check_compatible(self.config, allow_foreign_map=force)
+        self.id_map = id_map
+
     # -------------------------------------------------------------------------------------- persistence
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' save, plus the ID map, the attached tokenizer (`model.tokenizer`) and, with the lmindexer
-        package, the model card, when there are ones; `model_card=False` skips the card."""
+        package, the model card, when there are ones; `model_card=False` skips the card.
+
+        The config records the `run_id` of the map saved with it (`id_map_run_id`), so that a map of another run
+        put in the folder later is refused when loading. Files are written in place one after the other: to
+        replace a model folder as a whole, write into a new folder and swap it in (as `lmindexer index` does).
+        """
         write_card = kwargs.pop("model_card", True)
+        if self._id_map is not None and self._id_map.run_id is not None:
+            if self.config.id_map_run_id is None:
+                self.config.id_map_run_id = self._id_map.run_id
+            elif self.config.id_map_run_id != self._id_map.run_id:
+                raise ValueError(
+                    f"The model's config names the ID map of run {self.config.id_map_run_id} but holds the map of run "
+                    f"{self._id_map.run_id}; attach the map with `model.attach_id_map(id_map, force=True)` to save "
+                    "them as a pair."
+                )
         super().save_pretrained(save_directory, *args, **kwargs)
         if not kwargs.get("is_main_process", True):
             return
@@ -145,6 +198,13 @@ class LMIndexerPreTrainedModel(PreTrainedModel):
         if write_card and writer is not None and self._id_map is not None:
             writer(self, folder)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' `from_pretrained`, after checking that a local folder it names is there (and saying so
+        when only `<folder>.old` is, the trace of an interrupted save)."""
+        check_model_folder(pretrained_model_name_or_path)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
     def _load_saved_id_map(self, pretrained_model_name_or_path, loading_kwargs: dict) -> bool:
         """Read `semantic_id_map.safetensors` from a folder or Hub repo into `self.id_map`; False when there is none."""
         hub_kwargs = {key: loading_kwargs[key] for key in HUB_LOADING_KEYS if key in loading_kwargs}
@@ -153,7 +213,18 @@ class LMIndexerPreTrainedModel(PreTrainedModel):
         )
         if map_file is None:
             return False
-        self.id_map = SemanticIDMap.load(map_file, config=self.config)
+        id_map = SemanticIDMap.load(map_file)
+        if (type(self.config).model_type == LMIndexerConfig.model_type and id_map.dedup_size > self.config.dedup_size
+                and id_map.codebook_sizes == self.config.codebook_sizes):
+            # An indexer's dedup position is no parameter: `lmindexer assign --rededuplicate` grows it in the map
+            # first and in the config second, so a map ahead of its config is that update, half written.
+            logger.warning("The ID map's dedup position (%d) is larger than the config's (%d): using the map's.",
+                           id_map.dedup_size, self.config.dedup_size)
+            self.config.dedup_size = id_map.dedup_size
+        if self.config.id_map_run_id is None and id_map.run_id is not None:
+            warn_model_without_run_id()
+        id_map.check_compatible(self.config, allow_foreign_map=bool(loading_kwargs.get("allow_foreign_map")))
+        self.id_map = id_map
         return True
 
     def push_to_hub(self, repo_id: str, **kwargs):
@@ -219,7 +290,10 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
             num_layers=config.reconstructor_layers,
             max_positions=config.reconstructor_max_positions,
             dropout=float(getattr(config.backbone_config, "dropout_rate", 0.1) or 0.0),
+            normalize_positions=config.reconstructor_position_norm,
         )
+        # Corpus mean of h^t per position (zero until `center_hidden` training sets it at codebook initialisation).
+        self.register_buffer("hidden_centers", torch.zeros(config.id_length, hidden_size))
         token_dim = self.get_input_embeddings().weight.shape[1]
         if token_dim != hidden_size:
             raise ValueError(
@@ -260,7 +334,12 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Load a trained indexer, or start a fresh one when the path holds only a backbone."""
+        """Load a trained indexer, or start a fresh one when the path holds only a backbone.
+
+        `allow_foreign_map=True` loads the folder's ID map even when it was made by another run than the one
+        the weights were trained with (see `SemanticIDMap.check_compatible`)."""
+        check_model_folder(pretrained_model_name_or_path)
+        allow_foreign_map = kwargs.pop("allow_foreign_map", False)
         if kwargs.get("config") is None and not model_args:
             config = AutoConfig.from_pretrained(
                 pretrained_model_name_or_path,
@@ -273,7 +352,7 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
                 )
         kwargs.setdefault("use_safetensors", True)
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model._load_saved_id_map(pretrained_model_name_or_path, kwargs)
+        model._load_saved_id_map(pretrained_model_name_or_path, {**kwargs, "allow_foreign_map": allow_foreign_map})
         return model
 
     # -------------------------------------------------------------------------------------------- plumbing
@@ -300,6 +379,17 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
     def code_vectors(self, position: int, codes: torch.Tensor) -> torch.Tensor:
         """Codebook vectors of `codes` at 1-based `position`."""
         return self.codebooks[position](codes)
+
+    def position_representation(
+        self, states: torch.Tensor, position: int, prefix_codes: torch.Tensor | None
+    ) -> torch.Tensor:
+        """What codebook `position` scores, k-means clusters and the contrastive loss spreads: the decoder state
+        `h^t` (`states[:, t - 1]`), minus the previous code's vector with `later_position_input="residual"`, minus
+        the position's corpus centre (zero unless `center_hidden` set it)."""
+        hidden = states[:, position - 1]
+        if position >= 2 and self.config.later_position_input == "residual":
+            hidden = hidden - self.code_vectors(position - 1, prefix_codes[:, position - 2])
+        return hidden - self.hidden_centers[position - 1].to(hidden.dtype)
 
     def code_logits(self, hidden: torch.Tensor, position: int) -> torch.Tensor:
         """Similarity of `hidden` to every vector of codebook `position`, in the config's geometry."""
@@ -397,9 +487,14 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         config = self.config
 
         if mode is IndexerMode.RECONSTRUCTOR_WARMUP:
-            zeros = self.get_input_embeddings().weight.new_zeros(input_ids.shape[0], config.decoder_hidden_size)
+            if config.reconstructor_warmup_input == "hidden":
+                with torch.no_grad():
+                    states = self.decoder_states(input_ids, attention_mask, None)
+                    warmup_vector = self.position_representation(states, 1, None)
+            else:
+                warmup_vector = self.get_input_embeddings().weight.new_zeros(input_ids.shape[0], config.decoder_hidden_size)
             reconstruction, predictions, targets = self._reconstruction_loss(
-                input_ids, attention_mask, [zeros], position, hint_generator, hint_visible, frozen_tokens=True
+                input_ids, attention_mask, [warmup_vector], position, hint_generator, hint_visible, frozen_tokens=True
             )
             return SemanticIndexerOutput(
                 loss=config.reconstruction_weight * reconstruction,
@@ -409,7 +504,7 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
             )
 
         states = self.decoder_states(input_ids, attention_mask, prefix_codes)
-        hidden = states[:, -1]
+        hidden = self.position_representation(states, position, prefix_codes)
         logits = self.code_logits(hidden, position)
         codes = logits.argmax(dim=-1)
         if mode is IndexerMode.CONTINUOUS:
@@ -424,8 +519,16 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         reconstruction, predictions, targets = self._reconstruction_loss(
             input_ids, attention_mask, id_vectors, position, hint_generator, hint_visible
         )
-        contrastive = prefix_contrastive_loss(hidden, prefix_codes, config.contrastive_temperature)
-        earlier_logits = [self.code_logits(states[:, index], index + 1) for index in range(position - 1)]
+        positive = None
+        if config.contrastive_positive == "dropout" and self.training:
+            # A second pass draws other dropout masks: the document's own positive view (SimCSE).
+            second_states = self.decoder_states(input_ids, attention_mask, prefix_codes)
+            positive = self.position_representation(second_states, position, prefix_codes)
+        contrastive = prefix_contrastive_loss(hidden, prefix_codes, config.contrastive_temperature, positive)
+        earlier_logits = [
+            self.code_logits(self.position_representation(states, index + 1, prefix_codes), index + 1)
+            for index in range(position - 1)
+        ]
         commitment = commitment_loss(earlier_logits, prefix_codes)
         loss = config.reconstruction_weight * reconstruction + config.contrastive_weight * contrastive
         if commitment is not None:
@@ -476,12 +579,14 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         attention_mask: torch.Tensor | None,
         prefix_codes: torch.Tensor | None,
     ) -> torch.Tensor:
-        """`h^t` for t = one past `prefix_codes`: the vectors that k-means clusters into codebook t."""
+        """The representation of position t = one past `prefix_codes` (see `position_representation`): what k-means
+        clusters into codebook t."""
         position = 1 if prefix_codes is None else prefix_codes.shape[1] + 1
         if prefix_codes is not None and prefix_codes.shape[1] == 0:
             prefix_codes = None
         attention_mask = self._check_inputs(input_ids, attention_mask, prefix_codes, position)
-        return self.decoder_states(input_ids, attention_mask, prefix_codes)[:, -1]
+        return self.position_representation(self.decoder_states(input_ids, attention_mask, prefix_codes), position,
+                                            prefix_codes)
 
     @torch.no_grad()
     def assign_codes(
@@ -506,7 +611,8 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
             codes = prefix_codes.to(input_ids.device).long()
         encoder_outputs = self.encode(input_ids, attention_mask)
         for position in range(codes.shape[1] + 1, num_positions + 1):
-            states = self.decoder_states(input_ids, attention_mask, codes if codes.shape[1] else None, encoder_outputs)
-            next_codes = self.code_logits(states[:, -1], position).argmax(dim=-1)
+            prefix = codes if codes.shape[1] else None
+            states = self.decoder_states(input_ids, attention_mask, prefix, encoder_outputs)
+            next_codes = self.code_logits(self.position_representation(states, position, prefix), position).argmax(dim=-1)
             codes = torch.cat([codes, next_codes[:, None]], dim=1)
         return codes[:, :num_positions]

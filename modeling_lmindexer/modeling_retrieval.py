@@ -2,8 +2,13 @@
 
 It is a plain seq2seq LM whose vocabulary has one token per code and position, `<id_1_23>`, so generated IDs
 decode to a readable string such as `<id_1_23><id_2_7><id_3_0>`. When built from a trained indexer, the ID
-tokens of the learned positions start from the indexer's codebook vectors. The semantic-ID map travels with
-the weights (`semantic_id_map.safetensors`) and the trie is rebuilt from it on load.
+tokens of the learned positions start from the indexer's codebook vectors, and their logits are the indexer's code
+logits (`id_token_scoring="codebook"`, see `CodebookIDScoring`), so that before any fine-tuning the retriever decodes
+the IDs the indexer assigns, whatever LM head the backbone has. The semantic-ID map travels with the weights
+(`semantic_id_map.safetensors`) and the trie is rebuilt from it on load.
+
+Recommendation inputs are histories rendered by one rule, `render_history_items`, in fine-tuning and in serving
+(`render_history`), with the settings saved in the config; every input is encoded by `encode_queries`.
 
 This file is copied to the Hub: it imports only torch, transformers, the standard library and its siblings.
 """
@@ -16,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
@@ -25,6 +31,7 @@ from transformers import (
     GenerationMixin,
     LogitsProcessor,
     LogitsProcessorList,
+    PreTrainedModel,
 )
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils.hub import is_offline_mode
@@ -55,6 +62,50 @@ def add_id_tokens(tokenizer, config: LMIndexerConfig) -> list[int]:
     return offsets
 
 
+HISTORY_FORMATS = ("text", "ids", "text+ids")
+
+
+def semantic_id_text(semantic_id, id_token_template: str = "<id_{position}_{code}>") -> str:
+    """A semantic ID as the string of its ID tokens, e.g. `<id_1_3><id_2_17><id_3_0>` (positions count from 1)."""
+    return "".join(id_token_template.format(position=position, code=int(code)) for position, code in enumerate(semantic_id, start=1))
+
+
+def render_history_items(
+    texts, id_texts, history_format: str = "text", max_items: int = 20, newest_first: bool = False, separator: str = " ; "
+) -> str:
+    """A user's history as input text: the one rendering rule that fine-tuning data and serving both go through.
+
+    `texts` and `id_texts` give, for every item of the history from oldest to newest, its text and its semantic ID
+    as ID tokens (see [`semantic_id_text`]); only what `history_format` uses must be there, the other may hold None.
+
+    1. The newest `max_items` items are kept (0 keeps them all).
+    2. They are ordered oldest to newest, or newest first with `newest_first`.
+    3. Each becomes its text (`"text"`), its ID tokens (`"ids"`), or its ID tokens, a space and its text (`"text+ids"`).
+    4. They are joined by `separator`.
+
+    An input still longer than the model's `max_query_length` tokens is then cut at the config's `truncation_side`,
+    which fine-tuning sets so that the newest items are the ones kept: the left end when oldest come first.
+    """
+    if history_format not in HISTORY_FORMATS:
+        raise ValueError(f"`history_format` must be one of {HISTORY_FORMATS}, got {history_format!r}.")
+    texts, id_texts = list(texts), list(id_texts)
+    if len(texts) != len(id_texts):
+        raise ValueError(f"Got {len(texts)} item texts for {len(id_texts)} items.")
+    items = list(zip(texts, id_texts))
+    if max_items:
+        items = items[-max_items:]
+    if newest_first:
+        items.reverse()
+    parts = []
+    for text, ids in items:
+        if history_format != "ids" and text is None:
+            raise ValueError(f"History format {history_format!r} needs every item's text; one item has none.")
+        if history_format != "text" and ids is None:
+            raise ValueError(f"History format {history_format!r} needs every item's semantic ID; one item has none.")
+        parts.append(text if history_format == "text" else ids if history_format == "ids" else f"{ids} {text}")
+    return separator.join(parts)
+
+
 def _resize_vocabulary(backbone, size: int) -> None:
     """Grow the backbone's token tables to `size`; a bert2bert model holds one set per side."""
     if backbone.config.model_type == "encoder-decoder":
@@ -64,6 +115,79 @@ def _resize_vocabulary(backbone, size: int) -> None:
         backbone.config.decoder.vocab_size = size
     else:
         backbone.resize_token_embeddings(size, mean_resizing=True)
+
+
+def _output_head(backbone) -> tuple[torch.nn.Module, str]:
+    """The module that turns the decoder's last hidden state into logits, and the path from it to the output
+    projection (whose rows are the output embeddings of the tokens).
+
+    T5 and BART call the projection on the state itself (`lm_head`, path ""). BERT-style decoders call a prediction head
+    that transforms the state first (`cls.predictions`: dense, GELU, LayerNorm, then the projection `decoder`), so the
+    head is that module and the path is "decoder".
+    """
+    projection = backbone.get_output_embeddings()
+    name = next(name for name, module in backbone.named_modules() if module is projection)
+    parent_name, _, leaf = name.rpartition(".")
+    parent = backbone.get_submodule(parent_name) if parent_name else backbone
+    if isinstance(parent, PreTrainedModel):
+        return projection, ""
+    return parent, leaf
+
+
+def _head_input_scale(backbone) -> float:
+    """What undoes a scaling the backbone applies to the decoder state before its LM head: original T5 multiplies it
+    by `d_model ** -0.5` (`scale_decoder_outputs`; T5 v1.1 and flan-t5 do not)."""
+    config = backbone.config
+    scaled = getattr(config, "scale_decoder_outputs", None)
+    if scaled is None and config.model_type in ("t5", "mt5", "umt5"):
+        scaled = getattr(config, "tie_word_embeddings", True)  # how transformers before 5.x decided it
+    model_dim = getattr(backbone, "model_dim", None) or getattr(config, "d_model", None)
+    return float(model_dim) ** 0.5 if scaled and model_dim else 1.0
+
+
+class CodebookIDScoring:
+    """Forward hook on the backbone's LM head that replaces the logits of ID tokens by the indexer's code logits.
+
+    The logit of ID token `<id_t_k>` becomes `sim(h, w_k) / code_temperature`, where `h` is the decoder's last hidden
+    state (any scaling the backbone applied before its head undone), `w_k` is the token's row of the output
+    embeddings, and `sim` is cosine or dot product per `code_geometry`: for a retriever whose ID rows are the indexer's
+    codebooks, exactly `LMIndexerForSemanticID.code_logits`. A transform in front of the projection (BERT's dense +
+    GELU + LayerNorm, random when the checkpoint has no `cls.*` weights, as sentence-embedding checkpoints) is
+    bypassed for ID tokens; text tokens keep the head's own logits. The rows stay trainable through these logits.
+
+    It holds plain values only (the rows are read from the hooked module at each call), so a deep copy of the model
+    carries a working copy, and the model re-installs it from its config when loaded.
+    """
+
+    def __init__(self, projection: str, offsets: list[int], sizes: list[int], geometry: str, temperature: float,
+                 input_scale: float = 1.0):
+        self.projection = projection
+        self.ranges = [(int(start), int(size)) for start, size in zip(offsets, sizes)]
+        self.geometry = geometry
+        self.temperature = float(temperature)
+        self.input_scale = float(input_scale)
+        self._index: dict[str, torch.Tensor] = {}
+
+    def token_index(self, device) -> torch.Tensor:
+        """The token ids of every ID token, on `device` (built once per device)."""
+        key = str(device)
+        if key not in self._index:
+            self._index[key] = torch.cat([torch.arange(start, start + size) for start, size in self.ranges]).to(device)
+        return self._index[key]
+
+    def __call__(self, module, args, output):
+        hidden = args[0] if args else None
+        if not torch.is_tensor(output) or not torch.is_tensor(hidden):
+            return None
+        weight = (module.get_submodule(self.projection) if self.projection else module).weight
+        index = self.token_index(weight.device)
+        rows = weight.index_select(0, index)
+        if self.geometry == "cosine":
+            scores = F.normalize(hidden, dim=-1) @ F.normalize(rows, dim=-1).t()
+        else:
+            scores = (hidden * self.input_scale) @ rows.t()
+        scores = scores / self.temperature
+        return output.index_copy(output.dim() - 1, index.to(output.device), scores.to(output.dtype))
 
 
 class _LogSoftmax(LogitsProcessor):
@@ -128,9 +252,30 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         self.backbone = backbone if backbone is not None else AutoModelForSeq2SeqLM.from_config(config.backbone_config)
         self._trie: SemanticIDTrie | None = None
         self._warned_truncation = False
+        self._warned_titles = False
         if id_map is not None:
             self.id_map = id_map
         self.post_init()
+        self.install_id_token_scoring()
+
+    def install_id_token_scoring(self) -> None:
+        """(Re)install the ID-token scoring the config names (`id_token_scoring`) on the backbone's LM head.
+
+        Called on construction and loading; call it again after changing `id_token_scoring`, `code_geometry` or
+        `code_temperature` in the config, or after replacing the backbone's output embeddings.
+        """
+        head, projection = _output_head(self.backbone)
+        # Found by class name rather than by a handle, so that copies (deepcopy, pickle) and a class loaded again
+        # through remote code are recognised too.
+        for key, hook in list(head._forward_hooks.items()):
+            if type(hook).__name__ == CodebookIDScoring.__name__:
+                del head._forward_hooks[key]
+        config = self.config
+        if config.id_token_scoring != "codebook" or config.id_token_offsets is None:
+            return
+        scoring = CodebookIDScoring(projection, config.id_token_offsets, config.id_vocabulary_sizes, config.code_geometry,
+                                    config.code_temperature, _head_input_scale(self.backbone))
+        head.register_forward_hook(scoring)
 
     # ------------------------------------------------------------------------------------------ the map
     @property
@@ -169,13 +314,19 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
     def from_backbone_and_map(
         cls, backbone, tokenizer, id_map: SemanticIDMap, config: LMIndexerConfig | None = None, **config_kwargs
     ) -> "LMIndexerForGenerativeRetrieval":
-        """Any seq2seq backbone (model or path) and any ID map; adds the ID tokens to `tokenizer` in place."""
+        """Any seq2seq backbone (model or path) and any ID map; adds the ID tokens to `tokenizer` in place.
+
+        `config_kwargs` set retriever config fields, e.g. `id_token_scoring="codebook"` when the ID tokens' output rows
+        are given vectors in the decoder-state space (as [`from_indexer`] does); by default the backbone's LM head
+        scores them like text tokens."""
         if isinstance(backbone, (str, os.PathLike)):
             backbone = AutoModelForSeq2SeqLM.from_pretrained(backbone, use_safetensors=True)
         settings = config.to_dict() if config is not None else {}
         for key in ("model_type", "architectures", "auto_map", "transformers_version", "backbone_config"):
             settings.pop(key, None)
-        settings.update(id_length=id_map.id_length, codebook_sizes=id_map.codebook_sizes, dedup_size=id_map.dedup_size)
+        # A new retriever for this map: it takes the map's layout and is bound to the map's run.
+        settings.update(id_length=id_map.id_length, codebook_sizes=id_map.codebook_sizes, dedup_size=id_map.dedup_size,
+                        id_map_run_id=id_map.run_id)
         settings.update(config_kwargs)
         retrieval_config = LMIndexerRetrievalConfig(backbone_config=backbone.config.to_dict(), **settings)
         retrieval_config.id_token_offsets = add_id_tokens(tokenizer, retrieval_config)
@@ -202,34 +353,52 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         id_map = id_map or indexer.id_map
         if tokenizer is None or id_map is None:
             raise ValueError("Pass the indexer's tokenizer and ID map, or a directory that holds them.")
-        model = cls.from_backbone_and_map(indexer.backbone, tokenizer, id_map, config=indexer.config)
+        # ID tokens are scored as the indexer scores codes (see `CodebookIDScoring`), so that the untrained retriever
+        # already decodes the indexer's IDs whatever LM head the backbone has.
+        model = cls.from_backbone_and_map(indexer.backbone, tokenizer, id_map, config=indexer.config,
+                                          id_token_scoring="codebook")
         # The tokenizer now holds the ID tokens; keep it on the model so `retrieve` and `save` find it.
         model.tokenizer = tokenizer
-        # Every table an ID token passes through: encoder and decoder inputs (one table when tied, as in T5;
-        # two in bert2bert) and the output projection.
-        tables = {}
-        for table in (
-            model.get_input_embeddings().weight,
-            model.backbone.get_decoder().get_input_embeddings().weight,
-            model.backbone.get_output_embeddings().weight,
-        ):
-            tables.setdefault(table.data_ptr(), table)
+        # The decoder's input table and the output projection get the codebooks as they are: the decoder was fed
+        # exactly these vectors while the IDs were learned (so its states at later steps are the indexer's), and the
+        # scoring compares states with these rows. One table in T5 and BART; in bert2bert the decoder's own.
+        decoder_tables = {}
+        for table in (model.backbone.get_decoder().get_input_embeddings().weight, model.backbone.get_output_embeddings().weight):
+            decoder_tables.setdefault(table.data_ptr(), table)
+        encoder_table = model.get_input_embeddings().weight
+        offsets = model.config.id_token_offsets
         with torch.no_grad():
+            # A separate encoder table (bert2bert) never saw ID tokens: there they keep the codebook directions at
+            # the mean norm of its text rows, so that ID tokens in an input (`ids` histories) are on the text
+            # tokens' scale rather than on that of decoder states.
+            text_norm = encoder_table[: min(offsets)].norm(dim=1).mean()
             for position in range(1, indexer.config.id_length + 1):
                 codebook = indexer.codebooks[position].weight
-                start = model.config.id_token_offsets[position - 1]
-                for table in tables.values():
+                start = offsets[position - 1]
+                for table in decoder_tables.values():
                     table[start : start + len(codebook)] = codebook.to(table.dtype)
+                if encoder_table.data_ptr() not in decoder_tables:
+                    rows = F.normalize(codebook.float(), dim=-1) * text_norm.float()
+                    encoder_table[start : start + len(codebook)] = rows.to(encoder_table.dtype)
         return model
 
     def _set_generation_defaults(self, tokenizer=None) -> None:
+        """A generation config of the retriever's own, replacing the backbone's: only the start, end and pad tokens
+        are taken over. What a backbone's config holds for text generation would break decoding under the trie, e.g.
+        BART's `forced_bos_token_id`, `no_repeat_ngram_size` and `min_length`; see [`check_generation_settings`]."""
         backbone_config = self.config.backbone_config
-        start = getattr(backbone_config, "decoder_start_token_id", None)
+        backbone_generation = getattr(self.backbone, "generation_config", None)
+
+        def token(name):
+            value = getattr(backbone_config, name, None)
+            return value if value is not None else getattr(backbone_generation, name, None)
+
+        start = token("decoder_start_token_id")
         eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
-        eos = eos if eos is not None else getattr(backbone_config, "eos_token_id", None)
+        eos = eos if eos is not None else token("eos_token_id")
         if eos is None and tokenizer is not None:
             eos = tokenizer.sep_token_id
-        pad = getattr(backbone_config, "pad_token_id", None)
+        pad = token("pad_token_id")
         self.generation_config = GenerationConfig(
             decoder_start_token_id=start, eos_token_id=eos, pad_token_id=pad if pad is not None else eos,
             max_new_tokens=self.config.id_length + 2, num_beams=20,
@@ -313,6 +482,19 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
                     return getattr(config, name)
             return None
 
+        forced_bos, forced_eos = setting("forced_bos_token_id"), setting("forced_eos_token_id")
+        if forced_bos is not None and forced_bos not in self.trie.allowed_tokens([]):
+            raise ValueError(
+                f"`forced_bos_token_id={forced_bos}` conflicts with the ID trie: the first generated token must be a "
+                "first-position ID token. Unset it (BART-style checkpoints set it for text generation)."
+            )
+        if forced_eos is not None:
+            forced = list(forced_eos) if isinstance(forced_eos, (list, tuple)) else [forced_eos]
+            if self.eos_token_id not in forced:
+                raise ValueError(
+                    f"`forced_eos_token_id={forced_eos}` conflicts with the ID trie: every semantic ID ends with EOS "
+                    f"({self.eos_token_id}), so it must name that token (or be unset)."
+                )
         min_new_tokens, min_length = setting("min_new_tokens"), setting("min_length")
         max_new_tokens, max_length = setting("max_new_tokens"), setting("max_length")
         ids = f"every semantic ID is {depth} tokens then EOS"
@@ -359,6 +541,83 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         trie_processor.raise_if_dead_end()
         return output
 
+    # ------------------------------------------------------------------------------------------- inputs
+    def render_history(self, history, item_texts=None) -> str:
+        """A user's history as the input text this model was fine-tuned on (recommendation), ready for [`retrieve`].
+
+        `history` lists the items from oldest to newest: document IDs of the ID map, or, for the `"text"` format, also
+        free texts of items the map does not hold. An item's text is the one given in `item_texts` (a dict by document
+        ID, or a list parallel to `history` with None where the map's text should serve), else the map's title. The
+        config says how the items are cut, ordered, shown and joined (`history_format`, `history_max_items`,
+        `history_newest_first`, `history_separator`; see [`render_history_items`]), as fine-tuning saved it, so
+        that serving renders exactly what training did. Fine-tuning joins `history_text_fields` into an item's text:
+        when that is more than the title, pass the same texts in `item_texts`.
+        """
+        if isinstance(history, str) or not isinstance(history, Iterable):
+            raise TypeError(f"`history` must be a list of document IDs (or item texts), got {type(history).__name__}.")
+        history = [str(item) for item in history]
+        if not history:
+            raise ValueError("`history` is empty: give at least one item.")
+        if isinstance(item_texts, dict):
+            given = [item_texts.get(item) for item in history]
+        elif item_texts is not None:
+            given = list(item_texts)
+            if len(given) != len(history):
+                raise ValueError(f"`item_texts` has {len(given)} entries for a history of {len(history)} items.")
+        else:
+            given = [None] * len(history)
+        config = self.config
+        if config.history_max_items:
+            history, given = history[-config.history_max_items :], given[-config.history_max_items :]
+        id_map = self.id_map
+        uses_text, uses_ids = config.history_format != "ids", config.history_format != "text"
+        texts, id_texts, from_titles = [], [], False
+        for item, text in zip(history, given):
+            known = item in id_map
+            if uses_ids:
+                if not known:
+                    raise ValueError(f"History item {item!r} is not in the ID map, so it has no semantic ID for the "
+                                     f"{config.history_format!r} history format.")
+                id_texts.append(semantic_id_text(id_map.semantic_id(item), config.id_token_template))
+            else:
+                id_texts.append(None)
+            if uses_text and text is None:
+                if known:
+                    text = id_map.title(item)
+                    from_titles = True
+                    if text is None:
+                        raise ValueError(f"The ID map holds no title for {item!r}: pass its text in `item_texts`.")
+                elif config.history_format == "text":
+                    text = item  # an item the map does not hold, given by its text
+            texts.append(text)
+        fields = config.history_text_fields
+        if from_titles and fields and list(fields) != ["title"] and not self._warned_titles:
+            logger.warning("This model was fine-tuned on item texts made of the fields %s, but the ID map holds titles "
+                           "only: pass the same texts in `item_texts` to render histories as in fine-tuning.", fields)
+            self._warned_titles = True
+        return render_history_items(texts, id_texts, history_format=config.history_format, max_items=0,
+                                    newest_first=config.history_newest_first, separator=config.history_separator)
+
+    def encode_queries(self, texts, tokenizer=None, max_length: int | None = None, warn: bool = True):
+        """Tokenise input texts as fine-tuning did: padded, cut to `max_length` tokens (the config's `max_query_length`
+        by default) at the config's `truncation_side`. `retrieve`, the pipeline and `RetrievalCollator` all encode
+        through here. With `warn`, the first cut input logs one warning."""
+        tokenizer = tokenizer or getattr(self, "tokenizer", None) or AutoTokenizer.from_pretrained(self.name_or_path)
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        max_length = self.config.max_query_length if max_length is None else max_length
+        if warn and not self._warned_truncation:
+            lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
+            if max(lengths) > max_length:
+                logger.warning("Queries longer than %d tokens are truncated (at the %s end).", max_length,
+                               self.config.truncation_side)
+                self._warned_truncation = True
+        side = tokenizer.truncation_side
+        tokenizer.truncation_side = self.config.truncation_side
+        try:
+            return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        finally:
+            tokenizer.truncation_side = side
+
     # ---------------------------------------------------------------------------------------- retrieval
     @torch.no_grad()
     def retrieve(
@@ -376,6 +635,7 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         the same length, so the normalisation never changes the ranking.
 
         When fewer valid IDs than `top_k` can be decoded (a small trie), the list is shorter and a warning says so.
+        Inputs are encoded by [`encode_queries`]; for a recommender, make a history's text with [`render_history`].
         """
         texts = _query_list(texts)
         for name, value in (("top_k", top_k), ("num_beams", num_beams), ("batch_size", batch_size)):
@@ -386,12 +646,7 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         results: list[list[dict]] = []
         for start in range(0, len(texts), batch_size):
             batch_texts = texts[start : start + batch_size]
-            encoded = tokenizer(batch_texts, padding=True, truncation=False, return_tensors="pt")
-            if encoded["input_ids"].shape[1] > self.config.max_query_length:
-                if not self._warned_truncation:
-                    logger.warning("Queries longer than %d tokens are truncated.", self.config.max_query_length)
-                    self._warned_truncation = True
-                encoded = tokenizer(batch_texts, padding=True, truncation=True, max_length=self.config.max_query_length, return_tensors="pt")
+            encoded = self.encode_queries(batch_texts, tokenizer)
             rows, scores = self.decode_rows(encoded["input_ids"], encoded["attention_mask"], num_beams=num_beams)
             for query in range(len(batch_texts)):
                 ranked = self.rank_rows(rows[query], scores[query], top_k)

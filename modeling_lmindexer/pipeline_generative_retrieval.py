@@ -62,6 +62,9 @@ class GenerativeRetrievalPipeline(Pipeline):
             )
         if not text.strip():
             raise ValueError(f"A generative-retrieval query must be a non-empty string, got {text!r}.")
+        encode = getattr(self.model, "encode_queries", None)
+        if encode is not None:  # cut at the side and length fine-tuning used
+            return encode([text], self.tokenizer)
         return self.tokenizer(
             text, truncation=True, max_length=self.model.config.max_query_length, return_tensors="pt"
         )

@@ -65,10 +65,14 @@ class ReconstructorLayer(nn.Module):
 
 
 class Reconstructor(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int, num_layers: int, max_positions: int, dropout: float = 0.1):
+    def __init__(self, hidden_size: int, num_heads: int, num_layers: int, max_positions: int, dropout: float = 0.1,
+                 normalize_positions: bool = False):
         super().__init__()
         self.max_positions = max_positions
         self.position_embeddings = nn.Embedding(max_positions, hidden_size)
+        # The ID query is a LayerNorm output (norm ~sqrt(D)); raw position embeddings start ~50x smaller, so every
+        # stream would begin as the same query. Normalised, positions weigh as much as the ID from the start.
+        self.position_norm = nn.LayerNorm(hidden_size) if normalize_positions else None
         self.id_projection = nn.Linear(hidden_size, hidden_size)
         self.id_norm = nn.LayerNorm(hidden_size)
         self.layers = nn.ModuleList(ReconstructorLayer(hidden_size, num_heads, dropout) for _ in range(num_layers))
@@ -101,7 +105,7 @@ class Reconstructor(nn.Module):
             # The ID vector is also a memory slot, so a stream always has something to attend to.
             memory = torch.cat([id_query, hint], dim=1)
             memory_padding = torch.cat([visible.new_zeros(batch_size, 1), ~visible], dim=1)
-            streams = id_query + positions
+            streams = id_query + (positions if self.position_norm is None else self.position_norm(positions))
             for layer in self.layers:
                 streams = layer(streams, memory, memory_padding)
             summed = streams if summed is None else summed + streams

@@ -8,12 +8,21 @@ codes, documents are sorted by document ID (Python string order) and numbered 0,
 extended, documents already in it keep their IDs and newcomers take the next free indices of their group, again
 in document-ID order.
 
+Which model a map belongs to: every map built with [`SemanticIDMap.from_codes`] gets a `run_id` (a uuid), kept by
+`extend` and saved with it, and a model records the `run_id` of its map in its config (`id_map_run_id`). Loading a
+map for a model whose config names another map is refused (`check_compatible`), unless asked for on purpose
+(`allow_foreign_map=True`, or `model.attach_id_map(id_map, force=True)`). Maps and models written before maps
+recorded their run (no `run_id`) still load, with one warning.
+
 Files (format version 1), chosen by suffix:
 - `.json`: `{"format": "lmindexer-semantic-id-map", "version": 1, "id_length", "codebook_sizes", "dedup_size",
-  "doc_ids": [...], "semantic_ids": [[c1, ..., cT, dedup], ...], "doc_titles": [...] or null}`.
-- `.safetensors`: tensor `semantic_ids` (int64 `[N, T+1]`) and the UTF-8 bytes of the JSON list of document IDs
-  (`doc_ids_json`, and `doc_titles_json` if present) as uint8 tensors; the scalar fields live in the header
-  metadata under the same names.
+  "run_id", "doc_ids": [...], "semantic_ids": [[c1, ..., cT, dedup], ...], "doc_titles": [...] or null,
+  "text_digests": [...] or null}`.
+- `.safetensors`: tensor `semantic_ids` (int64 `[N, T+1]`), optionally `text_digests` (int64 `[N]`), and the UTF-8
+  bytes of the JSON list of document IDs (`doc_ids_json`, and `doc_titles_json` if present) as uint8 tensors; the
+  scalar fields live in the header metadata under the same names.
+`run_id` and `text_digests` (a 64-bit hash, computed by the caller, of the text each document was given its ID for;
+0 where unknown) are optional: readers of format 1 that predate them ignore them.
 Every write goes to a temporary file in the target folder and is renamed into place, so a crash never leaves
 a half-written map.
 
@@ -34,10 +43,52 @@ import torch
 # transformers re-exports the safetensors functions it loads weights with; using them keeps this Hub-bound
 # file free of imports beyond torch and transformers.
 from transformers.modeling_utils import safe_open, safe_save_file
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 FORMAT_NAME = "lmindexer-semantic-id-map"
 FORMAT_VERSION = 1
 ID_MAP_FILE = "semantic_id_map.safetensors"
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Log `message` as a warning the first time it comes up in this process."""
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
+
+
+def warn_model_without_run_id() -> None:
+    warn_once("The model's config records no run id of its semantic-ID map (`id_map_run_id`; it was saved by an "
+              "older lmindexer), so nothing checks that the map belongs to it; it is bound to the map it loads.")
+
+
+def new_run_id() -> str:
+    """A fresh random run id (128 bits, hex)."""
+    return os.urandom(16).hex()
+
+
+class DedupCapacityError(ValueError):
+    """A group of documents sharing all learned codes does not fit the dedup position.
+
+    Attributes: `group` (the learned codes), `members` (how many documents the group would hold), `dedup_size`; when
+    raised by `extend`, also the documents it was adding (`doc_ids`, their `learned_codes`) and the map's `run_id`,
+    so that a caller can retry with a larger dedup position.
+    """
+
+    def __init__(self, group: tuple[int, ...], members: int, dedup_size: int, hint: str | None = None,
+                 doc_ids: list[str] | None = None, learned_codes: torch.Tensor | None = None,
+                 run_id: str | None = None):
+        self.group, self.members, self.dedup_size = group, members, dedup_size
+        self.doc_ids, self.learned_codes, self.run_id = doc_ids, learned_codes, run_id
+        super().__init__(
+            f"{members} documents share one learned ID {group} but the dedup position holds only {dedup_size}: "
+            + (hint or f"set `dedup_size` to at least {members} (the next power of two above it, "
+                       f"{1 << members.bit_length()}, leaves room to grow), or learn more distinctive codes.")
+        )
 
 
 class SemanticIDMap:
@@ -53,14 +104,20 @@ class SemanticIDMap:
         codebook_sizes: Sequence[int],
         dedup_size: int,
         doc_titles: Sequence[str] | None = None,
+        run_id: str | None = None,
+        text_digests: torch.Tensor | Sequence[int] | None = None,
     ):
         self.codebook_sizes = [int(size) for size in codebook_sizes]
+        self.run_id = run_id
         self.dedup_size = int(dedup_size)
         self.doc_ids = [str(doc_id) for doc_id in doc_ids]
         self.semantic_ids = torch.as_tensor(semantic_ids, dtype=torch.long).reshape(len(self.doc_ids), -1)
         self.doc_titles = list(doc_titles) if doc_titles is not None else None
         if self.doc_titles is not None and len(self.doc_titles) != len(self.doc_ids):
             raise ValueError(f"{len(self.doc_titles)} titles for {len(self.doc_ids)} documents.")
+        self.text_digests = None if text_digests is None else torch.as_tensor(text_digests, dtype=torch.long).flatten()
+        if self.text_digests is not None and len(self.text_digests) != len(self.doc_ids):
+            raise ValueError(f"{len(self.text_digests)} text digests for {len(self.doc_ids)} documents.")
         if self.semantic_ids.shape[1] != self.id_length + 1:
             raise ValueError(
                 f"Semantic IDs have {self.semantic_ids.shape[1]} positions; expected {self.id_length} learned "
@@ -86,8 +143,13 @@ class SemanticIDMap:
         codebook_sizes: Sequence[int],
         dedup_size: int,
         doc_titles: Sequence[str] | None = None,
+        run_id: str | None = None,
+        text_digests: torch.Tensor | Sequence[int] | None = None,
     ) -> "SemanticIDMap":
-        """Add the dedup position to per-document learned codes `[N, T]` (see the module docstring)."""
+        """Add the dedup position to per-document learned codes `[N, T]` (see the module docstring).
+
+        The map gets a new `run_id` unless one is given; with `text_digests` (one non-zero int64 hash of each
+        document's text), `changed_documents` can tell later whether a document still reads as it did."""
         doc_ids = [str(doc_id) for doc_id in doc_ids]
         if not doc_ids:
             raise ValueError("Cannot build a semantic-ID map from an empty corpus.")
@@ -101,36 +163,87 @@ class SemanticIDMap:
         check_unique_doc_ids(doc_ids)
         check_code_ranges(learned_codes, list(codebook_sizes))
         dedup = _dedup_indices(doc_ids, learned_codes, list(codebook_sizes), taken=None)
-        _check_dedup_capacity(dedup, dedup_size)
-        return cls(doc_ids, torch.cat([learned_codes, dedup[:, None]], dim=1), codebook_sizes, dedup_size, doc_titles)
+        _check_dedup_capacity(dedup, dedup_size, learned_codes)
+        return cls(doc_ids, torch.cat([learned_codes, dedup[:, None]], dim=1), codebook_sizes, dedup_size, doc_titles,
+                   run_id=run_id or new_run_id(), text_digests=text_digests)
 
     def extend(
-        self, doc_ids: Sequence[str], learned_codes: torch.Tensor, doc_titles: Sequence[str] | None = None
+        self,
+        doc_ids: Sequence[str],
+        learned_codes: torch.Tensor,
+        doc_titles: Sequence[str] | None = None,
+        text_digests: torch.Tensor | Sequence[int] | None = None,
+        dedup_size: int | None = None,
     ) -> "SemanticIDMap":
-        """A new map with unseen documents added. Documents already mapped keep their IDs and are skipped."""
+        """A new map with unseen documents added. Documents already mapped keep their IDs and are skipped.
+
+        The new map keeps this map's `run_id`. `dedup_size` larger than the current one grows the dedup position
+        (every existing ID stays as it is; only newcomers may use the new indices): for an indexer that is a change
+        of its config's `dedup_size`, for a retriever a change of vocabulary. Raises [`DedupCapacityError`] when
+        a group outgrows the dedup position.
+        """
+        dedup_size = self.dedup_size if dedup_size is None else int(dedup_size)
+        if dedup_size < self.dedup_size:
+            raise ValueError(f"The dedup position can only grow ({self.dedup_size} -> {dedup_size} asked).")
         learned_codes = torch.as_tensor(learned_codes, dtype=torch.long)
         known = self._doc_rows()
         fresh_rows = [row for row, doc_id in enumerate(doc_ids) if str(doc_id) not in known]
-        if not fresh_rows:
+        if not fresh_rows and dedup_size == self.dedup_size:
             return self
         new_ids = [str(doc_ids[row]) for row in fresh_rows]
         check_unique_doc_ids(new_ids)
-        new_codes = learned_codes[fresh_rows]
+        new_codes = learned_codes[fresh_rows].reshape(len(fresh_rows), self.id_length)
         check_code_ranges(new_codes, self.codebook_sizes)
         dedup = _dedup_indices(new_ids, new_codes, self.codebook_sizes, taken=self.semantic_ids)
-        _check_dedup_capacity(dedup, self.dedup_size)
+        try:
+            _check_dedup_capacity(dedup, dedup_size, new_codes)
+        except DedupCapacityError as error:
+            error.doc_ids, error.learned_codes, error.run_id = new_ids, new_codes, self.run_id
+            raise
         titles = None
         if self.doc_titles is not None or doc_titles is not None:
             old_titles = self.doc_titles or [""] * len(self)
             new_titles = [doc_titles[row] for row in fresh_rows] if doc_titles is not None else [""] * len(new_ids)
             titles = old_titles + new_titles
+        digests = None
+        if self.text_digests is not None or text_digests is not None:  # 0: not recorded
+            old_digests = self.text_digests if self.text_digests is not None else torch.zeros(len(self), dtype=torch.long)
+            new_digests = torch.zeros(len(new_ids), dtype=torch.long)
+            if text_digests is not None:
+                new_digests = torch.as_tensor(text_digests, dtype=torch.long).flatten()[fresh_rows]
+            digests = torch.cat([old_digests, new_digests])
         return SemanticIDMap(
             self.doc_ids + new_ids,
             torch.cat([self.semantic_ids, torch.cat([new_codes, dedup[:, None]], dim=1)]),
             self.codebook_sizes,
-            self.dedup_size,
+            dedup_size,
             titles,
+            run_id=self.run_id,
+            text_digests=digests,
         )
+
+    def changed_documents(self, doc_ids: Sequence[str], text_digests: torch.Tensor | Sequence[int],
+                          titles: Sequence[str] | None = None) -> list[str]:
+        """The documents among `doc_ids` that the map holds but whose text differs from the one they got their IDs
+        for: by text digest (`text_digests[i]` for `doc_ids[i]`, hashed as the map's were) where the map recorded
+        one, otherwise by title where both sides have one."""
+        rows = self._doc_rows()
+        digests = torch.as_tensor(text_digests, dtype=torch.long).flatten().tolist()
+        recorded = self.text_digests.tolist() if self.text_digests is not None else None
+        changed = []
+        for index, doc_id in enumerate(doc_ids):
+            row = rows.get(str(doc_id))
+            if row is None:
+                continue
+            digest = digests[index]
+            stored = recorded[row] if recorded is not None else 0
+            if stored:
+                if stored != digest:
+                    changed.append(str(doc_ids[index]))
+            elif titles is not None and self.doc_titles is not None and self.doc_titles[row]:
+                if (titles[index] or "") != self.doc_titles[row]:
+                    changed.append(str(doc_ids[index]))
+        return changed
 
     # ------------------------------------------------------------------------------------------ geometry
     @property
@@ -171,7 +284,7 @@ class SemanticIDMap:
         )
 
     def __repr__(self) -> str:
-        return f"SemanticIDMap(documents={len(self)}, vocabulary_sizes={self.vocabulary_sizes})"
+        return f"SemanticIDMap(documents={len(self)}, vocabulary_sizes={self.vocabulary_sizes}, run_id={self.run_id!r})"
 
     def semantic_id(self, doc_id: str) -> tuple[int, ...]:
         """The full semantic ID of a document. Raises `KeyError` for an unknown document."""
@@ -259,14 +372,35 @@ class SemanticIDMap:
             "collision_rate": float((per_document > 1).double().mean()),
         }
 
-    def check_compatible(self, config) -> None:
-        """Raise if this map was built for other codebook sizes than `config` (an `LMIndexerConfig`)."""
+    def check_compatible(self, config, allow_foreign_map: bool = False) -> None:
+        """Raise if this map cannot serve the model of `config` (an `LMIndexerConfig`).
+
+        - The position sizes (codebooks, then dedup) must be the config's.
+        - The map's `run_id` must be the config's `id_map_run_id`: the model was trained (or built) with this map.
+          With `allow_foreign_map=True` a map of another run is accepted on purpose, and the config is bound to it.
+        - A config bound to no map yet (`id_map_run_id` unset: a model just built for this map) is bound to it.
+        - A map without a `run_id` (written by an older lmindexer) passes, with one warning.
+        """
         expected = [*config.codebook_sizes, config.dedup_size]
         if self.vocabulary_sizes != expected:
             raise ValueError(
                 f"This semantic-ID map has position sizes {self.vocabulary_sizes} (codebooks, then dedup) but the "
                 f"model's config expects {expected}: the map belongs to another model."
             )
+        bound = getattr(config, "id_map_run_id", None)
+        if self.run_id is None:
+            warn_once("This semantic-ID map records no run id (it was saved by an older lmindexer), so nothing "
+                      "checks that it belongs to the model it is used with.")
+            return
+        if bound is not None and bound != self.run_id and not allow_foreign_map:
+            raise ValueError(
+                f"This semantic-ID map was made by run {self.run_id}, but the model was trained with the map of run "
+                f"{bound}: the map belongs to another model (same sizes, other codes). To reuse it on purpose, load it "
+                "with `SemanticIDMap.load(path, config, allow_foreign_map=True)` or attach it with "
+                "`model.attach_id_map(id_map, force=True)`."
+            )
+        if bound != self.run_id:
+            config.id_map_run_id = self.run_id
 
     # --------------------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
@@ -279,23 +413,29 @@ class SemanticIDMap:
             "codebook_sizes": self.codebook_sizes,
             "dedup_size": self.dedup_size,
         }
+        if self.run_id is not None:
+            header["run_id"] = self.run_id
         with atomic_file(path) as temporary:
             if path.suffix == ".json":
                 payload = dict(header, doc_ids=self.doc_ids, semantic_ids=self.semantic_ids.tolist())
                 payload["doc_titles"] = self.doc_titles
+                payload["text_digests"] = None if self.text_digests is None else self.text_digests.tolist()
                 temporary.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
             elif path.suffix == ".safetensors":
                 tensors = {"semantic_ids": self.semantic_ids.contiguous(), "doc_ids_json": _json_bytes(self.doc_ids)}
                 if self.doc_titles is not None:
                     tensors["doc_titles_json"] = _json_bytes(self.doc_titles)
+                if self.text_digests is not None:
+                    tensors["text_digests"] = self.text_digests.contiguous()
                 safe_save_file(tensors, str(temporary), metadata={k: json.dumps(v) for k, v in header.items()})
             else:
                 raise ValueError(f"Unknown semantic-ID map format {path.suffix!r}: use .json or .safetensors.")
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, config=None) -> "SemanticIDMap":
-        """Read a map written by [`save`]; with `config`, also check that it fits that model."""
+    def load(cls, path: str | os.PathLike, config=None, allow_foreign_map: bool = False) -> "SemanticIDMap":
+        """Read a map written by [`save`]; with `config`, also check that it fits that model (sizes, and that it is
+        the map the model was trained with unless `allow_foreign_map`; see [`check_compatible`])."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"No semantic-ID map at {path}.")
@@ -308,25 +448,31 @@ class SemanticIDMap:
                 payload["codebook_sizes"],
                 payload["dedup_size"],
                 payload.get("doc_titles"),
+                run_id=payload.get("run_id"),
+                text_digests=payload.get("text_digests"),
             )
         elif path.suffix == ".safetensors":
             with safe_open(str(path), framework="pt") as handle:
                 header = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
                 _check_header(header, path)
-                titles = None
-                if "doc_titles_json" in handle.keys():
-                    titles = _from_json_bytes(handle.get_tensor("doc_titles_json"))
+                names = set(handle.keys())
+                titles = _from_json_bytes(handle.get_tensor("doc_titles_json")) if "doc_titles_json" in names else None
+                digests = handle.get_tensor("text_digests") if "text_digests" in names else None
                 id_map = cls(
                     _from_json_bytes(handle.get_tensor("doc_ids_json")),
                     handle.get_tensor("semantic_ids"),
                     header["codebook_sizes"],
                     header["dedup_size"],
                     titles,
+                    run_id=header.get("run_id"),
+                    text_digests=digests,
                 )
         else:
             raise ValueError(f"Unknown semantic-ID map format {path.suffix!r}: use .json or .safetensors.")
         if config is not None:
-            id_map.check_compatible(config)
+            if getattr(config, "id_map_run_id", None) is None and id_map.run_id is not None:
+                warn_model_without_run_id()
+            id_map.check_compatible(config, allow_foreign_map=allow_foreign_map)
         return id_map
 
 
@@ -399,13 +545,12 @@ def check_code_ranges(codes: torch.Tensor, sizes: list[int]) -> None:
             )
 
 
-def _check_dedup_capacity(dedup: torch.Tensor, dedup_size: int) -> None:
-    needed = int(dedup.max()) + 1 if dedup.numel() else 0
-    if needed > dedup_size:
-        raise ValueError(
-            f"{needed} documents share one learned ID but the dedup position holds only {dedup_size}: "
-            f"set `dedup_size` to at least {needed}, or learn more distinctive codes."
-        )
+def _check_dedup_capacity(dedup: torch.Tensor, dedup_size: int, learned_codes: torch.Tensor) -> None:
+    """Raise a [`DedupCapacityError`] naming the fullest group when a dedup index falls outside the position."""
+    if not dedup.numel() or int(dedup.max()) < dedup_size:
+        return
+    row = int(torch.argmax(dedup))
+    raise DedupCapacityError(tuple(learned_codes[row].tolist()), int(dedup[row]) + 1, dedup_size)
 
 
 def _dedup_indices(

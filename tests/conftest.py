@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,27 @@ def tiny_indexer_config(**overrides) -> LMIndexerConfig:
     settings = dict(backbone_config=tiny_t5().to_dict(), id_length=3, codebook_sizes=[6, 5, 4], dedup_size=16)
     settings.update(overrides)
     return LMIndexerConfig(**settings)
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Whole pipelines of tiny models: on a shared 2-core CPU, contending intra-op threads make them several times
+    slower, and one thread gives the same maps (the pinned map hashes hold either way)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread_in_slow_tests(request):
+    if request.node.get_closest_marker("slow") is None:
+        yield
+        return
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

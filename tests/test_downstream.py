@@ -124,6 +124,9 @@ def test_lora_changes_output_and_round_trips(demo_items, demo_tokenizer, tmp_pat
     assert fresh.retrieve(query, tokenizer=tokenizer, top_k=3, num_beams=6) == tuned
     merged = reloaded.merge_and_unload()
     assert isinstance(merged, LMIndexerForGenerativeRetrieval)
-    assert merged.retrieve(query, tokenizer=tokenizer, top_k=3, num_beams=6) == tuned
+    # Merged weights equal base + adapter only to float precision: same ranking, scores within 1e-5.
+    merged_hits = merged.retrieve(query, tokenizer=tokenizer, top_k=3, num_beams=6)[0]
+    assert [(h["doc_id"], h["semantic_id"]) for h in merged_hits] == [(h["doc_id"], h["semantic_id"]) for h in tuned[0]]
+    assert [h["score"] for h in merged_hits] == pytest.approx([h["score"] for h in tuned[0]], abs=1e-5)
     with pytest.raises(ValueError, match="target_modules"):
         apply_lora(fresh, [])

@@ -57,7 +57,7 @@ def test_index_pushes_once_with_a_card_of_every_stage(pushed_indexer):
     assert sum(map(sum, table["counts"])) == 96  # every document of the 4 first codes, every label column
 
 
-def test_push_command_republishes_a_trained_folder(pushed_indexer, tmp_path):
+def test_push_command_republishes_a_trained_folder(pushed_indexer, tmp_path, capsys):
     output, hub = pushed_indexer
     assert main(["push", "--model", str(output), "--repo_id", "org/other", "--revision", "dev", "--dataset", "org/demo-data",
                  "--license", "mit", "--token", "hf_cli"]) == 0
@@ -73,10 +73,11 @@ def test_push_command_republishes_a_trained_folder(pushed_indexer, tmp_path):
     saved = tmp_path / "saved"
     assert main(["push", "--model", str(output), "--save_to", str(saved)]) == 0
     assert (saved / "README.md").is_file() and (saved / "semantic_id_map.safetensors").is_file()
-    with pytest.raises(ValueError, match="--repo_id"):
-        main(["push", "--model", str(output)])
-    with pytest.raises(ValueError, match="folder of a trained indexer"):
-        main(["push", "--model", str(tmp_path / "missing"), "--repo_id", "org/x"])
+    capsys.readouterr()
+    assert main(["push", "--model", str(output)]) == 1
+    assert "--repo_id" in capsys.readouterr().err
+    assert main(["push", "--model", str(tmp_path / "missing"), "--repo_id", "org/x"]) == 1
+    assert "folder of a trained indexer" in capsys.readouterr().err
 
 
 def test_a_published_indexer_is_a_starting_point_by_repo_id(pushed_indexer, tmp_path):

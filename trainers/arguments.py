@@ -55,6 +55,19 @@ class IndexArguments:
     code_temperature: float = field(default=0.1)
     reconstructor_layers: int = field(default=1)
     hint_ratios: str | None = field(default=None, metadata={"help": "Visible fraction per position, e.g. 0.5,0.3,0.2."})
+    # Two-stage methods (rqkmeans, rqvae, hkmeans): the sentence encoder and the quantiser's own settings.
+    encoder: str | None = field(
+        default=None, metadata={"help": "Sentence encoder of two-stage methods; unset: the offline all-MiniLM-L6-v2."}
+    )
+    pooling: str = field(default="mean", metadata={"help": "Two-stage methods: mean or cls pooling."})
+    normalize_embeddings: bool = field(default=True, metadata={"help": "Two-stage methods: L2-normalise embeddings."})
+    embedding_max_length: int = field(default=128, metadata={"help": "Two-stage methods: tokens per document."})
+    embedding_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where embeddings are cached (safetensors); unset: <output_dir>/../.embeddings."}
+    )
+    method_settings: str | None = field(
+        default=None, metadata={"help": 'JSON of the quantiser\'s settings, e.g. \'{"epochs": 20}\' for rqvae.'}
+    )
 
     @property
     def text_field_list(self) -> list[str]:
@@ -66,10 +79,22 @@ class AssignArguments:
     model: str = field(metadata={"help": "Directory of a trained indexer (with its semantic_id_map.safetensors)."})
     corpus: str = field(metadata={"help": "jsonl/csv/parquet file or Hub dataset of new documents."})
     id_field: str = field(default="item_id")
-    text_fields: str = field(default="title,brand")
+    text_fields: str | None = field(
+        default=None, metadata={"help": "Comma-separated fields joined into the text; unset: those the indexer was trained on."}
+    )
     title_field: str | None = field(default="title")
     batch_size: int = field(default=128)
-    max_length: int = field(default=512)
+    max_length: int | None = field(
+        default=None, metadata={"help": "Tokens per document; unset: the length the indexer was trained with."}
+    )
+    lock_timeout: float = field(
+        default=600.0, metadata={"help": "Seconds to wait for another `lmindexer assign` on the same folder to finish."}
+    )
+    rededuplicate: bool = field(
+        default=False,
+        metadata={"help": "When a group of documents sharing all learned codes outgrows the dedup position, grow it "
+                          "(the config's dedup_size and the map's) instead of failing; existing IDs stay as they are."},
+    )
 
 
 def split_names(text: str | None) -> list[str]:
@@ -98,6 +123,11 @@ class IndexerTrainingArguments(TrainingArguments):
     encoder_warmup_epochs: float = field(default=1.0, metadata={"help": "Epochs of encoder warm-up per position."})
     encoder_warmup_learning_rate: float = field(default=1e-3)
     encoder_warmup_batch_size: int = field(default=128)
+    encoder_warmup_groups_by_prefix: bool = field(
+        default=False,
+        metadata={"help": "From t = 2 on, fill encoder warm-up batches with whole prefix groups, as straight-through "
+                          "training does, so the prefix contrastive loss has partners right before k-means."},
+    )
     codebook_epochs: float = field(
         default=3.0, metadata={"help": "Epochs of straight-through training per position (the paper: 30 in all)."}
     )

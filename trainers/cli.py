@@ -10,6 +10,7 @@ the Python API named in each command's help, and prints the result.
 | `retrieve` | `LMIndexerForGenerativeRetrieval.from_pretrained(path).retrieve(queries, top_k=..., num_beams=...)` |
 | `push` | `AutoModel.from_pretrained(path).push_to_hub(repo_id, card_data=...)` / `lmindexer.hub_cards.save_for_hub` |
 | `space` | `lmindexer.hub_cards.launch_space` / `export_space` / `push_space` |
+| `bench ids` | `lmindexer.trainers.bench_ids.bench_ids(BenchIDsArguments, IndexArguments, IndexerTrainingArguments)` |
 | `demo` | `lmindexer.trainers.demo.build_untrained_demo_indexer(output_dir, num_items, seed)` |
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from .arguments import AssignArguments, IndexArguments, IndexerTrainingArguments
+from .bench_ids import BenchIDsArguments
 from .finetuning import DownstreamDataArguments, EvaluateArguments, FinetuneArguments
 from .retrieval_trainer import RetrievalTrainingArguments
 
@@ -162,6 +164,20 @@ def run_space(args: SpaceArguments):
 
 
 @dataclass
+class BenchArguments:
+    suite: list[str] = field(default_factory=list, metadata={"help": "Positional: the benchmark to run, `ids`."})
+
+
+def run_bench(bench: BenchArguments, ids: BenchIDsArguments, index_args: IndexArguments,
+              training_args: IndexerTrainingArguments) -> dict:
+    from .bench_ids import bench_ids, command_line
+
+    if bench.suite != ["ids"]:
+        raise ValueError(f"Unknown benchmark {' '.join(bench.suite) or '(none)'}: the benchmark is `lmindexer bench ids`.")
+    return bench_ids(ids, index_args, training_args, command=command_line())
+
+
+@dataclass
 class DemoArguments:
     output_dir: str = field(default="runs/demo", metadata={"help": "Where the demo indexer and its ID map go."})
     num_items: int = field(default=480, metadata={"help": "Size of the generated demo catalogue."})
@@ -188,7 +204,7 @@ class Command:
     arguments: tuple[type, ...]
     run: Callable
     help: str
-    # The field of the last dataclass that collects the positional arguments, if the command takes any.
+    # The field (of one of its dataclasses) that collects the positional arguments, if the command takes any.
     positional: str | None = None
 
 
@@ -205,6 +221,9 @@ COMMANDS: dict[str, Command] = {
                     "Publish a trained indexer or retriever (weights, tokenizer, ID map, code, card) to the Hub."),
     "space": Command((SpaceArguments,), run_space,
                      "Run the Gradio demo on a retriever (or --export / --push_space a Space for it)."),
+    "bench": Command((BenchArguments, BenchIDsArguments, IndexArguments, IndexerTrainingArguments), run_bench,
+                     "Compare ID methods on a dataset folder: lmindexer bench ids --data DIR --methods rqkmeans,hkmeans.",
+                     positional="suite"),
     "demo": Command((DemoArguments,), run_demo, "Build, save, reload and run a small untrained indexer on the demo corpus."),
 }
 
@@ -224,16 +243,87 @@ def parse(name: str, argv: list[str]) -> tuple:
     unknown = [word for word in rest if word.startswith("--")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    setattr(parsed[-1], command.positional, rest)
+    holder = next(arguments for arguments in parsed if hasattr(arguments, command.positional))
+    setattr(holder, command.positional, rest)
     return tuple(parsed)
 
 
+DEBUG_FLAG = "--debug"
+DEBUG_ENVIRONMENT = "LMINDEXER_DEBUG"
+# Errors whose message says it all; any other exception type is named in the one-line error.
+EXPECTED_ERRORS = (ValueError, OSError, KeyError, TimeoutError, FloatingPointError)
+# Arguments that name a model folder (or Hub repo) to load.
+MODEL_FIELDS = ("model", "indexer")
+
+
+def split_debug_flag(name: str, argv: list[str]) -> tuple[list[str], bool]:
+    """Remove the global `--debug` flag from `argv`, wherever it is. A command that has a `debug` option of its own
+    (`TrainingArguments.debug`) keeps `--debug VALUE` and `--debug=VALUE`."""
+    own_debug = any("debug" in getattr(arguments, "__dataclass_fields__", {}) for arguments in COMMANDS[name].arguments)
+    kept, debug = [], False
+    for index, word in enumerate(argv):
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if word == DEBUG_FLAG and not (own_debug and following is not None and not following.startswith("-")):
+            debug = True
+        else:
+            kept.append(word)
+    return kept, debug
+
+
+def check_model_arguments(parsed: tuple) -> None:
+    """Name the argument when a model folder it gives is not there (instead of a failed Hub lookup)."""
+    from ..modeling_lmindexer.modeling_lmindexer import check_model_folder
+
+    for arguments in parsed:
+        for name in MODEL_FIELDS:
+            value = getattr(arguments, name, None)
+            if isinstance(value, str) and value:
+                try:
+                    check_model_folder(value)
+                except OSError as error:
+                    raise OSError(f"--{name}: {error}") from None
+
+
+def error_line(name: str, error: BaseException) -> str:
+    """`lmindexer <command>: error: <message>`, on one line."""
+    message = " ".join(str(error.args[0] if isinstance(error, KeyError) and error.args else error).split())
+    if not isinstance(error, EXPECTED_ERRORS) or not message:
+        message = f"{type(error).__name__}: {message}" if message else type(error).__name__
+        message += f" (run with {DEBUG_FLAG} for the traceback)"
+    return f"lmindexer {name}: error: {message}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status: 0, 1 when the command failed (one line on stderr, the traceback
+    too with `--debug` anywhere in the arguments or `LMINDEXER_DEBUG=1`), 2 for a usage error."""
+    import os
+    import traceback
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get(DEBUG_ENVIRONMENT, "").lower() not in ("", "0", "false", "no")
+    while argv and argv[0] == DEBUG_FLAG:  # before the command
+        argv, debug = argv[1:], True
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print_usage()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    COMMANDS[argv[0]].run(*parse(argv[0], argv[1:]))
+    name = argv[0]
+    words, flagged = split_debug_flag(name, argv[1:])
+    debug = debug or flagged
+    try:
+        parsed = parse(name, words)
+    except SystemExit as exit:  # argparse has printed the usage error (status 2) or the help (status 0)
+        return exit.code if isinstance(exit.code, int) else 2
+    except ValueError as error:  # HfArgumentParser's unknown or malformed arguments
+        print(error_line(name, error), file=sys.stderr)
+        return 2
+    try:
+        check_model_arguments(parsed)
+        COMMANDS[name].run(*parsed)
+    except Exception as error:  # KeyboardInterrupt and SystemExit go through
+        if debug:
+            traceback.print_exc()
+        print(error_line(name, error), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,7 +1,15 @@
-"""Corpus loading for the indexer: any jsonl, csv or parquet file or Hub dataset, through `datasets`."""
+"""Corpus loading for the indexer: any jsonl, csv or parquet file or Hub dataset, through `datasets`.
+
+Every column of a CSV file is read as text, so that document IDs such as `00017` keep their leading zeros (and
+cells such as `NA` stay what they say). A file that cannot be read (empty, not UTF-8, malformed) raises a
+`ValueError` that names it.
+"""
 
 from __future__ import annotations
 
+import codecs
+import csv
+import hashlib
 import html
 import os
 from dataclasses import dataclass
@@ -10,6 +18,8 @@ from pathlib import Path
 import datasets
 
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+# Between the text fields of a record, in the text a document is indexed by.
+TEXT_SEPARATOR = "; "
 
 
 @dataclass
@@ -34,16 +44,83 @@ def load_records(source: str | os.PathLike, split: str = "train") -> datasets.Da
     path = Path(source)
     if path.exists():
         builder = _FORMATS.get(path.suffix.lower())
-        if builder is None:
+        if builder is None or not path.is_file():
             raise ValueError(f"Cannot read {path}: use a .jsonl, .json, .csv or .parquet file.")
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
+        return _load_file(path, builder)
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
         raise FileNotFoundError(f"No file {source} here, and the Hub is offline (HF_HUB_OFFLINE=1).")
     return datasets.load_dataset(str(source), split=split)
 
 
-def join_fields(record: dict, fields: list[str]) -> str:
-    """Join the text fields of one record with '; ', unescaping HTML entities as catalogue text carries them."""
+def _load_file(path: Path, builder: str) -> datasets.Dataset:
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty: it holds no documents.")
+    if builder == "json":  # pyarrow's reader keeps undecodable bytes and fails later, on first access
+        error = _not_utf8(path)
+        if error is not None:
+            raise error
+    try:
+        options = {}
+        if builder == "csv":
+            with open(path, encoding="utf-8", newline="") as handle:
+                header = next(csv.reader(handle), None)
+            if not header:
+                raise ValueError(f"{path} has no header line naming its columns.")
+            options = {"features": datasets.Features({name: datasets.Value("string") for name in header}),
+                       "keep_default_na": False}
+        records = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    except UnicodeDecodeError as error:
+        raise (_not_utf8(path) or ValueError(f"{path} is not UTF-8 text: {error}")) from None
+    except StopIteration:  # what the json reader raises on a file of blank lines
+        raise ValueError(f"{path} holds no documents.") from None
+    except ValueError as error:
+        if "corresponds to no data" not in str(error):
+            raise
+        raise ValueError(f"{path} holds no documents{' (only a header line)' if builder == 'csv' else ''}.") from None
+    except Exception as error:  # datasets wraps the reader's error: name the file and the reason
+        cause = error.__cause__ or error.__context__ or error
+        if isinstance(cause, UnicodeDecodeError):
+            raise (_not_utf8(path) or ValueError(f"{path} is not UTF-8 text: {cause}")) from None
+        raise ValueError(f"Cannot read {path} as {builder}: {cause}") from error
+    if len(records) == 0:
+        raise ValueError(f"{path} holds no documents.")
+    return records
+
+
+def _not_utf8(path: Path, chunk_size: int = 1 << 20) -> ValueError | None:
+    """The error for a file that is not UTF-8, naming the line and byte offset of the first bad byte; None for a
+    file that is UTF-8 throughout."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(chunk_size)
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as error:
+                bad = offset - pending + error.start
+                with open(path, "rb") as again:
+                    line = again.read(bad).count(b"\n") + 1
+                return ValueError(f"{path} is not UTF-8 text: byte {bad} (line {line}) cannot be decoded "
+                                  f"({error.reason}). Save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).")
+            if not chunk:
+                return None
+            offset += len(chunk)
+
+
+def text_digests(texts: list[str]) -> list[int]:
+    """A 64-bit hash (signed, never 0) of each text: what an ID map records to tell later whether a document's text
+    changed (`SemanticIDMap.changed_documents`)."""
+    digests = []
+    for text in texts:
+        digest = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+        digests.append(digest or 1)
+    return digests
+
+
+def join_fields(record: dict, fields: list[str], separator: str = TEXT_SEPARATOR) -> str:
+    """Join the text fields of one record with `separator`, unescaping HTML entities as catalogue text carries them."""
     parts = []
     for field in fields:
         value = record.get(field)
@@ -54,7 +131,7 @@ def join_fields(record: dict, fields: list[str]) -> str:
         value = html.unescape(str(value)).strip()
         if value:
             parts.append(value)
-    return "; ".join(parts)
+    return separator.join(parts)
 
 
 def label_of(record: dict, label_field: str, level: int | None = None) -> str:
@@ -73,6 +150,7 @@ def build_corpus(
     label_field: str | None = None,
     label_level: int | None = None,
     title_field: str | None = None,
+    separator: str = TEXT_SEPARATOR,
 ) -> Corpus:
     """Validate and convert records (a `datasets.Dataset` or a list of dicts) into a [`Corpus`].
 
@@ -90,7 +168,7 @@ def build_corpus(
         doc_id = record[id_field]
         if doc_id is None or str(doc_id) == "":
             raise ValueError(f"A record has an empty {id_field!r}: every document needs an ID.")
-        text = join_fields(record, text_fields)
+        text = join_fields(record, text_fields, separator)
         if not text:
             empty.append(str(doc_id))
         doc_ids.append(str(doc_id))

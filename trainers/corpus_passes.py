@@ -17,6 +17,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..modeling_lmindexer import LMIndexerForSemanticID, SemanticIDMap
+from .corpus import text_digests
 
 
 def _batches(texts: list[str], batch_size: int, rows: list[int] | None = None) -> Iterator[np.ndarray]:
@@ -115,13 +116,17 @@ def assign_new_documents(
 ) -> tuple[SemanticIDMap, list[int]]:
     """Zero-shot IDs for the documents of `corpus` that `id_map` lacks; mapped documents keep their IDs.
 
-    Returns the extended map and the corpus rows that were new.
+    `max_length` should be the one the indexer was trained with (`model.config.indexing_max_length`). Returns the
+    extended map (which records a digest of each new document's text) and the corpus rows that were new.
     """
     fresh = [row for row, doc_id in enumerate(corpus.doc_ids) if doc_id not in id_map]
+    if not fresh:
+        return id_map, fresh
     codes = assign_corpus(model, tokenizer, corpus.texts, batch_size=batch_size, max_length=max_length, rows=fresh,
                           progress=progress)
     fresh_corpus = corpus.select(fresh)
-    return id_map.extend(fresh_corpus.doc_ids, torch.as_tensor(codes[fresh]), fresh_corpus.titles), fresh
+    return id_map.extend(fresh_corpus.doc_ids, torch.as_tensor(codes[fresh]), fresh_corpus.titles,
+                         text_digests=text_digests(fresh_corpus.texts)), fresh
 
 
 def rank_and_world() -> tuple[int, int]:

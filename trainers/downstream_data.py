@@ -14,6 +14,7 @@ from pathlib import Path
 
 import datasets
 
+from ..modeling_lmindexer.modeling_retrieval import HISTORY_FORMATS, render_history_items, semantic_id_text
 from .corpus import join_fields
 
 logger = logging.getLogger("lmindexer")
@@ -21,25 +22,70 @@ logger = logging.getLogger("lmindexer")
 
 @dataclass
 class HistoryFormat:
-    """How a user's history becomes input text.
+    """How a user's history becomes input text, through the same rule as the model's `render_history` at serving
+    time (`lmindexer.modeling_lmindexer.modeling_retrieval.render_history_items`).
 
     Args:
-        max_history: most recent items kept.
-        newest_first: order of the kept items in the text.
-        separator: between item texts.
+        max_history: most recent items kept (0: all).
+        newest_first: order of the kept items in the text; oldest to newest by default.
+        separator: between items.
         text_fields: item fields joined into each item's text.
+        history_format: `"text"` (item texts, the paper's), `"ids"` (items' semantic IDs as ID tokens, TIGER's) or
+            `"text+ids"` (both per item: the ID tokens, a space, the text).
+        id_token_template: how an ID token reads, as in the model config.
+
+    A rendered history longer than the input limit is cut by the tokenizer at `truncation_side`: the left end when
+    items read oldest to newest, the right end when newest first, so that the newest items always survive.
     """
 
     max_history: int = 20
     newest_first: bool = False
     separator: str = " ; "
     text_fields: tuple[str, ...] = ("title",)
+    history_format: str = "text"
+    id_token_template: str = "<id_{position}_{code}>"
 
-    def render(self, history: list[str], item_text: dict[str, str]) -> str:
-        kept = history[-self.max_history :]
-        if self.newest_first:
-            kept = kept[::-1]
-        return self.separator.join(item_text[item] for item in kept)
+    def __post_init__(self):
+        if self.history_format not in HISTORY_FORMATS:
+            raise ValueError(f"`history_format` must be one of {HISTORY_FORMATS}, got {self.history_format!r}.")
+        if self.max_history < 0:
+            raise ValueError(f"`max_history` must not be negative (0 keeps every item), got {self.max_history}.")
+        self.text_fields = tuple(self.text_fields)
+
+    @property
+    def uses_ids(self) -> bool:
+        return self.history_format != "text"
+
+    @property
+    def truncation_side(self) -> str:
+        return "right" if self.newest_first else "left"
+
+    @classmethod
+    def from_config(cls, config) -> "HistoryFormat":
+        """The history settings a retriever saved in its config (`LMIndexerRetrievalConfig.history_*`)."""
+        return cls(max_history=config.history_max_items, newest_first=config.history_newest_first,
+                   separator=config.history_separator, text_fields=tuple(config.history_text_fields or ("title",)),
+                   history_format=config.history_format, id_token_template=config.id_token_template)
+
+    def config_fields(self) -> dict:
+        """These settings as retriever config fields, so that serving renders histories as fine-tuning did."""
+        return {"history_format": self.history_format, "history_max_items": self.max_history,
+                "history_newest_first": self.newest_first, "history_separator": self.separator,
+                "history_text_fields": list(self.text_fields), "truncation_side": self.truncation_side}
+
+    def render(self, history: list[str], item_text: dict[str, str], semantic_id=None) -> str:
+        """`history`: item IDs, oldest first; `item_text`: item ID -> text; `semantic_id`: item ID -> semantic ID (a
+        callable such as `SemanticIDMap.semantic_id`), needed by the `ids` and `text+ids` formats."""
+        kept = list(history)[-self.max_history :] if self.max_history else list(history)
+        texts = [item_text[item] for item in kept] if self.history_format != "ids" else [None] * len(kept)
+        if self.uses_ids:
+            if semantic_id is None:
+                raise ValueError(f"The {self.history_format!r} history format needs the items' semantic IDs (the ID map).")
+            id_texts = [semantic_id_text(semantic_id(item), self.id_token_template) for item in kept]
+        else:
+            id_texts = [None] * len(kept)
+        return render_history_items(texts, id_texts, history_format=self.history_format, max_items=0,
+                                    newest_first=self.newest_first, separator=self.separator)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -47,15 +93,22 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def recommendation_splits(
-    sequences_path: str | Path, items_path: str | Path, history: HistoryFormat | None = None, known_items: set[str] | None = None
+    sequences_path: str | Path, items_path: str | Path, history: HistoryFormat | None = None, known_items: set[str] | None = None,
+    id_map=None,
 ) -> datasets.DatasetDict:
     """Leave-one-out splits: per user, the last item is the test target, the second-to-last the validation target,
     and every earlier item is a training target with the items before it as history.
 
     Users with fewer than 3 items give no test sample; items missing from `items_path` (or from `known_items`,
-    e.g. the ID map) are dropped from histories and counted in the log.
+    e.g. the ID map) are dropped from histories and counted in the log. `id_map` (a `SemanticIDMap`) gives the
+    semantic IDs of the `ids` and `text+ids` history formats; when given without `known_items`, it is the known set.
     """
     history = history or HistoryFormat()
+    if history.uses_ids and id_map is None:
+        raise ValueError(f"The {history.history_format!r} history format renders items by their semantic IDs: pass the ID map.")
+    if known_items is None and id_map is not None:
+        known_items = set(id_map.doc_ids)
+    semantic_id = id_map.semantic_id if id_map is not None else None
     items = read_jsonl(items_path)
     item_text = {str(item["item_id"]): join_fields(item, list(history.text_fields)) for item in items}
     known = set(item_text) if known_items is None else set(item_text) & set(known_items)
@@ -68,9 +121,9 @@ def recommendation_splits(
         if len(sequence) < 3:
             continue
         for target in range(1, len(sequence) - 2):
-            splits["train"].append(_sample(history.render(sequence[:target], item_text), sequence[target]))
-        splits["validation"].append(_sample(history.render(sequence[:-2], item_text), sequence[-2], {sequence[-2]: 1}))
-        splits["test"].append(_sample(history.render(sequence[:-1], item_text), sequence[-1], {sequence[-1]: 1}))
+            splits["train"].append(_sample(history.render(sequence[:target], item_text, semantic_id), sequence[target]))
+        splits["validation"].append(_sample(history.render(sequence[:-2], item_text, semantic_id), sequence[-2], {sequence[-2]: 1}))
+        splits["test"].append(_sample(history.render(sequence[:-1], item_text, semantic_id), sequence[-1], {sequence[-1]: 1}))
     if dropped:
         logger.warning("%d interactions name items that are not in the catalogue or ID map; they were dropped.", dropped)
     return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})

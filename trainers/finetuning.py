@@ -29,32 +29,69 @@ class DownstreamDataArguments:
         metadata={"help": "recommendation: folder with items.jsonl and sequences.jsonl; retrieval: a BEIR folder."},
     )
     item_text_fields: str = field(default="title", metadata={"help": "Item fields that make up a history entry."})
-    max_history: int = field(default=20, metadata={"help": "Most recent items kept in a history."})
-    newest_first: bool = field(default=False, metadata={"help": "Order history text newest first."})
+    max_history: int = field(default=20, metadata={"help": "Most recent items kept in a history (0: all)."})
+    newest_first: bool = field(
+        default=False,
+        metadata={"help": "Order history items newest first (the input is then cut at its right end), rather than oldest "
+                          "to newest (cut at its left end): either way an over-long history loses its oldest items."},
+    )
     history_separator: str = field(default=" ; ")
+    history_format: str = field(
+        default="text",
+        metadata={"help": "How each history item reads: text (its text, the paper's), ids (its semantic ID as ID tokens, "
+                          "TIGER's: short inputs) or text+ids (both).", "choices": ["text", "ids", "text+ids"]},
+    )
     indexing: bool = field(default=True, metadata={"help": "retrieval: add document text -> ID samples."})
     pseudo_queries: str | None = field(default=None, metadata={"help": "retrieval: jsonl of {doc_id, query}."})
     max_length: int = field(default=512, metadata={"help": "Input tokens (the paper: 1024 for recommendation)."})
     max_eval_queries: int | None = field(default=None, metadata={"help": "Evaluate on the first N queries only."})
 
+    def history(self):
+        """The `HistoryFormat` these arguments describe."""
+        from .downstream_data import HistoryFormat
+
+        return HistoryFormat(max_history=self.max_history, newest_first=self.newest_first, separator=self.history_separator,
+                             text_fields=tuple(f.strip() for f in self.item_text_fields.split(",") if f.strip()),
+                             history_format=self.history_format)
+
+    def retriever_config_fields(self) -> dict:
+        """The retriever config fields these arguments decide. `finetune_retriever` saves them with the model, so that
+        `retrieve`, `render_history`, the pipeline and the Space read inputs as fine-tuning did: the task, the input
+        length and the end an over-long input is cut at, and for recommendation how histories are rendered."""
+        fields = {"task": self.task, "max_query_length": self.max_length, "truncation_side": "right"}
+        if self.task == "recommendation":
+            fields.update(self.history().config_fields())
+        return fields
+
 
 @dataclass
 class FinetuneArguments:
     indexer: str = field(default="", metadata={"help": "Directory of a trained indexer (lmindexer index output)."})
+    backbone: str | None = field(
+        default=None,
+        metadata={"help": "Seq2seq or BERT-style checkpoint to fine-tune on the IDs of a two-stage indexer folder "
+                          "(rqkmeans, rqvae, hkmeans), which has no language model of its own."},
+    )
     lora_target_modules: str | None = field(default=None, metadata={"help": "LoRA on these modules, e.g. q,v."})
     lora_rank: int = field(default=8)
 
 
-def load_downstream_splits(data_args: DownstreamDataArguments, id_map):
+def load_downstream_splits(data_args: DownstreamDataArguments, id_map, config=None):
+    """The task's splits over the documents of `id_map`. With `config` (a retriever's `LMIndexerRetrievalConfig`),
+    histories are rendered by the settings it saved, as the model renders them when serving; otherwise by `data_args`."""
     from .downstream_data import HistoryFormat, recommendation_splits, retrieval_splits
 
     folder = Path(data_args.data)
     if data_args.task == "recommendation":
-        history = HistoryFormat(
-            max_history=data_args.max_history, newest_first=data_args.newest_first,
-            separator=data_args.history_separator, text_fields=tuple(data_args.item_text_fields.split(",")),
-        )
-        return recommendation_splits(folder / "sequences.jsonl", folder / "items.jsonl", history, set(id_map.doc_ids))
+        history = data_args.history()
+        if config is not None:
+            saved = HistoryFormat.from_config(config)
+            if saved != history:
+                logger.warning("Histories are rendered as the model was fine-tuned (%s), not as the arguments say (%s).",
+                               saved, history)
+            history = saved
+        return recommendation_splits(folder / "sequences.jsonl", folder / "items.jsonl", history, set(id_map.doc_ids),
+                                     id_map=id_map)
     if data_args.task == "retrieval":
         splits, report = retrieval_splits(folder, set(id_map.doc_ids), data_args.indexing, data_args.pseudo_queries)
         logger.info("qrels report: %s", report)
@@ -69,19 +106,50 @@ def _evaluation_split(splits, data_args):
     return split
 
 
+def build_retriever(finetune_args: FinetuneArguments):
+    """The untrained retriever: from an LMIndexer folder (its backbone and codebook-initialised ID tokens), or from
+    `backbone` and a two-stage folder's ID map (ID tokens start at random: the baselines have no codebook in the
+    backbone's space)."""
+    from transformers import AutoTokenizer
+
+    from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
+    from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
+    from .id_methods import method_of_folder
+
+    folder = Path(finetune_args.indexer)
+    method = method_of_folder(folder).name if folder.is_dir() else "lmindexer"  # a Hub repo id is an LMIndexer
+    if method == "lmindexer":
+        if finetune_args.backbone:
+            logger.warning("--backbone is ignored: %s is an LMIndexer, whose own backbone is fine-tuned.", folder)
+        return LMIndexerForGenerativeRetrieval.from_indexer(finetune_args.indexer)
+    if not finetune_args.backbone:
+        raise ValueError(f"{folder} was made by the two-stage method {method!r}, which has no language model: name the "
+                         "seq2seq (or BERT-style) checkpoint to fine-tune with --backbone.")
+    id_map = SemanticIDMap.load(folder / ID_MAP_FILE)
+    tokenizer = AutoTokenizer.from_pretrained(finetune_args.backbone)
+    # `from_backbone` turns an encoder-only checkpoint into bert2bert and sets its start and pad tokens.
+    backbone = LMIndexerForSemanticID.from_backbone(
+        finetune_args.backbone, tokenizer=tokenizer, id_length=id_map.id_length, codebook_sizes=id_map.codebook_sizes,
+        dedup_size=id_map.dedup_size,
+    ).backbone
+    model = LMIndexerForGenerativeRetrieval.from_backbone_and_map(backbone, tokenizer, id_map)
+    model.tokenizer = tokenizer
+    return model
+
+
 def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, training_args) -> dict:
     """Fine-tune a retriever initialised from a trained indexer, evaluate it on the test split, save it with its
     card and metrics to `output_dir` (and push it with `push_to_hub`). Returns the test metrics."""
     from ..hub_cards import push_model_to_hub
-    from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval
     from .collators import RetrievalCollator
     from .retrieval_trainer import GenerativeRetrievalTrainer, apply_lora
 
-    model = LMIndexerForGenerativeRetrieval.from_indexer(finetune_args.indexer)
-    model.config.task = data_args.task
-    model.config.history_separator = data_args.history_separator
+    model = build_retriever(finetune_args)
+    # Saved with the model: serving renders, cuts and encodes inputs as these training samples are.
+    for name, value in data_args.retriever_config_fields().items():
+        setattr(model.config, name, value)
     tokenizer = model.tokenizer
-    splits = load_downstream_splits(data_args, model.id_map)
+    splits = load_downstream_splits(data_args, model.id_map, model.config)
     trained = model
     if finetune_args.lora_target_modules:
         trained = apply_lora(model, finetune_args.lora_target_modules.split(","), rank=finetune_args.lora_rank)
@@ -156,7 +224,7 @@ def evaluate_retriever(args: EvaluateArguments, data_args: DownstreamDataArgumen
     from .ranking_metrics import ranking_metrics
 
     model, tokenizer = load_retriever(args.model)
-    split = _evaluation_split(load_downstream_splits(data_args, model.id_map), data_args)
+    split = _evaluation_split(load_downstream_splits(data_args, model.id_map, model.config), data_args)
     ks = [int(k) for k in args.ks.split(",")]
     results = model.retrieve(split["input_text"], tokenizer=tokenizer, top_k=min(max(ks), args.num_beams),
                              num_beams=args.num_beams, batch_size=args.batch_size)

@@ -19,6 +19,7 @@ from transformers.utils.hub import PushInProgress
 from ..hub_cards import LMIndexerCardData, ModelCardCallback, write_model_card
 from ..hub_cards.plots import PLOT_FOLDER
 from ..hub_cards.publishing import FORBIDDEN_SUFFIXES, is_pickle_file
+from .fault_points import crash_point
 
 logger = logging.getLogger("lmindexer")
 
@@ -34,6 +35,7 @@ class JSONTrainingArgumentsMixin:
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
+        crash_point("trainer_checkpoint.after_weights")
         folder = Path(output_dir if output_dir is not None else self.args.output_dir)
         if self.args.should_save and (folder / TRAINING_ARGS_PICKLE).exists():
             (folder / TRAINING_ARGS_PICKLE).unlink()

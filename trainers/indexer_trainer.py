@@ -31,17 +31,30 @@ from ..modeling_lmindexer import LMIndexerForSemanticID, SemanticIDMap, __versio
 from ..modeling_lmindexer.semantic_id_map import prefix_keys
 from .arguments import IndexerTrainingArguments
 from .collators import IndexerDataCollator
-from .corpus import Corpus
+from .corpus import Corpus, text_digests
 from .corpus_passes import DistributedPasses, assign_corpus, collect_hidden_states
+from .id_layout import automatic_dedup_size
 from .diagnostics import IndexerDiagnosticsCallback, code_diagnostics, collapse_warnings, reconstruction_f1
 from .kmeans import kmeans_codebook
-from .stage_checkpoint import StageCheckpoints, run_fingerprint
+from .model_folder import recover_model_folder, write_model_folder
+from .stage_checkpoint import StageCheckpoints, run_config, run_fingerprint
 from .stage_trainers import STAGE_TRAINERS
 from .stages import Phase, Stage, plan_stages
 
 logger = logging.getLogger("lmindexer")
 
 METRICS_FILE = "indexer_metrics.json"
+
+
+def check_codebook_sizes(codebook_sizes: int | list[int], id_length: int, num_documents: int) -> None:
+    """Raise before any training when a codebook has more codes than there are documents to cluster into them."""
+    sizes = [codebook_sizes] * id_length if isinstance(codebook_sizes, int) else list(codebook_sizes)
+    for position, size in enumerate(sizes, start=1):
+        if size > num_documents:
+            raise ValueError(
+                f"--codebook_size: codebook {position} cannot make {size} codes from {num_documents} documents: give "
+                f"the corpus at least {size} documents or lower the codebook size to {num_documents} or less."
+            )
 
 
 class IndexerTrainer:
@@ -83,8 +96,14 @@ class IndexerTrainer:
         self.final_metrics: dict | None = None
         _ = args.device  # sets up the process group under torchrun before ranks are read
         self.passes = DistributedPasses(len(corpus))
+        # Files of the final folder besides model, tokenizer and metrics (name -> text), written by `save`.
+        self.extra_files: dict[str, str] = {}
+        if self.is_main_process:
+            recover_model_folder(self.output_dir)  # a save killed mid-swap: back to one complete folder first
+        self.passes.barrier()
         # Taken before training: the Trainer aligns special-token ids in the config as it starts.
-        self.checkpoints = StageCheckpoints(self.output_dir, run_fingerprint(model.config, corpus, args))
+        self.checkpoints = StageCheckpoints(self.output_dir, run_fingerprint(model.config, corpus, args, self.max_length),
+                                            config=run_config(model.config))
         self._tokenised: datasets.Dataset | None = None
         # Codes computed with the current weights, reused until a phase changes the weights.
         self._weights_version = 0
@@ -117,6 +136,13 @@ class IndexerTrainer:
                                                self.args.assignment_batch_size, self.max_length, rows, self._progress)
         )
         seed = self.stage_seed(stage)
+        if config.center_hidden:
+            # Vectors come out minus the current centre; moving the centre by their mean centres them.
+            shift = vectors.mean(axis=0)
+            with torch.no_grad():
+                centers = self.model.hidden_centers
+                centers[position - 1] += torch.as_tensor(shift, dtype=centers.dtype, device=centers.device)
+            vectors = vectors - shift
         centroids = None
         if self.is_main_process:
             centroids = kmeans_codebook(vectors, config.codebook_sizes[position - 1], config.code_geometry, seed=seed,
@@ -158,20 +184,17 @@ class IndexerTrainer:
             raise ValueError(f"Assign all {config.id_length} positions before building the ID map "
                              f"({self.codes.shape[1]} assigned so far).")
         if self.auto_dedup:
-            _, group_sizes = np.unique(prefix_keys(self.codes, config.codebook_sizes), return_counts=True)
-            largest = int(group_sizes.max())
-            # Headroom for zero-shot documents added later by `lmindexer assign`: the next power of two.
-            config.dedup_size = 1 << max(largest - 1, 0).bit_length()
-            logger.info("dedup_size set to %d (largest group: %d documents)", config.dedup_size, largest)
+            config.dedup_size = automatic_dedup_size(self.codes, config.codebook_sizes)
+            logger.info("dedup_size set to %d to fit the largest group of documents sharing an ID", config.dedup_size)
         id_map = SemanticIDMap.from_codes(
             self.corpus.doc_ids, torch.as_tensor(self.codes), config.codebook_sizes, config.dedup_size,
-            doc_titles=self.corpus.titles,
+            doc_titles=self.corpus.titles, text_digests=text_digests(self.corpus.texts),
         )
         final = self.metrics[Stage(Phase.ASSIGN, config.id_length).name]  # diagnostics of the final codes
         self.final_metrics = {"stages": self.metrics, "id_map": id_map.statistics(), "fingerprint": self.fingerprint}
         if self.corpus.labels is not None:
             self.final_metrics["final"] = final
-        self.model.id_map = id_map
+        self.model.attach_id_map(id_map, force=True)  # a new map for these weights: the model is bound to it
         dataset = self.card_data.datasets[0] if self.card_data.datasets else "training corpus"
         summary = {key: value for key, value in final.items()
                    if key.startswith(("ami_", "perplexity_", "utilisation_")) or key == "collision_rate"}
@@ -182,12 +205,34 @@ class IndexerTrainer:
         return id_map
 
     def save(self, output_dir: str | Path | None = None) -> None:
-        """Model (with ID map and card), tokenizer and metrics JSON, from the main process."""
+        """Write the final indexer folder, from the main process, so that it goes from one complete state to the next.
+
+        What `ls runs/x` shows:
+
+        - `runs/x/`: the indexer (`config.json`, `model.safetensors`, `semantic_id_map.safetensors`, the tokenizer,
+          `README.md` and `assets/`, `indexer_metrics.json`, `id_method.json` and the modeling code), next to the
+          run's own `checkpoint-stage/` and `stages/`;
+        - `runs/x.saving/x/`, only while saving: the new indexer, written there file by file;
+        - `runs/x.old/`, only for the instant of the swap: the previous complete folder.
+
+        Every file of the new indexer is written into `runs/x.saving/x/` first; then `runs/x` becomes `runs/x.old`,
+        the new folder becomes `runs/x`, the run's checkpoints, logs and any other file that is no model file move
+        over from `runs/x.old`, which is removed. Killed at any point, `runs/x` holds weights, map, tokenizer, card
+        and metrics of one and the same save (the previous one until the swap); a kill between the two renames
+        leaves only `runs/x.old`, which loading names and the next run (or save) puts back
+        (`lmindexer.trainers.model_folder`).
+        """
         folder = Path(output_dir or self.output_dir)
+
+        def write(staging: Path) -> None:
+            self.model.save_pretrained(staging)
+            self.tokenizer.save_pretrained(staging)
+            (staging / METRICS_FILE).write_text(json.dumps(self.final_metrics, indent=2))
+            for name, text in self.extra_files.items():
+                (staging / name).write_text(text)
+
         if self.is_main_process:
-            self.model.save_pretrained(folder)
-            self.tokenizer.save_pretrained(folder)
-            (folder / METRICS_FILE).write_text(json.dumps(self.final_metrics, indent=2))
+            write_model_folder(folder, write)
         self.passes.barrier()
 
     def push(self):
@@ -206,6 +251,7 @@ class IndexerTrainer:
     def train(self) -> SemanticIDMap:
         """Every stage in order (continuing after the last finished one with `resume`), then build, save and,
         with `push_to_hub`, push the ID map and the indexer."""
+        check_codebook_sizes(self.model.config.codebook_sizes, self.model.config.id_length, len(self.corpus))
         completed = self.restore() if self.args.resume else 0
         for index in range(completed, len(self.stages)):
             stage = self.stages[index]
@@ -309,6 +355,9 @@ class IndexerTrainer:
         return self.args.seed + self.stages.index(stage)
 
     def _begin(self, stage: Stage) -> Stage:
+        if not 1 <= stage.position <= self.model.config.id_length:
+            raise ValueError(f"Position {stage.position} does not exist: this indexer learns positions "
+                             f"1..{self.model.config.id_length}.")
         if stage.phase is not Phase.RECONSTRUCTOR_WARMUP and self.codes.shape[1] < stage.position - 1:
             raise ValueError(f"{stage.name} needs the codes of positions 1..{stage.position - 1}; assign them first "
                              f"({self.codes.shape[1]} assigned so far).")
@@ -356,6 +405,7 @@ class IndexerTrainer:
             position=position,
             prefix_keys=prefix_keys(self.codes[:, : position - 1], self.model.config.codebook_sizes),
             head_learning_rate=self.args.head_learning_rate,
+            groups_by_prefix=self.args.encoder_warmup_groups_by_prefix if stage.phase is Phase.ENCODER_WARMUP else None,
         )
         diagnostics.trainer = trainer
         self.card_callback.stage = stage.name

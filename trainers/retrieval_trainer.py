@@ -2,7 +2,8 @@
 
 `Seq2SeqTrainer` passes no generation kwargs to `generate` during training-time evaluation, so its default
 `evaluate` would decode with one beam. This trainer evaluates through `model.retrieve` with its own beam
-settings instead, and reports Recall, NDCG, MAP and MRR at each k.
+settings instead, and reports Recall, NDCG, MAP and MRR at each k, and `prefix_right_dedup_wrong@1` (see
+`dedup_confusion_at_1`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from .ranking_metrics import ranking_metrics
 
 @dataclass
 class RetrievalTrainingArguments(Seq2SeqTrainingArguments):
-    """Defaults follow the paper's downstream recommendation / product search setting (batch 32, lr 1e-3)."""
+    """Defaults follow the paper's downstream recommendation / product search setting (batch 32, lr 1e-3, AdamW eps
+    1e-6)."""
 
     output_dir: str = field(default="runs/retriever")
     per_device_train_batch_size: int = field(default=32)
     learning_rate: float = field(default=1e-3)
+    adam_epsilon: float = field(default=1e-6, metadata={"help": "AdamW epsilon; the paper's 1e-6."})
     remove_unused_columns: bool = field(default=False)
     eval_num_beams: int = field(default=20, metadata={"help": "Beams of the constrained search at evaluation."})
     eval_ks: str = field(default="5,10", metadata={"help": "Cut-offs k of the reported metrics."})
@@ -49,19 +52,48 @@ class GenerativeRetrievalTrainer(HubCardTrainerMixin, Seq2SeqTrainer):
         ks = getattr(self.args, "ks", [5, 10])
         num_beams = gen_kwargs.get("num_beams", getattr(self.args, "eval_num_beams", 20))
         top_k = min(max(ks), num_beams)
-        rankings = []
+        rankings, top_ids = [], []
         texts = dataset["input_text"]
         batch = getattr(self.args, "eval_batch_queries", 32)
         for start in range(0, len(texts), batch):
             results = model.retrieve(texts[start : start + batch], tokenizer=self.processing_class, top_k=top_k,
                                      num_beams=num_beams, batch_size=batch)
             rankings += [[entry["doc_id"] for entry in ranked] for ranked in results]
+            top_ids += [tuple(ranked[0]["semantic_id"]) if ranked else None for ranked in results]
         model.train(was_training)
         relevants = [json.loads(relevant) for relevant in dataset["relevant"]]
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in ranking_metrics(rankings, relevants, ks).items()}
+        id_map = model.id_map
+        relevant_ids = [[id_map.semantic_id(doc) for doc, grade in relevant.items() if grade > 0 and doc in id_map]
+                        for relevant in relevants]
+        metrics[f"{metric_key_prefix}_prefix_right_dedup_wrong@1"] = dedup_confusion_at_1(top_ids, relevant_ids,
+                                                                                          model.config.id_length)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+
+def dedup_confusion_at_1(top_ids, relevant_ids, id_length: int) -> float:
+    """Share of queries whose top-1 ID is not relevant but has a relevant document's learned prefix (its first
+    `id_length` codes): the model found the right group and then picked the wrong dedup token.
+
+    Dedup tokens only number the documents that share all learned codes, so nothing in a document's text tells them
+    apart; a high value means those groups cost accuracy (larger codebooks, or more positions, would split them).
+    `top_ids`: per query, the top-1 semantic ID (None when nothing was returned); `relevant_ids`: per query, the
+    semantic IDs of its relevant documents.
+    """
+    if len(top_ids) != len(relevant_ids):
+        raise ValueError(f"Got {len(top_ids)} top-1 IDs for {len(relevant_ids)} queries.")
+    if not top_ids:
+        return 0.0
+    confused = 0
+    for top, relevant in zip(top_ids, relevant_ids):
+        if top is None:
+            continue
+        top, relevant = tuple(top), {tuple(ids) for ids in relevant}
+        if top not in relevant and any(ids[:id_length] == top[:id_length] for ids in relevant):
+            confused += 1
+    return confused / len(top_ids)
 
 
 def apply_lora(model, target_modules: list[str], rank: int = 8, alpha: int = 16, dropout: float = 0.05):

@@ -33,11 +33,13 @@ class IndexerStageTrainer(JSONTrainingArgumentsMixin, Trainer):
         phase: the [`Phase`] it trains; its stage name (`codebook_t2`) prefixes the logs.
         mode: the [`IndexerMode`] the model runs in.
         trains_backbone: False freezes the backbone (encoder, decoder, token embeddings) while it trains.
+        groups_by_prefix: from t = 2 on, batches hold whole prefix groups (`PrefixGroupBatchSampler`).
     """
 
     phase: ClassVar[Phase]
     mode: ClassVar[IndexerMode]
     trains_backbone: ClassVar[bool] = True
+    groups_by_prefix: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -45,8 +47,11 @@ class IndexerStageTrainer(JSONTrainingArgumentsMixin, Trainer):
         position: int,
         prefix_keys: np.ndarray | None = None,
         head_learning_rate: float | None = None,
+        groups_by_prefix: bool | None = None,
         **kwargs,
     ):
+        if groups_by_prefix is not None:
+            self.groups_by_prefix = groups_by_prefix
         self.position = position
         self.prefix_keys = prefix_keys
         self.head_learning_rate = head_learning_rate
@@ -71,29 +76,47 @@ class IndexerStageTrainer(JSONTrainingArgumentsMixin, Trainer):
                 parameter.requires_grad_(True)
 
     def create_optimizer(self, model=None):
-        """With `head_learning_rate`, the modules the indexer adds (reconstructor, codebooks) get their own rate:
-        they start from scratch while the backbone is pretrained and needs a gentler one."""
-        if self.optimizer is not None or self.head_learning_rate is None:
+        """With `head_learning_rate`, parameters that start from scratch get their own rate: the reconstructor,
+        the codebooks, and backbone weights the pretrained checkpoint lacked (a bert2bert decoder's
+        cross-attention), while the pretrained backbone needs a gentler one. A phase that freezes the backbone
+        trains only new parameters and keeps its own learning rate."""
+        if self.optimizer is not None or self.head_learning_rate is None or not self.trains_backbone:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
+        fresh = set(fresh_parameter_names(opt_model))
         groups: dict[tuple[bool, bool], list] = defaultdict(list)
         for name, parameter in opt_model.named_parameters():
             if parameter.requires_grad:
-                groups[(name.startswith("backbone."), name in decay)].append(parameter)
+                groups[(name in fresh, name in decay)].append(parameter)
         optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_class(
             [
                 {
                     "params": params,
                     "weight_decay": self.args.weight_decay if decays else 0.0,
-                    "lr": self.args.learning_rate if in_backbone else self.head_learning_rate,
+                    "lr": self.head_learning_rate if is_fresh else self.args.learning_rate,
                 }
-                for (in_backbone, decays), params in groups.items()
+                for (is_fresh, decays), params in groups.items()
             ],
             **optimizer_kwargs,
         )
         return self.optimizer
+
+    def get_train_dataloader(self) -> DataLoader:
+        """From t = 2 on, with `groups_by_prefix`, batches are filled with whole prefix groups so that the
+        contrastive loss has partners to spread."""
+        if not self.groups_by_prefix or self.position == 1 or self.prefix_keys is None:
+            return super().get_train_dataloader()
+        sampler = PrefixGroupBatchSampler(self.prefix_keys, self.args.per_device_train_batch_size, seed=self.args.seed)
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs, position=self.position, mode=self.mode)
@@ -138,21 +161,15 @@ class CodebookTrainer(IndexerStageTrainer):
 
     phase = Phase.CODEBOOK
     mode = IndexerMode.STRAIGHT_THROUGH
+    groups_by_prefix = True
 
-    def get_train_dataloader(self) -> DataLoader:
-        if self.position == 1 or self.prefix_keys is None:
-            return super().get_train_dataloader()
-        sampler = PrefixGroupBatchSampler(
-            self.prefix_keys, self.args.per_device_train_batch_size, seed=self.args.seed
-        )
-        loader = DataLoader(
-            self.train_dataset,
-            batch_sampler=sampler,
-            collate_fn=self.data_collator,
-            num_workers=self.args.dataloader_num_workers,
-            pin_memory=self.args.dataloader_pin_memory,
-        )
-        return self.accelerator.prepare(loader)
+
+def fresh_parameter_names(model) -> list[str]:
+    """Parameters that do not come from a pretrained checkpoint: everything outside the backbone, and the
+    cross-attention a bert2bert decoder adds to an encoder-only checkpoint."""
+    is_bert2bert = getattr(model.config.backbone_config, "model_type", "") == "encoder-decoder"
+    return [name for name, _ in model.named_parameters()
+            if not name.startswith("backbone.") or (is_bert2bert and ".crossattention." in name)]
 
 
 STAGE_TRAINERS: dict[Phase, type[IndexerStageTrainer]] = {

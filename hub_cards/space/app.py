@@ -51,10 +51,17 @@ class RetrievalDemo:
         return "".join(self.model.config.id_token(position, code) for position, code in enumerate(semantic_id, start=1))
 
     def query_text(self, query: str, history: list[str] | None) -> str:
-        """The typed query, or the picked history rendered as the model was fine-tuned (item titles joined)."""
+        """The typed query, or the picked history (document IDs, in the order picked: oldest first) rendered by the
+        model's own `render_history`, as it was fine-tuned (format, order, item limit, separator)."""
         if query and query.strip():
             return query.strip()
         if history:
+            if hasattr(self.model, "render_history"):
+                try:
+                    return self.model.render_history(list(history))
+                except ValueError as error:  # e.g. a map without titles for a model fine-tuned on item texts
+                    raise gr.Error(str(error)) from None
+            # A model published before `render_history` existed was fine-tuned on item titles, oldest first.
             separator = getattr(self.model.config, "history_separator", " ; ")
             return separator.join(self._titles[doc_id] for doc_id in history)
         raise gr.Error("Type a query or pick at least one item of a user history.")

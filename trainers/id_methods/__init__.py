@@ -8,6 +8,6 @@ so adding one is a new module with a `@register_id_method("name")` class, import
 from __future__ import annotations
 
 from .base import ID_METHODS, IDMethod, IndexResult, get_id_method, method_of_folder, register_id_method
-from . import lmindexer_method  # noqa: F401  (registers "lmindexer")
+from . import lmindexer_method, two_stage  # noqa: F401  (register lmindexer, rqkmeans, rqvae, hkmeans)
 
 __all__ = ["ID_METHODS", "IDMethod", "IndexResult", "get_id_method", "method_of_folder", "register_id_method"]

@@ -10,8 +10,6 @@ from typing import ClassVar
 from ...modeling_lmindexer import SemanticIDMap
 
 METHOD_FILE = "id_method.json"
-
-
 @dataclass
 class IndexResult:
     """What indexing a corpus gives: the ID map and the metrics written to `indexer_metrics.json`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -10,32 +11,20 @@ from transformers import AutoModel, AutoTokenizer
 from ...hub_cards import LMIndexerCardData
 from ...modeling_lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
 from ..arguments import IndexArguments, IndexerTrainingArguments, number_list
-from ..corpus import Corpus
+from ..corpus import TEXT_SEPARATOR, Corpus
 from ..corpus_passes import assign_new_documents
 from ..demo import TINY_BACKBONE, tiny_t5_config, train_tokenizer
-from ..indexer_trainer import IndexerTrainer
-from .base import IDMethod, IndexResult, register_id_method
+from ..indexer_trainer import IndexerTrainer, check_codebook_sizes
+from ..id_layout import resolve_codebook_sizes
+from .base import METHOD_FILE, IDMethod, IndexResult, register_id_method
 
 logger = logging.getLogger("lmindexer")
 
-PAPER_CODEBOOK_SIZE = 512
-MIN_DOCUMENTS_PER_CODE = 4
-
-
-def default_codebook_size(num_documents: int) -> int:
-    """512 (the paper's size for ~12k items), halved until k-means has at least 4 documents per code."""
-    size = PAPER_CODEBOOK_SIZE
-    while size > 2 and size * MIN_DOCUMENTS_PER_CODE > num_documents:
-        size //= 2
-    return size
-
-
 def build_indexer(args: IndexArguments, corpus: Corpus) -> tuple[LMIndexerForSemanticID, object]:
     """The untrained indexer and tokenizer `args` describe; the tiny default trains its tokenizer on the corpus."""
-    codebook_sizes = number_list(args.codebook_size, int)
-    if codebook_sizes is None:
-        codebook_sizes = default_codebook_size(len(corpus))
-        logger.info("codebook size %d for %d documents", codebook_sizes, len(corpus))
+    codebook_sizes = resolve_codebook_sizes(args.codebook_size, len(corpus))
+    logger.info("codebook sizes %s for %d documents", codebook_sizes, len(corpus))
+    check_codebook_sizes(codebook_sizes, args.id_length, len(corpus))
     settings = dict(
         id_length=args.id_length,
         codebook_sizes=codebook_sizes,
@@ -46,6 +35,10 @@ def build_indexer(args: IndexArguments, corpus: Corpus) -> tuple[LMIndexerForSem
         reconstructor_layers=args.reconstructor_layers,
         hint_ratios=number_list(args.hint_ratios, float),
         reconstructor_max_positions=max(args.max_length, 8),
+        # How documents were read, so that `lmindexer assign` reads new ones the same way.
+        indexing_max_length=args.max_length,
+        indexing_text_fields=args.text_field_list,
+        indexing_text_separator=TEXT_SEPARATOR,
     )
     if args.backbone == TINY_BACKBONE:
         tokenizer = train_tokenizer(corpus.texts)
@@ -74,14 +67,34 @@ class LMIndexerMethod(IDMethod):
             model, tokenizer, corpus, training_args, max_length=args.max_length, auto_dedup=args.dedup_size is None,
             card_data=indexer_card_data(args, training_args),
         )
+        # The method stamp is one of the final folder's files, swapped in with the rest by `trainer.save()`.
+        trainer.extra_files[METHOD_FILE] = json.dumps({"method": self.name}, indent=2)
         id_map = trainer.train()
-        if trainer.is_main_process:
-            self.stamp(Path(training_args.output_dir))
         return IndexResult(id_map, trainer.final_metrics, Path(training_args.output_dir), trainer.is_main_process)
 
     def assign_new_documents(self, folder: Path, corpus: Corpus, args) -> tuple[SemanticIDMap, list[int]]:
+        """Zero-shot IDs with the folder's indexer, reading documents at the length it was trained with unless
+        `args.max_length` says otherwise."""
+        model_type = read_model_type(folder)
+        if model_type is None:
+            raise FileNotFoundError(f"--model {folder} holds no config.json: it is not a trained indexer folder.")
+        if model_type != LMIndexerConfig.model_type:
+            what = "a generative retriever" if model_type == "lmindexer-retrieval" else f"a {model_type!r} model"
+            raise ValueError(
+                f"--model {folder} is {what}, not a trained indexer: give `lmindexer assign` the folder that "
+                "`lmindexer index` wrote (a retriever's IDs are fixed by the indexer it was fine-tuned from)."
+            )
         model = AutoModel.from_pretrained(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         if model.id_map is None:
             raise FileNotFoundError(f"{folder} holds no semantic_id_map.safetensors: it is not a trained indexer.")
-        return assign_new_documents(model, tokenizer, corpus, model.id_map, args.batch_size, args.max_length)
+        max_length = args.max_length or model.config.indexing_max_length or 512
+        return assign_new_documents(model, tokenizer, corpus, model.id_map, args.batch_size, max_length)
+
+
+def read_model_type(folder: Path) -> str | None:
+    """The `model_type` in a folder's config.json (None when it has none)."""
+    config_file = Path(folder) / "config.json"
+    if not config_file.is_file():
+        return None
+    return json.loads(config_file.read_text()).get("model_type")

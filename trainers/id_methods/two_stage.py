@@ -1,0 +1,130 @@
+"""Two-stage semantic-ID methods: embed the corpus once with a sentence encoder, then quantise the embeddings
+(`rqkmeans`, `rqvae`, `hkmeans`). The folder they write has the same layout as an LMIndexer folder (ID map,
+`indexer_metrics.json`, card) plus the quantiser, so `lmindexer assign` and `lmindexer finetune --indexer`
+take it like any other indexer folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...hub_cards import LMIndexerCardData, first_code_label_table, write_id_map_card
+from ...modeling_lmindexer import SemanticIDMap
+from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
+from ..diagnostics import code_diagnostics
+from ..embeddings import cached_embeddings, default_encoder, encode_texts
+from ..id_layout import automatic_dedup_size, resolve_codebook_sizes
+from .base import METHOD_FILE, IDMethod, IndexResult, register_id_method
+from .quantizer import load_quantizer, quantizer_class
+
+logger = logging.getLogger("lmindexer")
+
+METRICS_FILE = "indexer_metrics.json"
+
+
+def embedding_settings(args) -> dict:
+    """What identifies the embeddings of a two-stage method (recorded so that `assign` embeds new documents alike)."""
+    return {
+        "encoder": args.encoder or default_encoder(),
+        "pooling": args.pooling,
+        "normalize": args.normalize_embeddings,
+        "max_length": args.embedding_max_length,
+        "text_fields": args.text_field_list,
+    }
+
+
+def quantizer_settings(args) -> dict:
+    if not args.method_settings:
+        return {}
+    try:
+        settings = json.loads(args.method_settings)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--method_settings is not valid JSON ({error}): {args.method_settings!r}") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"--method_settings must be a JSON object, got {args.method_settings!r}.")
+    return settings
+
+
+class TwoStageMethod(IDMethod):
+    """Embeddings, then the quantiser registered under the method's own name."""
+
+    def index(self, corpus, args, training_args) -> IndexResult:
+        output_dir = Path(training_args.output_dir)
+        progress = not training_args.disable_tqdm
+        embedding = embedding_settings(args)
+        cache_dir = Path(args.embedding_cache_dir) if args.embedding_cache_dir else output_dir.parent / ".embeddings"
+        started = time.perf_counter()
+        vectors = cached_embeddings(corpus.doc_ids, corpus.texts, cache_dir, embedding["encoder"], embedding["pooling"],
+                                    embedding["normalize"], embedding["max_length"], embedding["text_fields"],
+                                    progress=progress)
+        embedded = time.perf_counter()
+        sizes = resolve_codebook_sizes(args.codebook_size, len(corpus))
+        quantizer = quantizer_class(self.name)(args.id_length, sizes, seed=training_args.seed, progress=progress,
+                                               **quantizer_settings(args))
+        codes = quantizer.fit(vectors)
+        quantized = time.perf_counter()
+        dedup_size = args.dedup_size or automatic_dedup_size(codes, quantizer.codebook_sizes)
+        id_map = SemanticIDMap.from_codes(corpus.doc_ids, torch.as_tensor(codes), quantizer.codebook_sizes, dedup_size,
+                                          doc_titles=corpus.titles)
+        final = code_diagnostics(codes, quantizer.codebook_sizes, corpus.labels)
+        metrics = {
+            "method": self.name,
+            "stages": {"embed": {"seconds": round(embedded - started, 2), "dimension": int(vectors.shape[1])},
+                       "quantize": {"seconds": round(quantized - embedded, 2), **quantizer.settings_dict()}},
+            "id_map": id_map.statistics(),
+            "final": final,
+        }
+        output_dir.mkdir(parents=True, exist_ok=True)
+        quantizer.save(output_dir)
+        id_map.save(output_dir / ID_MAP_FILE)
+        (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        self.stamp(output_dir, {"embedding": embedding, "quantizer": quantizer.settings_dict()})
+        card_data = LMIndexerCardData(model_id=training_args.hub_model_id, task="semantic-indexing",
+                                      datasets=[Path(args.corpus).name if args.corpus else "lmindexer demo catalogue (generated)"],
+                                      label_field=args.label_field)
+        summary = {key: value for key, value in final.items()
+                   if key.startswith(("ami_", "perplexity_", "utilisation_")) or key == "collision_rate"}
+        card_data.add_evaluation(card_data.datasets[0], "train", summary)
+        if corpus.labels is not None:
+            card_data.label_distribution = first_code_label_table(id_map, corpus.labels)
+        write_id_map_card(output_dir, id_map, card_data, self.name,
+                          {**embedding, "quantizer": quantizer.settings_dict()})
+        logger.info("[%s] %d documents embedded in %.1f s, quantised in %.1f s", self.name, len(corpus),
+                    embedded - started, quantized - embedded)
+        return IndexResult(id_map, metrics, output_dir)
+
+    def assign_new_documents(self, folder: Path, corpus, args) -> tuple[SemanticIDMap, list[int]]:
+        folder = Path(folder)
+        stamp = json.loads((folder / METHOD_FILE).read_text())
+        embedding = stamp["embedding"]
+        id_map = SemanticIDMap.load(folder / ID_MAP_FILE)
+        quantizer = load_quantizer(folder)
+        fresh = [row for row, doc_id in enumerate(corpus.doc_ids) if doc_id not in id_map]
+        if not fresh:
+            return id_map, fresh
+        vectors = encode_texts([corpus.texts[row] for row in fresh], embedding["encoder"], embedding["pooling"],
+                               embedding["normalize"], max_length=embedding["max_length"])
+        codes = quantizer.assign(vectors)
+        fresh_corpus = corpus.select(fresh)
+        return id_map.extend(fresh_corpus.doc_ids, torch.as_tensor(np.asarray(codes)), fresh_corpus.titles), fresh
+
+
+@register_id_method("rqkmeans")
+class RQKMeansMethod(TwoStageMethod):
+    """Residual k-means (faiss, L2 at every level)."""
+
+
+@register_id_method("rqvae")
+class RQVAEMethod(TwoStageMethod):
+    """TIGER-style residual-quantised VAE."""
+
+
+@register_id_method("hkmeans")
+class HierarchicalKMeansMethod(TwoStageMethod):
+    """DSI/NCI-style hierarchical k-means of fixed depth."""
