@@ -77,6 +77,9 @@ def beauty(args) -> dict:
     model.config.max_query_length = args.rec_max_length
     tokenizer = model.tokenizer
     history = HistoryFormat(max_history=args.max_history, text_fields=("title",))
+    # Saved with the model, as `lmindexer finetune` does: oldest-first histories are cut on the left (oldest items).
+    for key, value in history.config_fields().items():
+        setattr(model.config, key, value)
     splits = recommendation_splits(Path(args.beauty) / "sequences.jsonl", Path(args.beauty) / "items.jsonl", history,
                                    set(model.id_map.doc_ids))
     train_set = subsample(splits["train"], args.rec_train_samples, args.seed)

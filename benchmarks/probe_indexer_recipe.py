@@ -110,13 +110,11 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=3000)
     parser.add_argument("--variants", default="baseline,all")
     parser.add_argument("--positions", type=int, default=1)
-    parser.add_argument("--codebook-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--warmup-epochs", type=float, default=1.0)
-    parser.add_argument("--codebook-epochs", type=float, default=2.0)
-    parser.add_argument("--seed", type=int, default=0)
+    # The benchmark's budget (bench_beauty_indexer.py), on a K fitting 3,000 documents.
+    budget = {"codebook-size": 32, "max-length": 32, "batch-size": 64, "learning-rate": 1e-4, "warmup-epochs": 1.0,
+              "codebook-epochs": 2.0, "seed": 0}
+    for name, default in budget.items():
+        parser.add_argument(f"--{name}", type=type(default), default=default)
     parser.add_argument("--output", default="benchmarks/indexer_probe.json")
     args = parser.parse_args()
     records = load_records(Path(args.data) / "items.jsonl").select(range(args.items))

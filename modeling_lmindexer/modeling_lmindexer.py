@@ -11,6 +11,9 @@ it is a plain seq2seq LM whose generated ID tokens decode to a readable string.
 
 This file is copied to the Hub next to the weights: it imports only torch, transformers, the standard library
 and its sibling files.
+
+Why one long file: as in transformers' `modeling_*.py`, the whole indexer (base class with the ID map and
+hooks, codebooks, forward at each position, assignment) reads in one place, and the Hub copies it as one module.
 """
 
 from __future__ import annotations

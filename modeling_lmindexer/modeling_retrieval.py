@@ -11,6 +11,10 @@ Recommendation inputs are histories rendered by one rule, `render_history_items`
 (`render_history`), with the settings saved in the config; every input is encoded by `encode_queries`.
 
 This file is copied to the Hub: it imports only torch, transformers, the standard library and its siblings.
+
+Why one long file: it is the retriever's modeling file, copied to the Hub for `trust_remote_code`; as in
+transformers' own `modeling_*.py`, a reader finds the whole model (building, ID-token scoring, histories,
+constrained decoding, `retrieve`) in one place.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ Every write goes to a temporary file in the target folder and is renamed into pl
 a half-written map.
 
 This file is copied to the Hub: it imports only torch, transformers, the standard library and its siblings.
+
+Why one long file: the map, its file formats (safetensors and JSON, with their checks) and its dedup rule are one
+concept, copied to the Hub as one module next to the weights.
 """
 
 from __future__ import annotations
@@ -136,16 +139,9 @@ class SemanticIDMap:
 
     # ------------------------------------------------------------------------------------------ building
     @classmethod
-    def from_codes(
-        cls,
-        doc_ids: Sequence[str],
-        learned_codes: torch.Tensor,
-        codebook_sizes: Sequence[int],
-        dedup_size: int,
-        doc_titles: Sequence[str] | None = None,
-        run_id: str | None = None,
-        text_digests: torch.Tensor | Sequence[int] | None = None,
-    ) -> "SemanticIDMap":
+    def from_codes(cls, doc_ids: Sequence[str], learned_codes: torch.Tensor, codebook_sizes: Sequence[int],
+                   dedup_size: int, doc_titles: Sequence[str] | None = None, run_id: str | None = None,
+                   text_digests: torch.Tensor | Sequence[int] | None = None) -> "SemanticIDMap":
         """Add the dedup position to per-document learned codes `[N, T]` (see the module docstring).
 
         The map gets a new `run_id` unless one is given; with `text_digests` (one non-zero int64 hash of each

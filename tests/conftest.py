@@ -65,6 +65,27 @@ def demo_tokenizer(demo_items):
     return train_tokenizer([f"{item['title']}; {item['brand']}" for item in demo_items], vocab_size=400)
 
 
+def demo_corpus_file(tmp_path_factory, count: int, seed: int) -> Path:
+    """A generated demo catalogue of `count` items written as JSON Lines in a fresh temporary folder."""
+    from lmindexer.trainers.demo import write_jsonl
+
+    return write_jsonl(generate_demo_corpus(count, seed=seed), tmp_path_factory.mktemp("corpus") / "items.jsonl")
+
+
+def interrupt_at_step(monkeypatch, trainer_class, step: int, message: str = "simulated interruption"):
+    """Make `trainer_class` raise KeyboardInterrupt when it reaches global step `step`; returns the original
+    `compute_loss` so that a test can put it back."""
+    original = trainer_class.compute_loss
+
+    def interrupted(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.state.global_step == step:
+            raise KeyboardInterrupt(message)
+        return original(self, model, inputs, return_outputs, num_items_in_batch)
+
+    monkeypatch.setattr(trainer_class, "compute_loss", interrupted)
+    return original
+
+
 def random_batch(batch_size: int = 4, length: int = 10, vocab_size: int = 120, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(3, vocab_size, (batch_size, length), generator=generator)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import one_torch_thread
+from conftest import demo_corpus_file, one_torch_thread
 from lmindexer import LMIndexerForSemanticID, SemanticIDMap
 from lmindexer.trainers.cli import main
 from lmindexer.trainers.corpus import build_corpus, load_records
@@ -28,7 +28,7 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory):
-    return write_jsonl(generate_demo_corpus(96, seed=1), tmp_path_factory.mktemp("corpus") / "items.jsonl")
+    return demo_corpus_file(tmp_path_factory, 96, seed=1)
 
 
 @pytest.fixture(scope="module")

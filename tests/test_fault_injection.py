@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import demo_corpus_file
 
 from lmindexer import LMIndexerForSemanticID, SemanticIDMap
 from lmindexer.trainers.demo import generate_demo_corpus, write_jsonl
@@ -38,38 +39,39 @@ def load_map(folder):
     return SemanticIDMap.load(folder / "semantic_id_map.safetensors")
 
 
+def index_completes(corpus, folder, *extra: str):
+    result = lmindexer("index", "--corpus", str(corpus), "--output_dir", str(folder), *TINY, *extra)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder
+
+
 def assert_killed(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return write_jsonl(generate_demo_corpus(48, seed=4), tmp_path_factory.mktemp("corpus") / "items.jsonl")
+    return demo_corpus_file(tmp_path_factory, 48, seed=4)
 
 
 @pytest.fixture(scope="module")
 def reference(corpus, tmp_path_factory):
     """The uninterrupted run every interrupted one must end at."""
-    folder = tmp_path_factory.mktemp("reference") / "run"
-    result = lmindexer("index", "--corpus", str(corpus), "--output_dir", str(folder), *TINY)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return folder
+    return index_completes(corpus, tmp_path_factory.mktemp("reference") / "run")
 
 
 @pytest.mark.parametrize("point", ["trainer_checkpoint.after_weights", "stage_checkpoint.between_renames"])
 def test_killed_during_training_resumes_to_the_uninterrupted_map(point, corpus, reference, tmp_path):
     folder = tmp_path / "run"
     assert_killed(lmindexer("index", "--corpus", str(corpus), "--output_dir", str(folder), *TINY, kill_at=point))
-    resumed = lmindexer("index", "--corpus", str(corpus), "--output_dir", str(folder), "--resume", "true", *TINY)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    index_completes(corpus, folder, "--resume", "true")
     assert load_map(folder) == load_map(reference)
 
 
 @pytest.mark.parametrize("point", ["final_save.staged", "final_save.between_renames"])
 def test_killed_during_the_final_save_never_leaves_a_mixed_folder(point, corpus, reference, tmp_path):
     folder = tmp_path / "run"
-    first = lmindexer("index", "--corpus", str(corpus), "--output_dir", str(folder), *TINY[:-1], "3")  # seed 3
-    assert first.returncode == 0, first.stderr[-2000:]
+    index_completes(corpus, folder, "--seed", "3")  # a complete earlier run with another seed
     previous = load_map(folder)
     assert previous != load_map(reference)
     assert_killed(lmindexer("index", "--corpus", str(corpus), "--output_dir", str(folder), *TINY, kill_at=point))
@@ -79,8 +81,7 @@ def test_killed_during_the_final_save_never_leaves_a_mixed_folder(point, corpus,
     else:  # killed between the renames: loading names the leftover instead of loading half a model
         with pytest.raises(Exception, match=r"\.old"):
             LMIndexerForSemanticID.from_pretrained(folder)
-    resumed = lmindexer("index", "--corpus", str(corpus), "--output_dir", str(folder), "--resume", "true", *TINY)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    index_completes(corpus, folder, "--resume", "true")
     assert load_map(folder) == load_map(reference)
     assert LMIndexerForSemanticID.from_pretrained(folder).id_map == load_map(reference)
 

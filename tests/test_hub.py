@@ -1,5 +1,9 @@
 """Hub publishing, offline: what would be uploaded, that it loads back without the package, the model card
-(matched whole against a pattern), card data, Trainer pushes, and the `generative-retrieval` pipeline."""
+(matched whole against a pattern), card data, Trainer pushes, and the `generative-retrieval` pipeline.
+
+Long on purpose: one file per public surface (publishing), so that its offline fake Hub and fixtures serve every
+case.
+"""
 
 import json
 import os

@@ -1,5 +1,8 @@
 """Reliability of the training side: the final save swaps whole folders, `assign` holds a lock, an ID map is bound
-to its model, `assign` encodes as indexing did, CSV IDs keep their zeros, one-line CLI errors, dedup headroom."""
+to its model, `assign` encodes as indexing did, CSV IDs keep their zeros, one-line CLI errors, dedup headroom.
+
+Long on purpose: each reproduced fault is a test here, next to the shared tiny run it needs.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import build_tiny_retriever, tiny_indexer_config
+from conftest import build_tiny_retriever, interrupt_at_step, tiny_indexer_config
 from lmindexer import LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
 from lmindexer.modeling_lmindexer import semantic_id_map
 from lmindexer.modeling_lmindexer.semantic_id_map import ID_MAP_FILE
@@ -392,14 +395,7 @@ def test_killed_in_the_first_stage_and_resumed_with_another_codebook_size(corpus
 
     output = tmp_path / "run"
     options = [*SMALL, "--save_strategy", "steps", "--save_steps", "2", "--reconstructor_warmup_batch_size", "8"]
-    original = ReconstructorWarmupTrainer.compute_loss
-
-    def killed_after_a_checkpoint(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.state.global_step == 3:
-            raise KeyboardInterrupt("killed in the first stage")
-        return original(self, model, inputs, return_outputs, num_items_in_batch)
-
-    monkeypatch.setattr(ReconstructorWarmupTrainer, "compute_loss", killed_after_a_checkpoint)
+    original = interrupt_at_step(monkeypatch, ReconstructorWarmupTrainer, 3, "killed in the first stage")
     with pytest.raises(KeyboardInterrupt):
         main(["index", "--corpus", str(corpus_file), "--output_dir", str(output), *options])
     assert (output / "stages" / "reconstructor_warmup" / "checkpoint-2").is_dir()

@@ -1,3 +1,9 @@
+"""Indexer training: each phase trains what it should, the whole run (maps pinned bit for bit), resume at every
+boundary, mid-stage checkpoints, diagnostics, k-means and corpus loading.
+
+Long on purpose: the module-scoped reference run is shared by every test that needs a trained indexer.
+"""
+
 import hashlib
 import json
 import logging
@@ -9,7 +15,7 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from conftest import one_torch_thread
+from conftest import interrupt_at_step, one_torch_thread
 from lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
 from lmindexer.trainers.arguments import IndexerTrainingArguments
 from lmindexer.trainers.corpus import build_corpus
@@ -389,14 +395,7 @@ def interrupt_reconstructor_warmup_after_a_checkpoint(demo_items, demo_tokenizer
     """Run until step 3 of the first stage with a Trainer checkpoint every 2 steps, then interrupt."""
     from lmindexer.trainers.stage_trainers import IndexerStageTrainer
 
-    original = IndexerStageTrainer.compute_loss
-
-    def crash_at_step_3(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.state.global_step == 3:
-            raise KeyboardInterrupt("simulated interruption mid-stage")
-        return original(self, model, inputs, return_outputs, num_items_in_batch)
-
-    monkeypatch.setattr(IndexerStageTrainer, "compute_loss", crash_at_step_3)
+    original = interrupt_at_step(monkeypatch, IndexerStageTrainer, 3, "simulated interruption mid-stage")
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(demo_items, demo_tokenizer, output_dir, save_strategy="steps", save_steps=2, **settings)
     monkeypatch.setattr(IndexerStageTrainer, "compute_loss", original)

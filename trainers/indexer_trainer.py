@@ -13,6 +13,9 @@ id_map = trainer.build_id_map(); trainer.save()
 Each phase reseeds from `seed + its index in the plan`, so a phase run on its own, a resumed run and an
 uninterrupted run see the same randomness. Finished stages are checkpointed (`stage_checkpoint.py`), corpus-wide
 passes are split across `torch.distributed` ranks (`corpus_passes.py`), and only rank 0 writes.
+
+Why past 400 lines: the phases, the run that composes them and their diagnostics are one class, read top to
+bottom in the order Algorithm 1 runs them; resume and distributed passes already live in their own modules.
 """
 
 from __future__ import annotations
