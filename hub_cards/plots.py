@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..modeling_lmindexer.semantic_id_map import mixed_radix_strides
+from ..modeling_lmindexer.semantic_id_map import prefix_keys
 
 PLOT_FOLDER = "assets"
 
@@ -46,7 +46,7 @@ def prefix_density_plot(semantic_ids: np.ndarray, codebook_sizes: list[int], pat
     figure = _figure(5.2, 3.2)
     axis = figure.subplots()
     for length in range(1, positions + 1):
-        keys = semantic_ids[:, :length] @ mixed_radix_strides(codebook_sizes[:length]).numpy()
+        keys = prefix_keys(semantic_ids[:, :length], codebook_sizes)
         _, sizes = np.unique(keys, return_counts=True)
         bins = np.unique(np.geomspace(1, max(int(sizes.max()), 2) + 1, num=20).astype(int))
         axis.hist(sizes, bins=bins, histtype="step", linewidth=1.5, label=f"length {length} ({len(sizes)} prefixes)")

@@ -17,6 +17,7 @@ from lmindexer.trainers.embeddings import cached_embeddings
 from lmindexer.trainers.id_methods import ID_METHODS, get_id_method, method_of_folder
 from lmindexer.trainers.id_methods.quantizer import load_quantizer
 
+TINY_RQVAE = {"hidden_dims": [16], "latent_dim": 8, "epochs": 2, "batch_size": 32, "kmeans_init_points": 64}
 SMALL = ["--id_length", "2", "--codebook_size", "4", "--report_to", "none", "--disable_tqdm", "true",
          "--embedding_max_length", "24"]
 
@@ -46,9 +47,11 @@ def corpus_file(items, tmp_path_factory):
 @pytest.fixture(scope="module")
 def indexed(corpus_file, encoder, tmp_path_factory):
     root = tmp_path_factory.mktemp("indexed")
-    for method in ("rqkmeans", "hkmeans"):
+    for method in ("rqkmeans", "hkmeans", "rqvae"):
+        settings = ["--method_settings", json.dumps(TINY_RQVAE)] if method == "rqvae" else []
         assert main(["index", "--method", method, "--corpus", str(corpus_file), "--encoder", str(encoder),
-                     "--label_field", "category", "--dedup_size", "64", "--output_dir", str(root / method), *SMALL]) == 0
+                     "--label_field", "category", "--dedup_size", "64", "--output_dir", str(root / method), *SMALL,
+                     *settings]) == 0
     return root
 
 
@@ -58,7 +61,7 @@ def test_the_registry_names_every_method():
         get_id_method("kmeans++")
 
 
-@pytest.mark.parametrize("method", ["rqkmeans", "hkmeans"])
+@pytest.mark.parametrize("method", ["rqkmeans", "hkmeans", "rqvae"])
 def test_baseline_folder_has_the_indexer_layout(method, indexed, items, encoder):
     folder = indexed / method
     for name in ("semantic_id_map.safetensors", "indexer_metrics.json", "README.md", "lmindexer_card.json",
@@ -147,3 +150,25 @@ def test_bench_ids_writes_records_per_method_and_seed(corpus_file, encoder, tmp_
     assert set(result["summary"]) == {"rqkmeans", "hkmeans"} and result["summary"]["hkmeans"]["runs"] == 2
     table = out.with_suffix(".md").read_text()
     assert "| rqkmeans | 2 |" in table and "| hkmeans | 2 |" in table
+
+
+def test_reindexing_a_baseline_folder_swaps_it_whole(indexed, corpus_file, encoder, tmp_path, monkeypatch):
+    """A kill while the new quantiser and map are written leaves the previous quantiser with its own map."""
+    import shutil
+
+    from lmindexer.trainers.id_methods import two_stage
+
+    folder = tmp_path / "rq"
+    shutil.copytree(indexed / "rqkmeans", folder)
+    before = SemanticIDMap.load(folder / "semantic_id_map.safetensors")
+    quantizer_before = (folder / "quantizer.safetensors").read_bytes()
+
+    def killed_after_the_quantizer(*args, **kwargs):
+        raise KeyboardInterrupt("killed between the quantiser and the map")
+
+    monkeypatch.setattr(two_stage, "write_id_map_card", killed_after_the_quantizer)
+    with pytest.raises(KeyboardInterrupt):
+        main(["index", "--method", "rqkmeans", "--corpus", str(corpus_file), "--encoder", str(encoder), "--seed", "5",
+              "--label_field", "category", "--dedup_size", "64", "--output_dir", str(folder), *SMALL])
+    assert SemanticIDMap.load(folder / "semantic_id_map.safetensors") == before
+    assert (folder / "quantizer.safetensors").read_bytes() == quantizer_before

@@ -1,0 +1,1 @@
+"""Training side of lmindexer: indexer training, ID methods, downstream fine-tuning, corpus loading and the CLI."""

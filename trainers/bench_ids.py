@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import platform
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,7 @@ from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_s
 from ..modeling_lmindexer.semantic_id_map import prefix_keys
 from .arguments import IndexArguments, IndexerTrainingArguments, split_names
 from .corpus import load_records
+from .diagnostics import code_diagnostics
 from .indexing import index_corpus
 
 COLUMNS = [("ami_c1_coarse", "AMI(c1, coarse)"), ("ami_full_fine", "AMI(ID, fine)"), ("nmi_c2_c1", "NMI(c2;c1)"),
@@ -70,11 +72,8 @@ def id_quality(id_map, labels: dict[str, tuple]) -> dict:
         "utilisation": statistics["utilisation"],
         "perplexity": statistics["perplexity"],
     }
-    # Over document pairs sharing c^{<T}: the share that differ at c^T.
-    _, before = np.unique(prefix_keys(learned[:, :-1], id_map.codebook_sizes), return_counts=True)
-    _, through = np.unique(prefix_keys(learned, id_map.codebook_sizes), return_counts=True)
-    pairs = lambda counts: int((counts * (counts - 1) // 2).sum())  # noqa: E731
-    record["diff_ratio_last"] = 1 - pairs(through) / pairs(before) if pairs(before) else 1.0
+    diagnostics = code_diagnostics(learned, id_map.codebook_sizes)
+    record["diff_ratio_last"] = diagnostics[f"diff_ratio_t{learned.shape[1]}"]
     return record
 
 
@@ -150,4 +149,7 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
 
 
 def command_line() -> str:
-    return "lmindexer " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name == "lmindexer" else " ".join(sys.argv)
+    """The command that is running, quoted so that it can be pasted into a shell."""
+    if sys.argv and Path(sys.argv[0]).name == "lmindexer":
+        return shlex.join(["lmindexer", *sys.argv[1:]])
+    return shlex.join(sys.argv)

@@ -17,6 +17,7 @@ the Python API named in each command's help, and prints the result.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -293,6 +294,16 @@ def error_line(name: str, error: BaseException) -> str:
     return f"lmindexer {name}: error: {message}"
 
 
+def show_progress_messages() -> None:
+    """The package's INFO messages (which stage starts, what a resume continues from) on stderr, once."""
+    logger = logging.getLogger("lmindexer")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s lmindexer: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status: 0, 1 when the command failed (one line on stderr, the traceback
     too with `--debug` anywhere in the arguments or `LMINDEXER_DEBUG=1`), 2 for a usage error."""
@@ -316,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # HfArgumentParser's unknown or malformed arguments
         print(error_line(name, error), file=sys.stderr)
         return 2
+    show_progress_messages()
     try:
         check_model_arguments(parsed)
         COMMANDS[name].run(*parsed)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import datasets
 
+from ..modeling_lmindexer.semantic_id_map import check_unique_doc_ids
+
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 # Between the text fields of a record, in the text a document is indexed by.
 TEXT_SEPARATOR = "; "
@@ -182,11 +184,10 @@ def build_corpus(
             f"{len(empty)} documents have no text after joining fields {text_fields}, e.g. {empty[:5]}. "
             "Add text fields or drop those documents."
         )
-    if len(set(doc_ids)) != len(doc_ids):
-        seen, repeated = set(), set()
-        for doc_id in doc_ids:
-            (repeated if doc_id in seen else seen).add(doc_id)
-        raise ValueError(f"Duplicate document IDs in {id_field!r}: {sorted(repeated)[:10]}.")
+    try:
+        check_unique_doc_ids(doc_ids)
+    except ValueError as error:
+        raise ValueError(f"{error} (field {id_field!r})") from None
     return Corpus(doc_ids, texts, labels if label_field else None, titles if title_field else None)
 
 

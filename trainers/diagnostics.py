@@ -12,6 +12,8 @@ from ..modeling_lmindexer.semantic_id_map import code_usage, prefix_keys
 
 logger = logging.getLogger("lmindexer")
 
+# Where an indexer folder keeps the diagnostics of its run (every ID method writes the same layout).
+METRICS_FILE = "indexer_metrics.json"
 # A position whose codes are worth fewer than this many equally used codes has collapsed.
 COLLAPSE_PERPLEXITY = 1.5
 COLLAPSE_UTILISATION = 0.05

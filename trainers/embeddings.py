@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +22,8 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
+
+from ..modeling_lmindexer.semantic_id_map import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -203,17 +204,9 @@ def load_embedding_cache(path: str | Path, expected_key: dict) -> np.ndarray:
 
 
 def _save_atomically(path: Path, embeddings: np.ndarray, key: dict) -> None:
-    """Temp file in the same folder, then os.replace: a reader never sees a half-written cache, and two
-    writers racing on the same key both leave a complete file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file({"embeddings": np.ascontiguousarray(embeddings)}, temporary, metadata={"key": json.dumps(key)})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """A reader never sees a half-written cache, and two writers racing on the same key both leave a whole file."""
+    with atomic_file(path) as temporary:
+        save_file({"embeddings": np.ascontiguousarray(embeddings)}, str(temporary), metadata={"key": json.dumps(key)})
 
 
 def cached_embeddings(

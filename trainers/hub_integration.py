@@ -29,6 +29,13 @@ TRAINING_ARGS_JSON = "training_args.json"
 STATE_PREFIXES = ("optimizer", "scheduler", "rng_state", "trainer_state", "training_args", "scaler")
 
 
+def pickle_patterns(folder: Path) -> list[str]:
+    """Upload ignore patterns for every pickle under `folder`: suffix patterns, plus each pickle by name, since
+    fnmatch patterns miss `MODEL.BIN` or `x.pkl.gz`."""
+    named = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file() and is_pickle_file(path.name)]
+    return [*(f"*{suffix}" for suffix in FORBIDDEN_SUFFIXES), *named]
+
+
 class JSONTrainingArgumentsMixin:
     """Mix in before a `transformers.Trainer`: every save writes the training arguments as JSON, never the
     `training_args.bin` pickle."""
@@ -83,18 +90,16 @@ class HubCardTrainerMixin(JSONTrainingArgumentsMixin):
         else:
             message = f"Training in progress, epoch {int(self.state.epoch)}"
         api = HfApi(token=self.args.hub_token)
-        # Suffix patterns, plus each pickle by name: fnmatch patterns miss `MODEL.BIN` or `x.pkl.gz`.
-        pickles = [path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*")
-                   if path.is_file() and is_pickle_file(path.name)]
-        never = ["_*", "checkpoint-*", *(f"*{suffix}" for suffix in FORBIDDEN_SUFFIXES), *pickles]
+        never = ["_*", "checkpoint-*", *pickle_patterns(output_dir)]
         jobs = [api.upload_folder(repo_id=self.hub_model_id, folder_path=str(output_dir), commit_message=message,
                                   revision=self.args.hub_revision, ignore_patterns=never, run_as_future=True)]
         if self.args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
-            # Resumable checkpoints keep the Trainer's optimizer state, which only the Trainer itself reads back.
+            # The Trainer keeps optimizer, scheduler and RNG state as pickles: they stay local (resume from the local
+            # checkpoint); the Hub gets the checkpoint's weights, map, card and JSON state only.
             path_in_repo = "last-checkpoint" if self.args.hub_strategy == HubStrategy.CHECKPOINT else Path(checkpoint_folder).name
             jobs.append(api.upload_folder(repo_id=self.hub_model_id, folder_path=checkpoint_folder, path_in_repo=path_in_repo,
                                           commit_message=message + ", checkpoint", revision=self.args.hub_revision,
-                                          run_as_future=True))
+                                          ignore_patterns=pickle_patterns(Path(checkpoint_folder)), run_as_future=True))
         if self.push_in_progress is None or self.push_in_progress.is_done():
             self.push_in_progress = PushInProgress(jobs)
         else:

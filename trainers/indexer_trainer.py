@@ -37,7 +37,7 @@ from .collators import IndexerDataCollator
 from .corpus import Corpus, text_digests
 from .corpus_passes import DistributedPasses, assign_corpus, collect_hidden_states
 from .id_layout import automatic_dedup_size
-from .diagnostics import IndexerDiagnosticsCallback, code_diagnostics, collapse_warnings, reconstruction_f1
+from .diagnostics import METRICS_FILE, IndexerDiagnosticsCallback, code_diagnostics, collapse_warnings, reconstruction_f1
 from .kmeans import kmeans_codebook
 from .model_folder import recover_model_folder, write_model_folder
 from .stage_checkpoint import StageCheckpoints, run_config, run_fingerprint
@@ -46,7 +46,6 @@ from .stages import Phase, Stage, plan_stages
 
 logger = logging.getLogger("lmindexer")
 
-METRICS_FILE = "indexer_metrics.json"
 
 
 def check_codebook_sizes(codebook_sizes: int | list[int], id_length: int, num_documents: int) -> None:

@@ -40,7 +40,7 @@ MODEL_FILE_PATTERNS = (
     "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
     "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "spiece.model",
     "sentencepiece*.model", "chat_template.*", "README.md", "assets", "lmindexer_card.json", "indexer_metrics.json",
-    "id_method.json", "*.py",
+    "id_method.json", "quantizer_config.json", "*.py",
 )
 
 

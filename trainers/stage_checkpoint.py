@@ -37,7 +37,7 @@ SCHEDULE_PREFIXES = ("reconstructor_warmup_", "encoder_warmup_", "codebook_", "k
 # Shared `TrainingArguments` flags that change what a phase learns (not where it logs or how fast it runs).
 OPTIMISATION_FLAGS = ("head_learning_rate", "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type",
                       "lr_scheduler_kwargs", "warmup_steps", "max_grad_norm", "optim", "adam_beta1", "adam_beta2",
-                      "adam_epsilon", "label_smoothing_factor")
+                      "adam_epsilon", "label_smoothing_factor", "bf16", "fp16", "tf32")
 TRAINER_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 

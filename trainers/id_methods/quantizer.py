@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import faiss
 import numpy as np
 from safetensors.numpy import load_file, save_file
+
+from ...modeling_lmindexer.semantic_id_map import atomic_file
 
 TENSORS_FILE = "quantizer.safetensors"
 CONFIG_FILE = "quantizer_config.json"
@@ -211,11 +211,5 @@ def faiss_kmeans(vectors: np.ndarray, num_codes: int, seed: int, niter: int) -> 
 
 
 def _write_atomically(path: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as temporary:
+        write(str(temporary))

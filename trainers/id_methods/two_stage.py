@@ -17,15 +17,15 @@ import torch
 from ...hub_cards import LMIndexerCardData, first_code_label_table, write_id_map_card
 from ...modeling_lmindexer import SemanticIDMap
 from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-from ..diagnostics import code_diagnostics
+from ..diagnostics import METRICS_FILE, code_diagnostics
 from ..embeddings import cached_embeddings, default_encoder, encode_texts
 from ..id_layout import automatic_dedup_size, resolve_codebook_sizes
+from ..model_folder import write_model_folder
 from .base import METHOD_FILE, IDMethod, IndexResult, register_id_method
 from .quantizer import load_quantizer, quantizer_class
 
 logger = logging.getLogger("lmindexer")
 
-METRICS_FILE = "indexer_metrics.json"
 
 
 def embedding_settings(args) -> dict:
@@ -80,11 +80,6 @@ class TwoStageMethod(IDMethod):
             "id_map": id_map.statistics(),
             "final": final,
         }
-        output_dir.mkdir(parents=True, exist_ok=True)
-        quantizer.save(output_dir)
-        id_map.save(output_dir / ID_MAP_FILE)
-        (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-        self.stamp(output_dir, {"embedding": embedding, "quantizer": quantizer.settings_dict()})
         card_data = LMIndexerCardData(model_id=training_args.hub_model_id, task="semantic-indexing",
                                       datasets=[Path(args.corpus).name if args.corpus else "lmindexer demo catalogue (generated)"],
                                       label_field=args.label_field)
@@ -93,8 +88,17 @@ class TwoStageMethod(IDMethod):
         card_data.add_evaluation(card_data.datasets[0], "train", summary)
         if corpus.labels is not None:
             card_data.label_distribution = first_code_label_table(id_map, corpus.labels)
-        write_id_map_card(output_dir, id_map, card_data, self.name,
-                          {**embedding, "quantizer": quantizer.settings_dict()})
+
+        def write(staging: Path) -> None:
+            quantizer.save(staging)
+            id_map.save(staging / ID_MAP_FILE)
+            (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+            self.stamp(staging, {"embedding": embedding, "quantizer": quantizer.settings_dict()})
+            write_id_map_card(staging, id_map, card_data, self.name, {**embedding, "quantizer": quantizer.settings_dict()})
+
+        # Quantiser, map, metrics and card of one fit, swapped in together: a kill never pairs a new quantiser
+        # with an old map (`model_folder`).
+        write_model_folder(output_dir, write)
         logger.info("[%s] %d documents embedded in %.1f s, quantised in %.1f s", self.name, len(corpus),
                     embedded - started, quantized - embedded)
         return IndexResult(id_map, metrics, output_dir)
