@@ -104,9 +104,10 @@ def test_bad_method_settings_and_unknown_method_are_named(corpus_file, encoder, 
         (["--method", "rqvae", "--encoder", str(encoder), "--method_settings", "{epochs: 2}"], "--method_settings is not valid JSON"),
         (["--method", "nope"], "Unknown ID method 'nope'"),
         (["--method", "rqkmeans", "--encoder", str(tmp_path / "does-not-exist")], "does-not-exist"),
+        (["--method", "hkmeans", "--encoder", str(encoder), "--codebook_size", "100"], "cannot make 100 codes from 64 documents"),
     ]
     for index, (extra, message) in enumerate(cases):
-        assert main(["index", "--corpus", str(corpus_file), "--output_dir", str(tmp_path / str(index)), *extra, *SMALL]) == 1
+        assert main(["index", "--corpus", str(corpus_file), "--output_dir", str(tmp_path / str(index)), *SMALL, *extra]) == 1
         stderr = capsys.readouterr().err
         errors = [line for line in stderr.splitlines() if line.startswith("lmindexer index: error:")]
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in stderr, stderr

@@ -26,7 +26,9 @@ from ..modeling_lmindexer.semantic_id_map import prefix_keys
 from .arguments import IndexArguments, IndexerTrainingArguments, split_names
 from .corpus import load_records
 from .diagnostics import code_diagnostics
+from .id_methods import get_id_method
 from .indexing import index_corpus
+from .stage_checkpoint import OPTIMISATION_FLAGS, SCHEDULE_PREFIXES
 
 COLUMNS = [("ami_c1_coarse", "AMI(c1, coarse)"), ("ami_full_fine", "AMI(ID, fine)"), ("nmi_c2_c1", "NMI(c2;c1)"),
            ("diff_ratio_last", "diff ratio"), ("collision_rate", "collisions"), ("largest_dedup_group", "max group"),
@@ -86,6 +88,9 @@ def summarise(records: list[dict]) -> dict[str, dict]:
             values = [row[key] for row in rows if row.get(key) is not None]
             if values:
                 summary[method][key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+        for key in ("utilisation", "perplexity"):  # one value per position
+            per_position = np.asarray([row[key] for row in rows], dtype=float)
+            summary[method][key] = {"mean": per_position.mean(axis=0).tolist(), "std": per_position.std(axis=0).tolist()}
     return summary
 
 
@@ -116,12 +121,18 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
     labels = category_labels(load_records(items), index_args.id_field, index_args.label_field, bench.coarse_level,
                              bench.fine_levels)
     per_method = json.loads(bench.settings_per_method) if bench.settings_per_method else {}
+    methods = split_names(bench.methods)
+    for method in methods:  # an unknown name fails now, not after the first methods have run
+        get_id_method(method)
     work = Path(training_args.output_dir)
     output = Path(bench.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     result = {"command": command, "data": str(bench.data), "machine": f"{platform.machine()} {platform.processor()}".strip(),
-              "settings": {**asdict(bench), "index": asdict(index_args)}, "records": []}
-    for method in split_names(bench.methods):
+              "settings": {**asdict(bench), "index": asdict(index_args),
+                           "training": {key: value for key, value in training_args.to_dict().items()
+                                        if key.startswith(SCHEDULE_PREFIXES) or key in OPTIMISATION_FLAGS}},
+              "records": []}
+    for method in methods:
         for seed in [int(seed) for seed in split_names(bench.seeds)]:
             method_args = copy.copy(index_args)
             method_args.method, method_args.corpus, method_args.label_level = method, str(items), bench.coarse_level

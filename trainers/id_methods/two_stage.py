@@ -59,12 +59,16 @@ class TwoStageMethod(IDMethod):
         progress = not training_args.disable_tqdm
         embedding = embedding_settings(args)
         cache_dir = Path(args.embedding_cache_dir) if args.embedding_cache_dir else output_dir.parent / ".embeddings"
+        sizes = resolve_codebook_sizes(args.codebook_size, len(corpus))
+        largest = max(sizes) if isinstance(sizes, list) else sizes
+        if largest > len(corpus):  # before the embedding pass, not after it
+            raise ValueError(f"{self.name} cannot make {largest} codes from {len(corpus)} documents: lower "
+                             f"--codebook_size to {len(corpus)} or less, or index more documents.")
         started = time.perf_counter()
         vectors = cached_embeddings(corpus.doc_ids, corpus.texts, cache_dir, embedding["encoder"], embedding["pooling"],
                                     embedding["normalize"], embedding["max_length"], embedding["text_fields"],
                                     progress=progress)
         embedded = time.perf_counter()
-        sizes = resolve_codebook_sizes(args.codebook_size, len(corpus))
         quantizer = quantizer_class(self.name)(args.id_length, sizes, seed=training_args.seed, progress=progress,
                                                **quantizer_settings(args))
         codes = quantizer.fit(vectors)
