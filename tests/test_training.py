@@ -376,6 +376,7 @@ def test_resume_skips_finished_stages_and_starts_from_their_state(demo_items, de
 
     calls, first_call = [], {}
     spy_on_phases(monkeypatch, calls, first_call)
+    caplog.clear()  # only the resumed run's messages (the interrupted run may have logged too)
     with caplog.at_level(logging.INFO, logger="lmindexer"):
         trainer, resumed = run_pipeline(demo_items, demo_tokenizer, tmp_path, resume=True)
     # Finished stages are skipped ...
