@@ -73,6 +73,14 @@ def check_model_folder(path) -> None:
         raise OSError(f"{text} {what}: give the folder of a trained indexer or retriever (or a Hub repo id, org/name).")
 
 
+def code_similarity(hidden: torch.Tensor, vectors: torch.Tensor, geometry: str, temperature: float) -> torch.Tensor:
+    """`[..., K]` similarity of `hidden` to each row of `vectors`, cosine or dot product, over `temperature`: how
+    the indexer scores codes, and how a retriever built from it scores ID tokens."""
+    if geometry == "cosine":
+        return F.normalize(hidden, dim=-1) @ F.normalize(vectors, dim=-1).t() / temperature
+    return hidden @ vectors.t() / temperature
+
+
 class IndexerMode(str, enum.Enum):
     """What one forward pass trains (Algorithm 1 of the paper)."""
 
@@ -396,12 +404,8 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
 
     def code_logits(self, hidden: torch.Tensor, position: int) -> torch.Tensor:
         """Similarity of `hidden` to every vector of codebook `position`, in the config's geometry."""
-        table = self.codebooks[position].weight
-        if self.config.code_geometry == "cosine":
-            scores = F.normalize(hidden, dim=-1) @ F.normalize(table, dim=-1).t()
-        else:
-            scores = hidden @ table.t()
-        return scores / self.config.code_temperature
+        return code_similarity(hidden, self.codebooks[position].weight, self.config.code_geometry,
+                               self.config.code_temperature)
 
     def decoder_states(
         self,

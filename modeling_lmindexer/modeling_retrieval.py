@@ -41,7 +41,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils.hub import is_offline_mode
 
 from .configuration_lmindexer import LMIndexerConfig, LMIndexerRetrievalConfig, strip_unsafe_config
-from .modeling_lmindexer import LMIndexerPreTrainedModel
+from .modeling_lmindexer import LMIndexerPreTrainedModel, code_similarity
 from .pipeline_generative_retrieval import TASK_NAME, GenerativeRetrievalPipeline
 from .semantic_id_map import ID_MAP_FILE, SemanticIDMap
 from .trie import SemanticIDTrie, TrieConstrainedLogitsProcessor
@@ -186,11 +186,8 @@ class CodebookIDScoring:
         weight = (module.get_submodule(self.projection) if self.projection else module).weight
         index = self.token_index(weight.device)
         rows = weight.index_select(0, index)
-        if self.geometry == "cosine":
-            scores = F.normalize(hidden, dim=-1) @ F.normalize(rows, dim=-1).t()
-        else:
-            scores = (hidden * self.input_scale) @ rows.t()
-        scores = scores / self.temperature
+        # The scale the backbone applied before its head is undone for dot products (cosine ignores it).
+        scores = code_similarity(hidden * self.input_scale, rows, self.geometry, self.temperature)
         return output.index_copy(output.dim() - 1, index.to(output.device), scores.to(output.dtype))
 
 
