@@ -45,6 +45,29 @@ VARIANTS = {
              "reconstructor_warmup_input": "hidden", "contrastive_positive": "dropout"},
             {"head_learning_rate": 1e-3, "encoder_warmup_groups_by_prefix": True}),
 }
+FAST = {"later_position_input": "residual", "center_hidden": True, "reconstructor_position_norm": True,
+        "reconstructor_warmup_input": "hidden", "contrastive_positive": "dropout", "pooled_hidden": True,
+        "reconstruction_vocabulary": "batch"}
+FAST_TRAINING = {"head_learning_rate": 1e-3, "encoder_warmup_groups_by_prefix": True}
+VARIANTS.update({
+    "fast_frozen": (FAST, {**FAST_TRAINING, "encoder_trainable_layers": 0}),
+    "fast_top2": (FAST, {**FAST_TRAINING, "encoder_trainable_layers": 2}),
+    "fast_top2_self": ({**FAST, "contrastive_positive": "self"}, {**FAST_TRAINING, "encoder_trainable_layers": 2}),
+    "fast_top2_nocontrast": ({**FAST, "contrastive_weight": 0.0}, {**FAST_TRAINING, "encoder_trainable_layers": 2}),
+    "fast_all_layers": (FAST, FAST_TRAINING),
+    "fast_frozen_hint15": ({**FAST, "hint_ratios": 0.15}, {**FAST_TRAINING, "encoder_trainable_layers": 0}),
+    "fast_frozen_hint15_nocontrast": ({**FAST, "hint_ratios": 0.15, "contrastive_weight": 0.0},
+                                      {**FAST_TRAINING, "encoder_trainable_layers": 0}),
+    "fast_frozen_nocontrast": ({**FAST, "contrastive_weight": 0.0}, {**FAST_TRAINING, "encoder_trainable_layers": 0}),
+    # Budget curve of the codebook stage (epochs; 2 is the default above) and its learning rate.
+    "fast_nc_codebook1": ({**FAST, "contrastive_weight": 0.0},
+                          {**FAST_TRAINING, "encoder_trainable_layers": 0, "codebook_epochs": 1.0}),
+    "fast_nc_codebook4": ({**FAST, "contrastive_weight": 0.0},
+                          {**FAST_TRAINING, "encoder_trainable_layers": 0, "codebook_epochs": 4.0}),
+    "fast_nc_low_lr": ({**FAST, "contrastive_weight": 0.0},
+                       {**FAST_TRAINING, "encoder_trainable_layers": 0, "head_learning_rate": 1e-4,
+                        "codebook_learning_rate": 1e-5, "encoder_warmup_learning_rate": 1e-5}),
+})
 
 
 def minilm_path() -> str:

@@ -103,6 +103,15 @@ class LMIndexerConfig(PreTrainedConfig):
         reconstructor_position_norm (`bool`, defaults to `False`):
             Layer-normalise the reconstructor's position embeddings before adding them to the ID query, so that
             every target position starts with a query stream of its own (unnormalised, they are ~50x smaller).
+        pooled_hidden (`bool`, defaults to `False`):
+            Add the masked mean of the encoder's last hidden states to every decoder state `h^t`. A bert2bert
+            decoder's cross-attention is new and random, so its `h^1` starts as one vector shared by every document;
+            the pooled path makes the untrained indexer start from the pretrained encoder's sentence representation.
+        reconstruction_vocabulary (`str`, defaults to `"full"`):
+            What the reconstructor's softmax ranges over while training: `"full"`, the whole vocabulary; or
+            `"batch"`, the distinct tokens of the batch (an in-batch sampled softmax: a ~30k-row output projection
+            shrinks to the ~1k tokens present, the costliest part of a step on CPU). Evaluation always uses the
+            full vocabulary.
         id_token_template (`str`, defaults to `"<id_{position}_{code}>"`):
             How an ID token reads in a downstream tokenizer; positions count from 1.
         id_map_run_id (`str`, *optional*):
@@ -143,6 +152,8 @@ class LMIndexerConfig(PreTrainedConfig):
     contrastive_positive: str = "self"
     reconstructor_warmup_input: str = "zeros"
     reconstructor_position_norm: bool = False
+    pooled_hidden: bool = False
+    reconstruction_vocabulary: str = "full"
     id_token_template: str = "<id_{position}_{code}>"
     id_map_run_id: str | None = None
     indexing_max_length: int | None = None
@@ -215,7 +226,8 @@ class LMIndexerConfig(PreTrainedConfig):
         if self.code_geometry not in CODE_GEOMETRIES:
             raise ValueError(f"`code_geometry` must be one of {CODE_GEOMETRIES}, got {self.code_geometry!r}.")
         for name, allowed in (("later_position_input", ("raw", "residual")), ("contrastive_positive", ("self", "dropout")),
-                              ("reconstructor_warmup_input", ("zeros", "hidden"))):
+                              ("reconstructor_warmup_input", ("zeros", "hidden")),
+                              ("reconstruction_vocabulary", ("full", "batch"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
         if "{position}" not in self.id_token_template or "{code}" not in self.id_token_template:

@@ -73,6 +73,12 @@ def check_model_folder(path) -> None:
         raise OSError(f"{text} {what}: give the folder of a trained indexer or retriever (or a Hub repo id, org/name).")
 
 
+def pooled_states(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `states` `[batch, length, hidden]` over the tokens `attention_mask` keeps: `[batch, hidden]`."""
+    weights = attention_mask.to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+
 def code_similarity(hidden: torch.Tensor, vectors: torch.Tensor, geometry: str, temperature: float) -> torch.Tensor:
     """`[..., K]` similarity of `hidden` to each row of `vectors`, cosine or dot product, over `temperature`: how
     the indexer scores codes, and how a retriever built from it scores ID tokens."""
@@ -433,7 +439,10 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
             use_cache=False,
             return_dict=True,
         )
-        return outputs.decoder_hidden_states[-1]
+        states = outputs.decoder_hidden_states[-1]
+        if self.config.pooled_hidden:
+            states = states + pooled_states(encoder_outputs.last_hidden_state, attention_mask)[:, None, :].to(states.dtype)
+        return states
 
     # ------------------------------------------------------------------------------------------ validation
     def _check_inputs(self, input_ids, attention_mask, prefix_codes, position) -> torch.Tensor:
@@ -528,9 +537,11 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         )
         positive = None
         if config.contrastive_positive == "dropout" and self.training:
-            # A second pass draws other dropout masks: the document's own positive view (SimCSE).
-            second_states = self.decoder_states(input_ids, attention_mask, prefix_codes)
-            positive = self.position_representation(second_states, position, prefix_codes)
+            # A second pass draws other dropout masks: the document's own positive view (SimCSE). It is a target,
+            # not trained through (stop-gradient), which halves its cost and leaves the loss's pull unchanged.
+            with torch.no_grad():
+                second_states = self.decoder_states(input_ids, attention_mask, prefix_codes)
+                positive = self.position_representation(second_states, position, prefix_codes)
         contrastive = prefix_contrastive_loss(hidden, prefix_codes, config.contrastive_temperature, positive)
         earlier_logits = [
             self.code_logits(self.position_representation(states, index + 1, prefix_codes), index + 1)
@@ -572,11 +583,22 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         if frozen_tokens:
             token_weight = token_weight.detach()
         hint_embeddings = F.embedding(input_ids, token_weight)
-        logits = self.reconstructor(id_vectors, hint_embeddings, visible, targets, token_weight)
         target_ids = input_ids[targets]
+        if self.training and self.config.reconstruction_vocabulary == "batch":
+            # In-batch sampled softmax: the batch's own distinct tokens are the classes; the targets are among them.
+            vocabulary = torch.unique(input_ids[attention_mask.bool()])
+            logits = self.reconstructor(id_vectors, hint_embeddings, visible, targets, token_weight[vocabulary])
+            labels = torch.searchsorted(vocabulary, target_ids)
+        else:
+            vocabulary = None
+            logits = self.reconstructor(id_vectors, hint_embeddings, visible, targets, token_weight)
+            labels = target_ids
         if logits.shape[0] == 0:
             return token_weight.sum() * 0.0, target_ids, target_ids
-        return F.cross_entropy(logits.float(), target_ids), logits.argmax(dim=-1).detach(), target_ids
+        predictions = logits.argmax(dim=-1).detach()
+        if vocabulary is not None:
+            predictions = vocabulary[predictions]
+        return F.cross_entropy(logits.float(), labels), predictions, target_ids
 
     # ------------------------------------------------------------------------------------------ inference
     @torch.no_grad()

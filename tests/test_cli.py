@@ -31,6 +31,23 @@ def corpus_file(tmp_path_factory):
     return demo_corpus_file(tmp_path_factory, 96, seed=1)
 
 
+# The recipe before the quality fixes: the map the redesign was pinned against is made with these.
+LEGACY_RECIPE = [
+    "--later_position_input", "raw", "--center_hidden", "false", "--pooled_hidden", "false", "--contrastive_positive",
+    "self", "--reconstructor_warmup_input", "zeros", "--reconstructor_position_norm", "false",
+    "--reconstruction_vocabulary", "full", "--encoder_warmup_groups_by_prefix", "false",
+]
+
+
+@pytest.fixture(scope="module")
+def legacy_indexed(corpus_file, tmp_path_factory):
+    output = tmp_path_factory.mktemp("legacy") / "run"
+    with one_torch_thread():
+        assert main(["index", "--corpus", str(corpus_file), "--output-dir", str(output), "--label_field", "category",
+                     *SMALL, *LEGACY_RECIPE]) == 0
+    return output
+
+
 @pytest.fixture(scope="module")
 def indexed(corpus_file, tmp_path_factory):
     output = tmp_path_factory.mktemp("index") / "run"
@@ -138,8 +155,8 @@ INDEXED_MAP_SHA256 = "021a57d5923ef7f0d6c5077d54112eecb770c4e6792fa3e282ac60f204
 
 
 @pytest.mark.slow
-def test_index_map_is_bit_identical_to_the_code_before_the_redesign(indexed):
-    id_map = SemanticIDMap.load(indexed / "semantic_id_map.safetensors")
+def test_index_map_is_bit_identical_to_the_code_before_the_redesign(legacy_indexed):
+    id_map = SemanticIDMap.load(legacy_indexed / "semantic_id_map.safetensors")
     digest = hashlib.sha256("\n".join(id_map.doc_ids).encode())
     digest.update(id_map.semantic_ids.numpy().astype("int64").tobytes())
     assert digest.hexdigest() == INDEXED_MAP_SHA256, f"the indexed map changed (this run: torch {torch.__version__})"
@@ -181,3 +198,38 @@ def test_demo_builds_saves_reloads_and_assigns(tmp_path, capsys):
     id_map = SemanticIDMap.load(tmp_path / "semantic_id_map.safetensors")
     assert len(id_map) == 60 and (tmp_path / "modeling_lmindexer.py").exists()
     assert "DEMO00000" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_diagnose_reports_what_an_independent_computation_gives(indexed, corpus_file, tmp_path, capsys):
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    report_file = tmp_path / "diagnosis.json"
+    with one_torch_thread():
+        assert main(["diagnose", "--model", str(indexed), "--corpus", str(corpus_file), "--label_field", "category",
+                     "--sample", "64", "--output", str(report_file)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(report_file.read_text())
+    assert report["documents"] == 64 and [entry["position"] for entry in report["positions"]] == [1, 2]
+    # The sample is the seeded permutation's first 64 rows, in corpus order; the codes are the model's greedy IDs.
+    records = load_records(corpus_file)
+    corpus = build_corpus(records, "item_id", ["title", "brand"], "category")
+    rows = sorted(np.random.default_rng(0).permutation(len(corpus))[:64].tolist())
+    sample = corpus.select(rows)
+    model = LMIndexerForSemanticID.from_pretrained(indexed)
+    tokenizer = AutoTokenizer.from_pretrained(indexed)
+    codes = assign_corpus(model, tokenizer, sample.texts, max_length=32, progress=False)
+    comparison = report["untrained_vs_trained"]
+    assert comparison["trained_ami_c1"] == pytest.approx(adjusted_mutual_info_score(sample.labels, codes[:, 0]))
+    assert report["positions"][1]["nmi_with_prefix"] == pytest.approx(normalized_mutual_info_score(codes[:, 0], codes[:, 1]))
+    for entry in report["positions"]:
+        losses = entry["reconstruction_loss"]
+        assert all(np.isfinite(value) and value > 0 for value in losses.values())
+        assert 0.0 <= entry["shared_share_scored"] <= 1.0
+    assert report["verdicts"] and all(line.startswith(("OK:", "PROBLEM:")) for line in report["verdicts"])
+    assert report["verdicts"][0] in printed
+
+
+def test_diagnose_names_a_missing_corpus(indexed, capsys):
+    assert main(["diagnose", "--model", str(indexed)]) == 1
+    assert "Give --model" in capsys.readouterr().err

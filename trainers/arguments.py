@@ -55,6 +55,17 @@ class IndexArguments:
     code_temperature: float = field(default=0.1)
     reconstructor_layers: int = field(default=1)
     hint_ratios: str | None = field(default=None, metadata={"help": "Visible fraction per position, e.g. 0.5,0.3,0.2."})
+    # The recipe (see LMIndexerConfig for each option); the defaults are the measured fixes of the quality issue.
+    later_position_input: str = field(default="residual", metadata={"help": "raw or residual (h^t minus c^{t-1}'s vector)."})
+    center_hidden: bool = field(default=True, metadata={"help": "Score h^t minus its corpus mean."})
+    pooled_hidden: bool = field(default=True, metadata={"help": "Add the mean-pooled encoder states to h^t."})
+    contrastive_positive: str = field(default="dropout", metadata={"help": "self or dropout (SimCSE positive view)."})
+    reconstructor_warmup_input: str = field(default="hidden", metadata={"help": "zeros or hidden (the frozen h^1)."})
+    reconstructor_position_norm: bool = field(default=True, metadata={"help": "Layer-normalise the query positions."})
+    reconstruction_vocabulary: str = field(default="batch", metadata={"help": "full or batch (in-batch softmax)."})
+    reconstruction_weight: float = field(default=1.0)
+    contrastive_weight: float = field(default=1.0)
+    commitment_weight: float = field(default=1.0)
     # Two-stage methods (rqkmeans, rqvae, hkmeans): the sentence encoder and the quantiser's own settings.
     encoder: str | None = field(
         default=None, metadata={"help": "Sentence encoder of two-stage methods; unset: the offline all-MiniLM-L6-v2."}
@@ -124,7 +135,7 @@ class IndexerTrainingArguments(TrainingArguments):
     encoder_warmup_learning_rate: float = field(default=1e-3)
     encoder_warmup_batch_size: int = field(default=128)
     encoder_warmup_groups_by_prefix: bool = field(
-        default=False,
+        default=True,
         metadata={"help": "From t = 2 on, fill encoder warm-up batches with whole prefix groups, as straight-through "
                           "training does, so the prefix contrastive loss has partners right before k-means."},
     )
@@ -136,6 +147,11 @@ class IndexerTrainingArguments(TrainingArguments):
     head_learning_rate: float | None = field(
         default=None,
         metadata={"help": "Learning rate of the reconstructor and codebooks when it should differ from the backbone's."},
+    )
+    encoder_trainable_layers: int | None = field(
+        default=None,
+        metadata={"help": "Train only the top N layers of the backbone's encoder; its lower layers and token embeddings "
+                          "stay frozen (a CPU preset: they then cost a forward pass only). Default: all layers train."},
     )
     kmeans_iterations: int = field(default=25, metadata={"help": "faiss k-means iterations per codebook."})
     assignment_batch_size: int = field(default=256, metadata={"help": "Batch size of corpus-wide passes."})
@@ -161,3 +177,21 @@ class IndexerTrainingArguments(TrainingArguments):
             seed=seed,
             data_seed=seed,
         )
+
+
+@dataclass
+class DiagnoseArguments:
+    model: str = field(default="", metadata={"help": "Folder (or Hub repo) of a trained LMIndexer indexer."})
+    corpus: str = field(default="", metadata={"help": "jsonl/csv/parquet file of documents to diagnose on."})
+    id_field: str = field(default="item_id")
+    text_fields: str | None = field(default=None, metadata={"help": "Default: the fields the indexer was trained on."})
+    label_field: str | None = field(default=None, metadata={"help": "Labels for AMI (e.g. categories); optional."})
+    label_level: int | None = field(default=None, metadata={"help": "For list labels: the level to use."})
+    backbone: str | None = field(
+        default=None, metadata={"help": "The untrained backbone to compare with; default: the one the config names."}
+    )
+    sample: int = field(default=2000, metadata={"help": "Documents sampled (seeded) from the corpus."})
+    batch_size: int = field(default=64)
+    seed: int = field(default=0)
+    output: str = field(default="diagnosis.json", metadata={"help": "Where the JSON report is written."})
+    revision: str | None = field(default=None, metadata={"help": "Model revision (commit SHA) when --model is a repo."})

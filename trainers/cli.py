@@ -10,6 +10,7 @@ the Python API named in each command's help, and prints the result.
 | `retrieve` | `LMIndexerForGenerativeRetrieval.from_pretrained(path).retrieve(queries, top_k=..., num_beams=...)` |
 | `push` | `AutoModel.from_pretrained(path).push_to_hub(repo_id, card_data=...)` / `lmindexer.hub_cards.save_for_hub` |
 | `space` | `lmindexer.hub_cards.launch_space` / `export_space` / `push_space` |
+| `diagnose` | `lmindexer.trainers.diagnose.diagnose_indexer(DiagnoseArguments)` |
 | `bench ids` | `lmindexer.trainers.bench_ids.bench_ids(BenchIDsArguments, IndexArguments, IndexerTrainingArguments)` |
 | `demo` | `lmindexer.trainers.demo.build_untrained_demo_indexer(output_dir, num_items, seed)` |
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from .arguments import AssignArguments, IndexArguments, IndexerTrainingArguments
+from .arguments import AssignArguments, DiagnoseArguments, IndexArguments, IndexerTrainingArguments
 from .bench_ids import BenchIDsArguments
 from .finetuning import DownstreamDataArguments, EvaluateArguments, FinetuneArguments
 from .retrieval_trainer import RetrievalTrainingArguments
@@ -178,6 +179,20 @@ def run_bench(bench: BenchArguments, ids: BenchIDsArguments, index_args: IndexAr
     return bench_ids(ids, index_args, training_args, command=command_line())
 
 
+def run_diagnose(args: DiagnoseArguments) -> dict:
+    from .diagnose import diagnose_indexer
+
+    report = diagnose_indexer(args)
+    for entry in report["positions"]:
+        losses = entry["reconstruction_loss"]
+        print(f"t={entry['position']}: reconstruction loss true/shuffled/zero IDs {losses['true_ids']:.3f} / "
+              f"{losses['shuffled_ids']:.3f} / {losses['zero_ids']:.3f}; diff ratio {entry['diff_ratio']:.3f}; "
+              f"shared component {entry['shared_share_scored']:.1%}")
+    print("\n".join(report["verdicts"]))
+    print(f"Report written to {args.output}")
+    return report
+
+
 @dataclass
 class DemoArguments:
     output_dir: str = field(default="runs/demo", metadata={"help": "Where the demo indexer and its ID map go."})
@@ -225,6 +240,8 @@ COMMANDS: dict[str, Command] = {
     "bench": Command((BenchArguments, BenchIDsArguments, IndexArguments, IndexerTrainingArguments), run_bench,
                      "Compare ID methods on a dataset folder: lmindexer bench ids --data DIR --methods rqkmeans,hkmeans.",
                      positional="suite"),
+    "diagnose": Command((DiagnoseArguments,), run_diagnose,
+                        "Check a trained indexer's health: trained vs untrained AMI, whether IDs are used, prefix copying."),
     "demo": Command((DemoArguments,), run_demo, "Build, save, reload and run a small untrained indexer on the demo corpus."),
 }
 

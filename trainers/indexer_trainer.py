@@ -407,6 +407,7 @@ class IndexerTrainer:
             position=position,
             prefix_keys=prefix_keys(self.codes[:, : position - 1], self.model.config.codebook_sizes),
             head_learning_rate=self.args.head_learning_rate,
+            encoder_trainable_layers=self.args.encoder_trainable_layers,
             groups_by_prefix=self.args.encoder_warmup_groups_by_prefix if stage.phase is Phase.ENCODER_WARMUP else None,
         )
         diagnostics.trainer = trainer

@@ -35,7 +35,7 @@ STAGE_FINGERPRINT = "fingerprint.json"
 VOLATILE_CONFIG_KEYS = ("lmindexer_version", "transformers_version", "dedup_size", "_name_or_path", "architectures")
 SCHEDULE_PREFIXES = ("reconstructor_warmup_", "encoder_warmup_", "codebook_", "kmeans_")
 # Shared `TrainingArguments` flags that change what a phase learns (not where it logs or how fast it runs).
-OPTIMISATION_FLAGS = ("head_learning_rate", "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type",
+OPTIMISATION_FLAGS = ("head_learning_rate", "encoder_trainable_layers", "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type",
                       "lr_scheduler_kwargs", "warmup_steps", "max_grad_norm", "optim", "adam_beta1", "adam_beta2",
                       "adam_epsilon", "label_smoothing_factor", "bf16", "fp16", "tf32")
 TRAINER_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

@@ -47,6 +47,7 @@ class IndexerStageTrainer(JSONTrainingArgumentsMixin, Trainer):
         position: int,
         prefix_keys: np.ndarray | None = None,
         head_learning_rate: float | None = None,
+        encoder_trainable_layers: int | None = None,
         groups_by_prefix: bool | None = None,
         **kwargs,
     ):
@@ -55,6 +56,7 @@ class IndexerStageTrainer(JSONTrainingArgumentsMixin, Trainer):
         self.position = position
         self.prefix_keys = prefix_keys
         self.head_learning_rate = head_learning_rate
+        self.encoder_trainable_layers = encoder_trainable_layers
         super().__init__(*args, **kwargs)
         if isinstance(self.data_collator, IndexerDataCollator):
             self.add_callback(HintEpochCallback(self.data_collator))
@@ -66,7 +68,12 @@ class IndexerStageTrainer(JSONTrainingArgumentsMixin, Trainer):
         return Stage(self.phase, self.position).name
 
     def train(self, *args, **kwargs):
-        frozen = [] if self.trains_backbone else [p for p in self.model.backbone.parameters() if p.requires_grad]
+        if not self.trains_backbone:
+            frozen = [p for p in self.model.backbone.parameters() if p.requires_grad]
+        elif self.encoder_trainable_layers is not None:
+            frozen = [p for p in frozen_encoder_parameters(self.model, self.encoder_trainable_layers) if p.requires_grad]
+        else:
+            frozen = []
         for parameter in frozen:
             parameter.requires_grad_(False)
         try:
@@ -162,6 +169,24 @@ class CodebookTrainer(IndexerStageTrainer):
     phase = Phase.CODEBOOK
     mode = IndexerMode.STRAIGHT_THROUGH
     groups_by_prefix = True
+
+
+def encoder_layer_stack(model) -> torch.nn.ModuleList:
+    """The encoder's list of transformer layers (`block` in T5, `layers` in BART, `encoder.layer` in BERT)."""
+    encoder = model.backbone.get_encoder()
+    stacks = [module for module in encoder.modules() if isinstance(module, torch.nn.ModuleList) and len(module) > 0]
+    if not stacks:
+        raise ValueError(f"Cannot find the layers of the {type(encoder).__name__} encoder to freeze.")
+    return max(stacks, key=len)
+
+
+def frozen_encoder_parameters(model, trainable_layers: int) -> list[torch.nn.Parameter]:
+    """Encoder parameters outside its top `trainable_layers` layers (token embeddings included)."""
+    layers = encoder_layer_stack(model)
+    if not 0 <= trainable_layers <= len(layers):
+        raise ValueError(f"`encoder_trainable_layers` must be in 0..{len(layers)} for this encoder, got {trainable_layers}.")
+    trainable = {id(p) for layer in list(layers)[len(layers) - trainable_layers:] for p in layer.parameters()}
+    return [p for p in model.backbone.get_encoder().parameters() if id(p) not in trainable]
 
 
 def fresh_parameter_names(model) -> list[str]:

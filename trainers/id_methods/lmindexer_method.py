@@ -20,6 +20,12 @@ from .base import METHOD_FILE, IDMethod, IndexResult, register_id_method
 
 logger = logging.getLogger("lmindexer")
 
+# IndexArguments fields that go into the config unchanged.
+RECIPE_FIELDS = ("later_position_input", "center_hidden", "pooled_hidden", "contrastive_positive",
+                 "reconstructor_warmup_input", "reconstructor_position_norm", "reconstruction_vocabulary",
+                 "reconstruction_weight", "contrastive_weight", "commitment_weight")
+
+
 def build_indexer(args: IndexArguments, corpus: Corpus) -> tuple[LMIndexerForSemanticID, object]:
     """The untrained indexer and tokenizer `args` describe; the tiny default trains its tokenizer on the corpus."""
     codebook_sizes = resolve_codebook_sizes(args.codebook_size, len(corpus))
@@ -35,6 +41,7 @@ def build_indexer(args: IndexArguments, corpus: Corpus) -> tuple[LMIndexerForSem
         reconstructor_layers=args.reconstructor_layers,
         hint_ratios=number_list(args.hint_ratios, float),
         reconstructor_max_positions=max(args.max_length, 8),
+        **{name: getattr(args, name) for name in RECIPE_FIELDS},
         # How documents were read, so that `lmindexer assign` reads new ones the same way.
         indexing_max_length=args.max_length,
         indexing_text_fields=args.text_field_list,
