@@ -68,6 +68,25 @@ VARIANTS.update({
                        {**FAST_TRAINING, "encoder_trainable_layers": 0, "head_learning_rate": 1e-4,
                         "codebook_learning_rate": 1e-5, "encoder_warmup_learning_rate": 1e-5}),
 })
+# The recipe (CPU preset) and, for the ablation table, the recipe with one fix turned back to the old behaviour.
+RECIPE = {**FAST}
+RECIPE_TRAINING = {**FAST_TRAINING, "encoder_trainable_layers": 0}
+REVERTS = {
+    "residual": ({"later_position_input": "raw"}, {}),
+    "center": ({"center_hidden": False}, {}),
+    "pooled": ({"pooled_hidden": False}, {}),
+    "dropout_positive": ({"contrastive_positive": "self"}, {}),
+    "position_norm": ({"reconstructor_position_norm": False}, {}),
+    "warmup_hidden": ({"reconstructor_warmup_input": "zeros"}, {}),
+    "batch_vocabulary": ({"reconstruction_vocabulary": "full"}, {}),
+    "groups_by_prefix": ({}, {"encoder_warmup_groups_by_prefix": False}),
+    "head_lr": ({}, {"head_learning_rate": None}),
+}
+VARIANTS["recipe"] = (RECIPE, RECIPE_TRAINING)
+for _name, (_config, _training) in REVERTS.items():
+    VARIANTS[f"recipe_without_{_name}"] = ({**RECIPE, **_config}, {**RECIPE_TRAINING, **_training})
+for _epochs in (0.5, 1.0, 2.0, 4.0):
+    VARIANTS[f"recipe_codebook_epochs_{_epochs:g}"] = (RECIPE, {**RECIPE_TRAINING, "codebook_epochs": _epochs})
 
 
 def minilm_path() -> str:
@@ -83,7 +102,7 @@ def diff_ratio(first: np.ndarray, second: np.ndarray) -> float:
     return 1 - pairs(pairs_groups) / max(pairs(groups), 1)
 
 
-def run_variant(name: str, corpus, level2: list[str], args) -> dict:
+def run_variant(name: str, corpus, level2: list[str], args, fine: list[str] | None = None) -> dict:
     from transformers import AutoTokenizer
 
     config_overrides, training_overrides = VARIANTS[name]
@@ -123,6 +142,10 @@ def run_variant(name: str, corpus, level2: list[str], args) -> dict:
             trainer.assign(2)
             record["nmi_c2_c1"] = float(normalized_mutual_info_score(trainer.codes[:, 0], trainer.codes[:, 1]))
             record["diff_ratio_t2"] = diff_ratio(trainer.codes[:, 0], trainer.codes[:, 1])
+            keys = trainer.codes[:, 0] * 100_000 + trainer.codes[:, 1]
+            record["ami_c1c2_fine"] = float(adjusted_mutual_info_score(fine, keys)) if fine else None
+            record["collision_rate"] = float((np.unique(keys, return_inverse=True, return_counts=True)[2][
+                np.unique(keys, return_inverse=True)[1]] > 1).mean())
         record["wall_s"] = round(time.perf_counter() - started, 1)
     return record
 
@@ -142,12 +165,13 @@ def main() -> None:
     args = parser.parse_args()
     records = load_records(Path(args.data) / "items.jsonl").select(range(args.items))
     corpus = build_corpus(records, "item_id", ["title", "brand"], "categories", 1, "title")
+    fine = [" > ".join(record["categories"][:3]) for record in records]
     output = Path(args.output)
     result = json.loads(output.read_text()) if output.exists() else {"runs": []}
     run = {"command": "python " + " ".join(sys.argv), "settings": vars(args), "records": []}
     result["runs"].append(run)
     for name in args.variants.split(","):
-        record = run_variant(name, corpus, corpus.labels, args)
+        record = run_variant(name, corpus, corpus.labels, args, fine)
         run["records"].append(record)
         output.write_text(json.dumps(result, indent=2))
         print(json.dumps(record), flush=True)

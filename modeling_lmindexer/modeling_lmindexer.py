@@ -482,6 +482,7 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         mode: IndexerMode | str = IndexerMode.STRAIGHT_THROUGH,
         hint_generator: torch.Generator | None = None,
         hint_visible: torch.BoolTensor | None = None,
+        encoder_hidden_states: torch.FloatTensor | None = None,
     ) -> SemanticIndexerOutput:
         """Train or probe ID position `position` (1-based; defaults to one past the given earlier codes).
 
@@ -493,6 +494,8 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
             hint_visible: optional `[batch, length]` boolean mask of the tokens left visible in the hint, e.g. drawn
                 per document by a collator so that hints do not depend on how documents are batched. Sampled at the
                 position's hint ratio when absent.
+            encoder_hidden_states: optional `[batch, length, hidden]` last states of the encoder for these documents,
+                e.g. computed once for a frozen encoder; the encoder is not run when they are given.
         """
         mode = IndexerMode(mode)
         if position is None:
@@ -501,11 +504,14 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
             prefix_codes = None
         attention_mask = self._check_inputs(input_ids, attention_mask, prefix_codes, position)
         config = self.config
+        encoder_outputs = None
+        if encoder_hidden_states is not None:
+            encoder_outputs = BaseModelOutput(last_hidden_state=encoder_hidden_states.to(self.dtype))
 
         if mode is IndexerMode.RECONSTRUCTOR_WARMUP:
             if config.reconstructor_warmup_input == "hidden":
                 with torch.no_grad():
-                    states = self.decoder_states(input_ids, attention_mask, None)
+                    states = self.decoder_states(input_ids, attention_mask, None, encoder_outputs)
                     warmup_vector = self.position_representation(states, 1, None)
             else:
                 warmup_vector = self.get_input_embeddings().weight.new_zeros(input_ids.shape[0], config.decoder_hidden_size)
@@ -519,7 +525,7 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
                 reconstruction_targets=targets,
             )
 
-        states = self.decoder_states(input_ids, attention_mask, prefix_codes)
+        states = self.decoder_states(input_ids, attention_mask, prefix_codes, encoder_outputs)
         hidden = self.position_representation(states, position, prefix_codes)
         logits = self.code_logits(hidden, position)
         codes = logits.argmax(dim=-1)
@@ -540,7 +546,7 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
             # A second pass draws other dropout masks: the document's own positive view (SimCSE). It is a target,
             # not trained through (stop-gradient), which halves its cost and leaves the loss's pull unchanged.
             with torch.no_grad():
-                second_states = self.decoder_states(input_ids, attention_mask, prefix_codes)
+                second_states = self.decoder_states(input_ids, attention_mask, prefix_codes, encoder_outputs)
                 positive = self.position_representation(second_states, position, prefix_codes)
         contrastive = prefix_contrastive_loss(hidden, prefix_codes, config.contrastive_temperature, positive)
         earlier_logits = [

@@ -124,3 +124,27 @@ def test_encoder_trainable_layers_freezes_the_lower_layers_and_embeddings():
     assert not any(id(p) in frozen for p in model.backbone.get_decoder().block.parameters())
     with pytest.raises(ValueError, match="encoder_trainable_layers"):
         frozen_encoder_parameters(model, 4)
+
+
+def test_cached_frozen_encoder_states_give_the_losses_of_running_the_encoder(demo_items, demo_tokenizer):
+    from lmindexer.trainers.collators import IndexerDataCollator
+    from lmindexer.trainers.encoder_cache import EncoderStateCache
+    from lmindexer.trainers.demo import tiny_t5_config
+
+    torch.manual_seed(0)
+    model = LMIndexerForSemanticID(tiny_indexer_config(backbone_config=tiny_t5_config(len(demo_tokenizer), d_model=32).to_dict(),
+                                                       reconstructor_max_positions=64, pooled_hidden=True)).eval()
+    encoded = demo_tokenizer([item["title"] for item in demo_items[:12]], max_length=32, truncation=True)
+    cache = EncoderStateCache.build(model, encoded["input_ids"], demo_tokenizer.pad_token_id, batch_size=5)
+    features = [{"row": row, "input_ids": encoded["input_ids"][row], "attention_mask": encoded["attention_mask"][row],
+                 "prefix_codes": [row % 6]} for row in (7, 2, 11, 0)]
+    plain = IndexerDataCollator(demo_tokenizer, 0.5, seed=3)(features)
+    cached = IndexerDataCollator(demo_tokenizer, 0.5, seed=3, encoder_states=cache)(features)
+    assert torch.equal(plain["hint_visible"], cached["hint_visible"])
+    run = lambda batch: model(**batch, position=2, mode="straight_through")  # noqa: E731
+    with torch.no_grad():
+        reference, from_cache = run(plain), run(cached)
+    assert torch.allclose(reference.loss, from_cache.loss, rtol=1e-3)
+    assert torch.equal(reference.codes, from_cache.codes)
+    with pytest.raises(ValueError, match="another tokenisation"):
+        cache.padded([7], torch.ones(1, 3, dtype=torch.long))

@@ -16,11 +16,13 @@ class IndexerDataCollator:
     its batch: gradient accumulation, a resumed run and a different batch size all see the same hints.
     """
 
-    def __init__(self, tokenizer, hint_ratio: float, seed: int = 0):
+    def __init__(self, tokenizer, hint_ratio: float, seed: int = 0, encoder_states=None):
         self.tokenizer = tokenizer
         self.hint_ratio = hint_ratio
         self.seed = seed
         self.epoch = 0
+        # An `EncoderStateCache` of a frozen encoder: batches then carry the encoder's states by document row.
+        self.encoder_states = encoder_states
 
     def __call__(self, features: list[dict]) -> dict:
         padded = self.tokenizer.pad(
@@ -38,6 +40,9 @@ class IndexerDataCollator:
             chosen = rng.choice(token_positions, size=keep[index], replace=False)
             visible[index, torch.from_numpy(chosen)] = True
         batch["hint_visible"] = visible
+        if self.encoder_states is not None:
+            rows = [int(feature["row"]) for feature in features]
+            batch["encoder_hidden_states"] = self.encoder_states.padded(rows, padded["attention_mask"])
         if "prefix_codes" in features[0] and len(features[0]["prefix_codes"]):
             batch["prefix_codes"] = torch.tensor([f["prefix_codes"] for f in features], dtype=torch.long)
         return batch

@@ -37,6 +37,7 @@ from .collators import IndexerDataCollator
 from .corpus import Corpus, text_digests
 from .corpus_passes import DistributedPasses, assign_corpus, collect_hidden_states
 from .id_layout import automatic_dedup_size
+from .encoder_cache import EncoderStateCache
 from .diagnostics import METRICS_FILE, IndexerDiagnosticsCallback, code_diagnostics, collapse_warnings, reconstruction_f1
 from .kmeans import kmeans_codebook
 from .model_folder import recover_model_folder, write_model_folder
@@ -107,6 +108,7 @@ class IndexerTrainer:
         self.checkpoints = StageCheckpoints(self.output_dir, run_fingerprint(model.config, corpus, args, self.max_length),
                                             config=run_config(model.config))
         self._tokenised: datasets.Dataset | None = None
+        self._encoder_states: EncoderStateCache | None = None
         # Codes computed with the current weights, reused until a phase changes the weights.
         self._weights_version = 0
         self._current_codes: tuple[int, int, np.ndarray] | None = None
@@ -374,6 +376,16 @@ class IndexerTrainer:
         self.model.to(self.args.device)
         return self.passes.run(pass_over_rows)
 
+    def frozen_encoder_states(self) -> EncoderStateCache | None:
+        """With `encoder_trainable_layers=0` the encoder never changes, so its states are computed once per run."""
+        if self.args.encoder_trainable_layers != 0:
+            return None
+        if self._encoder_states is None:
+            self.model.to(self.args.device)
+            self._encoder_states = EncoderStateCache.build(self.model, self._tokenised_with_prefix(0)["input_ids"],
+                                                           self.tokenizer.pad_token_id, self.args.assignment_batch_size)
+        return self._encoder_states
+
     def _tokenised_with_prefix(self, columns: int) -> datasets.Dataset:
         if self._tokenised is None:
             encoded = self.tokenizer(self.corpus.texts, max_length=self.max_length, truncation=True)
@@ -401,7 +413,8 @@ class IndexerTrainer:
             model=self.model,
             args=self.args.phase_arguments(stage.phase, str(stage_dir), seed),
             train_dataset=self._tokenised_with_prefix(position - 1),
-            data_collator=IndexerDataCollator(self.tokenizer, self.model.config.hint_ratios[position - 1], seed=seed),
+            data_collator=IndexerDataCollator(self.tokenizer, self.model.config.hint_ratios[position - 1], seed=seed,
+                                              encoder_states=self.frozen_encoder_states()),
             processing_class=self.tokenizer,
             callbacks=[diagnostics, self.card_callback],
             position=position,
