@@ -203,3 +203,21 @@ def test_rqvae_reseeds_dead_codes_but_not_after_the_last_epoch(vectors):
     reseeded = [epoch["reseeded_codes"] for epoch in quantizer.history]
     assert sum(reseeded) > 0 and reseeded[-1] == 0
     np.testing.assert_array_equal(quantizer.assign(vectors), codes)
+
+
+def test_random_ids_keep_the_contract_and_carry_no_semantics(vectors, tmp_path):
+    from lmindexer.trainers.id_methods.random_ids import RandomQuantizer
+
+    many, labels = gaussian_mixture(count=3000, clusters=6, seed=4)
+    quantizer = RandomQuantizer(2, [8, 4], seed=5)
+    codes = quantizer.fit(many)
+    np.testing.assert_array_equal(quantizer.assign(many[::3]), codes[::3])
+    assert (codes < np.array([8, 4])).all() and (codes >= 0).all()
+    # Uniform: every code used about equally (3000 / 8 = 375 expected per first-level code).
+    counts = np.bincount(codes[:, 0], minlength=8)
+    assert counts.min() > 300 and counts.max() < 450
+    # No semantics: the codes say nothing about the mixture component, unlike any learned method's.
+    assert abs(adjusted_mutual_info_score(labels, codes[:, 0])) < 0.01
+    assert not np.array_equal(RandomQuantizer(2, [8, 4], seed=6).fit(many), codes)
+    quantizer.save(tmp_path)
+    np.testing.assert_array_equal(load_quantizer(tmp_path).assign(many), codes)

@@ -176,3 +176,19 @@ def test_shared_cross_attention_cache_changes_nothing(retriever, demo_items, dem
     stock = retriever.decode_rows(batch["input_ids"], batch["attention_mask"], num_beams=7, share_cross_attention=False)
     assert torch.equal(shared[0], stock[0]) and torch.equal(shared[1], stock[1])
     assert (shared[0] >= 0).any()
+
+
+@pytest.mark.parametrize("num_beams", [1, 10])
+def test_each_hits_score_is_the_teacher_forced_log_probability_of_its_id(retriever, demo_tokenizer, num_beams):
+    """Scores cannot be paired with the wrong documents: each equals the mean log-probability (length penalty 1) of
+    that hit's own ID tokens and EOS, computed by one teacher-forced forward pass over the whole vocabulary."""
+    query = "red lipstick with a matte finish"
+    hits = retriever.retrieve([query], tokenizer=demo_tokenizer, top_k=min(5, num_beams), num_beams=num_beams)[0]
+    encoded = retriever.encode_queries([query], demo_tokenizer)
+    for hit in hits:
+        codes = torch.tensor([hit["semantic_id"]])
+        labels = torch.cat([retriever.codes_to_tokens(codes), torch.tensor([[retriever.eos_token_id]])], dim=1)
+        with torch.no_grad():
+            logits = retriever(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], labels=labels).logits
+        log_probs = logits.float().log_softmax(-1).gather(2, labels[..., None]).squeeze(-1)
+        assert hit["score"] == pytest.approx(float(log_probs.sum() / labels.shape[1]), abs=1e-4)

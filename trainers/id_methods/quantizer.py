@@ -25,7 +25,7 @@ CONFIG_FORMAT = 1
 
 QUANTIZER_CLASSES: dict[str, type["Quantizer"]] = {}
 # Built-in methods are imported on demand by `load_quantizer`, so loading works without importing them first.
-_BUILTIN_MODULES = {"rqkmeans": "rqkmeans", "rqvae": "rqvae", "hkmeans": "hkmeans"}
+_BUILTIN_MODULES = {"rqkmeans": "rqkmeans", "rqvae": "rqvae", "hkmeans": "hkmeans", "random": "random_ids"}
 
 
 class Quantizer:

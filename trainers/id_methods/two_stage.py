@@ -136,3 +136,8 @@ class RQVAEMethod(TwoStageMethod):
 @register_id_method("hkmeans")
 class HierarchicalKMeansMethod(TwoStageMethod):
     """DSI/NCI-style hierarchical k-means of fixed depth."""
+
+
+@register_id_method("random")
+class RandomIDMethod(TwoStageMethod):
+    """Random IDs of the same layout (a hash of each document's embedding): the downstream control."""
