@@ -233,3 +233,45 @@ def test_diagnose_reports_what_an_independent_computation_gives(indexed, corpus_
 def test_diagnose_names_a_missing_corpus(indexed, capsys):
     assert main(["diagnose", "--model", str(indexed)]) == 1
     assert "Give --model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(indexed, corpus_file, tmp_path):
+    from lmindexer.trainers.bench_rec import most_popular
+    from lmindexer.trainers.finetuning import DownstreamDataArguments, EvaluateArguments, evaluate_retriever
+
+    items = [json.loads(line) for line in corpus_file.read_text().splitlines()]
+    data = tmp_path / "rec"
+    write_jsonl(items, data / "items.jsonl")
+    users = [{"user_id": f"u{u}", "items": [items[(u * 5 + 3 * k) % len(items)]["item_id"] for k in range(3 + u % 3)]}
+             for u in range(30)]
+    write_jsonl(users, data / "sequences.jsonl")
+    output = tmp_path / "rec.json"
+    with one_torch_thread():
+        assert main(["bench", "rec", "--data", str(data), "--indexers", str(indexed), "--history_formats", "ids,text",
+                     "--test_users", "12", "--sample_seed", "4", "--output", str(output), "--output_dir", str(tmp_path / "runs"),
+                     "--max_steps", "4", "--per_device_train_batch_size", "8", "--report_to", "none", "--save_strategy", "no",
+                     "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--eval_num_beams", "10",
+                     "--eval_ks", "5,10", "--max_length", "48"]) == 0
+    result = json.loads(output.read_text())
+    rows = sorted(np.random.default_rng(4).choice(30, size=12, replace=False).tolist())
+    assert result["settings"]["test_users_evaluated"] == 12
+    # Most-popular by hand: counts over every user's items but the last two; each sampled user's last item is its target.
+    counts = {}
+    for user in users:
+        for item in user["items"][:-2]:
+            counts[item] = counts.get(item, 0) + 1
+    ranked = sorted(counts, key=lambda item: (-counts[item], list(counts).index(item)))[:10]
+    hits = [users[row]["items"][-1] in ranked[:10] for row in rows]
+    assert result["most_popular"]["recall@10"] == pytest.approx(np.mean(hits))
+    assert most_popular(data / "sequences.jsonl", rows, [10])["recall@10"] == pytest.approx(np.mean(hits))
+    assert [(r["history_format"], r["max_steps"]) for r in result["records"]] == [("ids", 4), ("text", 4)]
+    # Each run's figures are those of its saved retriever on the same sampled users.
+    for record in result["records"]:
+        saved = tmp_path / "runs" / f"{indexed.name}-{record['history_format']}-seed0"
+        again = evaluate_retriever(EvaluateArguments(model=str(saved), num_beams=10, ks="5,10"),
+                                   DownstreamDataArguments(task="recommendation", data=str(data), eval_rows=rows, max_length=48,
+                                                           history_format=record["history_format"]))
+        assert again["recall@10"] == pytest.approx(record["metrics"]["test_recall@10"])
+    table = output.with_suffix(".md").read_text()
+    assert "| most-popular |" in table and f"| {indexed.name} | ids | 0 |" in table

@@ -11,6 +11,7 @@ the Python API named in each command's help, and prints the result.
 | `push` | `AutoModel.from_pretrained(path).push_to_hub(repo_id, card_data=...)` / `lmindexer.hub_cards.save_for_hub` |
 | `space` | `lmindexer.hub_cards.launch_space` / `export_space` / `push_space` |
 | `diagnose` | `lmindexer.trainers.diagnose.diagnose_indexer(DiagnoseArguments)` |
+| `bench rec` | `lmindexer.trainers.bench_rec.bench_rec(BenchRecArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments)` |
 | `bench ids` | `lmindexer.trainers.bench_ids.bench_ids(BenchIDsArguments, IndexArguments, IndexerTrainingArguments)` |
 | `demo` | `lmindexer.trainers.demo.build_untrained_demo_indexer(output_dir, num_items, seed)` |
 """
@@ -28,6 +29,7 @@ from transformers import HfArgumentParser
 
 from .arguments import AssignArguments, DiagnoseArguments, IndexArguments, IndexerTrainingArguments
 from .bench_ids import BenchIDsArguments
+from .bench_rec import BenchRecArguments
 from .finetuning import DownstreamDataArguments, EvaluateArguments, FinetuneArguments
 from .retrieval_trainer import RetrievalTrainingArguments
 
@@ -175,7 +177,8 @@ def run_bench(bench: BenchArguments, ids: BenchIDsArguments, index_args: IndexAr
     from .bench_ids import bench_ids, command_line
 
     if bench.suite != ["ids"]:
-        raise ValueError(f"Unknown benchmark {' '.join(bench.suite) or '(none)'}: the benchmark is `lmindexer bench ids`.")
+        raise ValueError(f"Unknown benchmark {' '.join(bench.suite) or '(none)'}: the benchmarks are `lmindexer bench ids` "
+                         "and `lmindexer bench rec`.")
     return bench_ids(ids, index_args, training_args, command=command_line())
 
 
@@ -191,6 +194,16 @@ def run_diagnose(args: DiagnoseArguments) -> dict:
     print("\n".join(report["verdicts"]))
     print(f"Report written to {args.output}")
     return report
+
+
+def run_bench_rec(bench, finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
+                  training_args: RetrievalTrainingArguments) -> dict:
+    from .bench_ids import command_line
+    from .bench_rec import bench_rec
+
+    result = bench_rec(bench, finetune_args, data_args, training_args, command=command_line())
+    print(Path(bench.output).with_suffix(".md").read_text())
+    return result
 
 
 @dataclass
@@ -242,6 +255,8 @@ COMMANDS: dict[str, Command] = {
                      positional="suite"),
     "diagnose": Command((DiagnoseArguments,), run_diagnose,
                         "Check a trained indexer's health: trained vs untrained AMI, whether IDs are used, prefix copying."),
+    "bench rec": Command((BenchRecArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments),
+                         run_bench_rec, "Compare ID methods downstream: lmindexer bench rec --data DIR --indexers A,B."),
     "demo": Command((DemoArguments,), run_demo, "Build, save, reload and run a small untrained indexer on the demo corpus."),
 }
 
@@ -334,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print_usage()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    name = argv[0]
-    words, flagged = split_debug_flag(name, argv[1:])
+    name, rest = argv[0], argv[1:]
+    if name == "bench" and rest[:1] == ["rec"]:  # its own arguments (a retriever's training, not an indexer's)
+        name, rest = "bench rec", rest[1:]
+    words, flagged = split_debug_flag(name, rest)
     debug = debug or flagged
     try:
         parsed = parse(name, words)

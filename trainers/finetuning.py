@@ -45,6 +45,9 @@ class DownstreamDataArguments:
     pseudo_queries: str | None = field(default=None, metadata={"help": "retrieval: jsonl of {doc_id, query}."})
     max_length: int = field(default=512, metadata={"help": "Input tokens (the paper: 1024 for recommendation)."})
     max_eval_queries: int | None = field(default=None, metadata={"help": "Evaluate on the first N queries only."})
+    eval_rows: list[int] | None = field(
+        default=None, metadata={"help": "Evaluate on these rows of the test split only (e.g. a seeded sample of users)."}
+    )
 
     def history(self):
         """The `HistoryFormat` these arguments describe."""
@@ -101,6 +104,11 @@ def load_downstream_splits(data_args: DownstreamDataArguments, id_map, config=No
 
 def _evaluation_split(splits, data_args):
     split = splits["test"]
+    if data_args.eval_rows:
+        outside = [row for row in data_args.eval_rows if not 0 <= row < len(split)]
+        if outside:
+            raise ValueError(f"eval_rows {outside[:5]} lie outside the test split's {len(split)} rows.")
+        split = split.select(data_args.eval_rows)
     if data_args.max_eval_queries:
         split = split.select(range(min(data_args.max_eval_queries, len(split))))
     return split

@@ -1,0 +1,135 @@
+"""`lmindexer bench rec`: the same generative recommender on each ID method's IDs, next to popularity, in one table.
+
+Every indexer folder given (LMIndexer, a two-stage baseline, or `--method random` IDs) is fine-tuned under the same
+budget (the `RetrievalTrainingArguments` given, e.g. `--max_steps`) for each history format and seed, and evaluated
+with constrained beam search on the same test users: leave-one-out over the full item set, all users or a seeded
+sample (`--test_users`, `--sample_seed`, recorded). Most-popular (items ranked by training interactions: every
+user's items but the last two) is scored on the same users. Output: JSON (settings, command, one record per run
+with its budget and wall time) and a Markdown table beside it; both are rewritten after every run.
+
+```python
+from lmindexer.trainers.bench_rec import BenchRecArguments, bench_rec
+bench_rec(BenchRecArguments(data="../shared/data/amazon-beauty", indexers="runs/idx,runs/rq"), data_args, training_args)
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..modeling_lmindexer import SemanticIDMap
+from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
+from .arguments import split_names
+from .downstream_data import read_jsonl
+from .finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
+from .ranking_metrics import ranking_metrics
+
+TABLE_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+
+
+@dataclass
+class BenchRecArguments:
+    indexers: str = field(default="", metadata={"help": "Comma-separated indexer folders whose IDs are compared."})
+    history_formats: str = field(default="ids", metadata={"help": "Comma-separated history formats: text, ids, text+ids."})
+    seeds: str = field(default="0", metadata={"help": "Comma-separated fine-tuning seeds."})
+    test_users: int = field(default=0, metadata={"help": "Evaluate on this many test users, sampled; 0: all of them."})
+    sample_seed: int = field(default=0, metadata={"help": "Seed of the test-user sample."})
+    output: str = field(default="benchmarks/rec.json", metadata={"help": "JSON results; the table goes beside it (.md)."})
+
+
+def most_popular(sequences_path: str | Path, test_rows: list[int], ks: list[int]) -> dict:
+    """Recall/NDCG of ranking every item by its count in the training part of the sequences (all but each user's last
+    two items), for the test users at `test_rows` (rows of the test split: users with 3 or more items, in file order)."""
+    users = [[str(item) for item in user["items"]] for user in read_jsonl(sequences_path)]
+    users = [items for items in users if len(items) >= 3]
+    counts = Counter(item for items in users for item in items[:-2])
+    ranked = [item for item, _ in counts.most_common(max(ks))]
+    return ranking_metrics([ranked] * len(test_rows), [{users[row][-1]} for row in test_rows], ks)
+
+
+def sampled_test_rows(total: int, size: int, seed: int) -> list[int]:
+    """A seeded sample of `size` test rows (all rows when `size` is 0 or too large), in increasing order."""
+    if size <= 0 or size >= total:
+        return list(range(total))
+    return sorted(np.random.default_rng(seed).choice(total, size=size, replace=False).tolist())
+
+
+def markdown_table(records: list[dict], title: str) -> str:
+    lines = [f"### {title}", "", "| IDs | history | seed | " + " | ".join(TABLE_METRICS) + " | steps | batch | wall s |",
+             "|:--|:--|--:|" + "--:|" * (len(TABLE_METRICS) + 3)]
+    for record in records:
+        cells = [f"{record['metrics'][f'test_{name}']:.4f}" for name in TABLE_METRICS]
+        budget = [str(record.get("max_steps", "")), str(record.get("batch_size", "")), f"{record['wall_s']:.0f}"]
+        lines.append(f"| {record['ids']} | {record['history_format']} | {record['seed']} | " + " | ".join(cells + budget) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
+              training_args, command: str | None = None) -> dict:
+    """Fine-tune and evaluate every (indexer, history format, seed), score most-popular, write JSON and Markdown."""
+    folder = Path(data_args.data)
+    if not (folder / "sequences.jsonl").is_file() or not (folder / "items.jsonl").is_file():
+        raise FileNotFoundError(f"{folder} needs items.jsonl and sequences.jsonl (the shared/data layout).")
+    indexers = split_names(bench.indexers)
+    if not indexers:
+        raise ValueError("Give --indexers: the indexer folders whose IDs the recommender is trained on.")
+    for indexer in indexers:
+        if not Path(indexer).is_dir():
+            raise FileNotFoundError(f"--indexers: {indexer} is not an indexer folder.")
+    sequence_items = {str(item) for user in read_jsonl(folder / "sequences.jsonl") for item in user["items"]}
+    for indexer in indexers:
+        missing = sequence_items - set(SemanticIDMap.load(Path(indexer) / ID_MAP_FILE).doc_ids)
+        if missing:  # the test users must be the same for every ID method and for most-popular
+            raise ValueError(f"{indexer}'s ID map lacks {len(missing)} items of the sequences (e.g. {sorted(missing)[:3]}): "
+                             "index the whole catalogue, so that every method is evaluated on the same users.")
+    formats = split_names(bench.history_formats)
+    test_users = sum(1 for user in read_jsonl(folder / "sequences.jsonl") if len(user["items"]) >= 3)
+    rows = sampled_test_rows(test_users, bench.test_users, bench.sample_seed)
+    data_args = copy.copy(data_args)
+    data_args.task, data_args.eval_rows = "recommendation", rows
+    output = Path(bench.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    result = {"command": command, "data": str(folder), "machine": f"{platform.machine()} {platform.processor()}".strip(),
+              "settings": {**asdict(bench), "test_users_evaluated": len(rows), "finetune": asdict(finetune_args),
+                           "data": {key: value for key, value in asdict(data_args).items() if key != "eval_rows"},
+                           "training": {key: training_args.to_dict()[key] for key in (
+                               "max_steps", "num_train_epochs", "per_device_train_batch_size", "learning_rate",
+                               "eval_num_beams", "eval_ks")}},
+              "most_popular": most_popular(folder / "sequences.jsonl", rows, training_args.ks), "records": []}
+    work = Path(training_args.output_dir)
+    for indexer in indexers:
+        for history_format in formats:
+            for seed in [int(seed) for seed in split_names(bench.seeds)]:
+                run_data = copy.copy(data_args)
+                run_data.history_format = history_format
+                run_args = copy.deepcopy(training_args)
+                run_args.seed = seed
+                run_args.output_dir = str(work / f"{Path(indexer).name}-{history_format}-seed{seed}")
+                run_finetune = copy.copy(finetune_args)
+                run_finetune.indexer = indexer
+                started = time.perf_counter()
+                metrics = finetune_retriever(run_finetune, run_data, run_args)
+                result["records"].append({
+                    "ids": Path(indexer).name, "indexer": indexer, "history_format": history_format, "seed": seed,
+                    "metrics": metrics, "max_steps": run_args.max_steps, "batch_size": run_args.per_device_train_batch_size,
+                    "wall_s": round(time.perf_counter() - started, 1)})
+                _write(result, output, folder.name)
+    _write(result, output, folder.name)
+    return result
+
+
+def _write(result: dict, output: Path, dataset: str) -> None:
+    popular = {"ids": "most-popular", "history_format": "-", "seed": "-", "wall_s": 0.0,
+               "metrics": {f"test_{key}": value for key, value in result["most_popular"].items()}}
+    table = markdown_table([popular, *result["records"]],
+                           f"{dataset}: leave-one-out, full ranking, {result['settings']['test_users_evaluated']} test users")
+    output.write_text(json.dumps(result, indent=2))
+    output.with_suffix(".md").write_text(f"{table}\nCommand: `{result['command']}`\n")
