@@ -230,8 +230,8 @@ def test_diagnose_reports_what_an_independent_computation_gives(indexed, corpus_
     assert report["verdicts"][0] in printed
 
 
-def test_diagnose_names_a_missing_corpus(indexed, capsys):
-    assert main(["diagnose", "--model", str(indexed)]) == 1
+def test_diagnose_names_a_missing_corpus(tmp_path, capsys):
+    assert main(["diagnose", "--model", str(tmp_path)]) == 1
     assert "Give --model" in capsys.readouterr().err
 
 

@@ -326,11 +326,24 @@ def error_line(name: str, error: BaseException) -> str:
     return f"lmindexer {name}: error: {message}"
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted, not the stream of the first call: a caller that
+    swaps stderr (a notebook, a test harness) and closes the old one must not break later messages."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def show_progress_messages() -> None:
     """The package's INFO messages (which stage starts, what a resume continues from) on stderr, once."""
     logger = logging.getLogger("lmindexer")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s lmindexer: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
