@@ -42,6 +42,8 @@ logger = logging.getLogger("lmindexer")
 IGNORED_IDS_MARGIN = 0.01
 # Above this share of energy in the shared component, cosine similarity sees mostly the shared vector.
 SHARED_COMPONENT_LIMIT = 0.9
+# Fewer sampled documents per code than this leave the untrained k-means of the comparison weaker than a real fit.
+FAIR_SAMPLE_PER_CODE = 20
 # c_t with NMI to its prefix above this mostly repeats the prefix.
 COPIED_PREFIX_NMI = 0.9
 
@@ -122,6 +124,9 @@ def verdicts(report: dict) -> list[str]:
     comparison = report.get("untrained_vs_trained")
     if comparison:
         before, after = comparison["untrained_ami_c1"], comparison["trained_ami_c1"]
+        if comparison.get("sample_per_code", FAIR_SAMPLE_PER_CODE) < FAIR_SAMPLE_PER_CODE:
+            lines.append(f"NOTE: the untrained k-means saw only {comparison['sample_per_code']} sampled documents per code; "
+                         "raise --sample for a fair untrained-vs-trained comparison.")
         if after > before:
             lines.append(f"OK: training raised the first code's AMI from {before:.3f} (untrained) to {after:.3f}.")
         else:
@@ -193,6 +198,9 @@ def diagnose_indexer(args: DiagnoseArguments) -> dict:
             untrained_states -= untrained_states.mean(axis=0)
         untrained_codes = kmeans_codes(untrained_states, config.codebook_sizes[0], config.code_geometry, args.seed)
         report["untrained_vs_trained"] = {
+            # k-means is refitted on the sample only, while the trained codebook saw the whole corpus: with few
+            # documents per code the untrained side is handicapped.
+            "sample_per_code": round(len(corpus) / config.codebook_sizes[0], 1),
             "untrained": backbone or "random initialisation from the model's config",
             "untrained_ami_c1": float(adjusted_mutual_info_score(corpus.labels, untrained_codes)),
             "trained_ami_c1": float(adjusted_mutual_info_score(corpus.labels, codes[:, 0])),
