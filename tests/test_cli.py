@@ -237,7 +237,7 @@ def test_diagnose_names_a_missing_corpus(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(indexed, corpus_file, tmp_path):
-    from lmindexer.trainers.bench_rec import most_popular
+    from lmindexer.trainers.bench_rec import most_popular, test_sequences
     from lmindexer.trainers.finetuning import DownstreamDataArguments, EvaluateArguments, evaluate_retriever
 
     items = [json.loads(line) for line in corpus_file.read_text().splitlines()]
@@ -264,7 +264,7 @@ def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(index
     ranked = sorted(counts, key=lambda item: (-counts[item], list(counts).index(item)))[:10]
     hits = [users[row]["items"][-1] in ranked[:10] for row in rows]
     assert result["most_popular"]["recall@10"] == pytest.approx(np.mean(hits))
-    assert most_popular(data / "sequences.jsonl", rows, [10])["recall@10"] == pytest.approx(np.mean(hits))
+    assert most_popular(test_sequences(data / "sequences.jsonl"), rows, [10])["recall@10"] == pytest.approx(np.mean(hits))
     assert [(r["history_format"], r["max_steps"]) for r in result["records"]] == [("ids", 4), ("text", 4)]
     # Each run's figures are those of its saved retriever on the same sampled users.
     for record in result["records"]:

@@ -45,11 +45,16 @@ class BenchRecArguments:
     output: str = field(default="benchmarks/rec.json", metadata={"help": "JSON results; the table goes beside it (.md)."})
 
 
-def most_popular(sequences_path: str | Path, test_rows: list[int], ks: list[int]) -> dict:
-    """Recall/NDCG of ranking every item by its count in the training part of the sequences (all but each user's last
-    two items), for the test users at `test_rows` (rows of the test split: users with 3 or more items, in file order)."""
+def test_sequences(sequences_path: str | Path) -> list[list[str]]:
+    """The item sequences of the users that have a test sample (3 or more items), in file order: row i is the test
+    split's row i when every item is in the ID map."""
     users = [[str(item) for item in user["items"]] for user in read_jsonl(sequences_path)]
-    users = [items for items in users if len(items) >= 3]
+    return [items for items in users if len(items) >= 3]
+
+
+def most_popular(users: list[list[str]], test_rows: list[int], ks: list[int]) -> dict:
+    """Recall/NDCG of ranking every item by its count in the training part of the sequences (all but each user's last
+    two items), for the test users at `test_rows` of `users` (`test_sequences`)."""
     counts = Counter(item for items in users for item in items[:-2])
     ranked = [item for item, _ in counts.most_common(max(ks))]
     return ranking_metrics([ranked] * len(test_rows), [{users[row][-1]} for row in test_rows], ks)
@@ -84,15 +89,15 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
     for indexer in indexers:
         if not Path(indexer).is_dir():
             raise FileNotFoundError(f"--indexers: {indexer} is not an indexer folder.")
-    sequence_items = {str(item) for user in read_jsonl(folder / "sequences.jsonl") for item in user["items"]}
+    users = test_sequences(folder / "sequences.jsonl")
+    sequence_items = {item for items in users for item in items}
     for indexer in indexers:
         missing = sequence_items - set(SemanticIDMap.load(Path(indexer) / ID_MAP_FILE).doc_ids)
         if missing:  # the test users must be the same for every ID method and for most-popular
             raise ValueError(f"{indexer}'s ID map lacks {len(missing)} items of the sequences (e.g. {sorted(missing)[:3]}): "
                              "index the whole catalogue, so that every method is evaluated on the same users.")
     formats = split_names(bench.history_formats)
-    test_users = sum(1 for user in read_jsonl(folder / "sequences.jsonl") if len(user["items"]) >= 3)
-    rows = sampled_test_rows(test_users, bench.test_users, bench.sample_seed)
+    rows = sampled_test_rows(len(users), bench.test_users, bench.sample_seed)
     data_args = copy.copy(data_args)
     data_args.task, data_args.eval_rows = "recommendation", rows
     output = Path(bench.output)
@@ -103,7 +108,7 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
                            "training": {key: training_args.to_dict()[key] for key in (
                                "max_steps", "num_train_epochs", "per_device_train_batch_size", "learning_rate",
                                "eval_num_beams", "eval_ks")}},
-              "most_popular": most_popular(folder / "sequences.jsonl", rows, training_args.ks), "records": []}
+              "most_popular": most_popular(users, rows, training_args.ks), "records": []}
     work = Path(training_args.output_dir)
     for indexer in indexers:
         for history_format in formats:

@@ -363,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         print_usage()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     name, rest = argv[0], argv[1:]
-    if name == "bench" and rest[:1] == ["rec"]:  # its own arguments (a retriever's training, not an indexer's)
-        name, rest = "bench rec", rest[1:]
+    if rest and f"{name} {rest[0]}" in COMMANDS:  # a two-word command with arguments of its own (`bench rec`)
+        name, rest = f"{name} {rest[0]}", rest[1:]
     words, flagged = split_debug_flag(name, rest)
     debug = debug or flagged
     try:

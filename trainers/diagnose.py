@@ -23,18 +23,19 @@ import json
 import logging
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from ..modeling_lmindexer import LMIndexerForSemanticID
+from ..modeling_lmindexer.modeling_lmindexer import code_similarity
 from ..modeling_lmindexer.semantic_id_map import atomic_file, prefix_keys
 from ..modeling_lmindexer.reconstructor import sample_hint_mask
 from .arguments import DiagnoseArguments, split_names
 from .corpus import TEXT_SEPARATOR, build_corpus, load_records
 from .corpus_passes import assign_corpus, collect_hidden_states
 from .diagnostics import code_diagnostics
+from .kmeans import kmeans_codebook
 
 logger = logging.getLogger("lmindexer")
 
@@ -56,15 +57,10 @@ def shared_component_share(vectors: np.ndarray) -> float:
 
 
 def kmeans_codes(vectors: np.ndarray, clusters: int, geometry: str, seed: int) -> np.ndarray:
-    """Codes of k-means on `vectors` in the indexer's geometry (spherical for cosine), as codebook init does."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if geometry == "cosine":
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    clusters = min(clusters, len(vectors))
-    kmeans = faiss.Kmeans(vectors.shape[1], clusters, niter=25, seed=seed, spherical=geometry == "cosine",
-                          max_points_per_centroid=100_000)
-    kmeans.train(vectors)
-    return kmeans.index.search(vectors, 1)[1][:, 0]
+    """Codes of k-means on `vectors` exactly as codebook initialisation fits and the indexer assigns them."""
+    centroids = kmeans_codebook(vectors, min(clusters, len(vectors)), geometry, seed=seed)
+    # Temperature 1: only the argmax is used.
+    return code_similarity(torch.from_numpy(vectors), torch.from_numpy(centroids), geometry, 1.0).argmax(dim=1).numpy()
 
 
 @torch.no_grad()
