@@ -48,6 +48,25 @@ class BenchIDsArguments:
     output: str = field(default="benchmarks/ids.json", metadata={"help": "JSON results; the table goes beside it (.md)."})
 
 
+def finished_records(output: Path, settings: dict, key_fields: tuple[str, ...]) -> list[dict]:
+    """The records of an earlier run written to `output` with the same settings (the seed list aside), so that a
+    re-run, or a run with more seeds, goes on from them instead of redoing them. Other settings: nothing is kept."""
+    if not output.is_file():
+        return []
+    try:
+        earlier = json.loads(output.read_text())
+    except json.JSONDecodeError:
+        return []
+    comparable = lambda values: {key: value for key, value in json.loads(json.dumps(values)).items() if key != "seeds"}
+    if comparable(earlier.get("settings", {})) != comparable(settings):
+        return []
+    records = earlier.get("records", [])
+    if records:
+        print(f"{output}: keeping {len(records)} finished run(s) of the same settings: "
+              + ", ".join("/".join(str(record[key]) for key in key_fields) for record in records))
+    return records
+
+
 def category_labels(records, id_field: str, label_field: str, coarse_level: int, fine_levels: int) -> dict[str, tuple]:
     """doc_id -> (coarse label, fine label) from a category path."""
     labels = {}
@@ -132,8 +151,12 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
                            "training": {key: value for key, value in training_args.to_dict().items()
                                         if key.startswith(SCHEDULE_PREFIXES) or key in OPTIMISATION_FLAGS}},
               "records": []}
+    result["records"] = finished_records(output, result["settings"], ("method", "seed"))
+    done = {(record["method"], record["seed"]) for record in result["records"]}
     for method in methods:
         for seed in [int(seed) for seed in split_names(bench.seeds)]:
+            if (method, seed) in done:
+                continue
             method_args = copy.copy(index_args)
             method_args.method, method_args.corpus, method_args.label_level = method, str(items), bench.coarse_level
             method_args.method_settings = json.dumps(per_method[method]) if method in per_method else index_args.method_settings
@@ -152,6 +175,7 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
             result["summary"] = summarise(result["records"])
             output.write_text(json.dumps(result, indent=2))  # after every run: a cut-off loses nothing finished
             print(json.dumps({key: record[key] for key in ("method", "seed", "ami_c1_coarse", "ami_full_fine", "wall_s")}))
+    result["summary"] = summarise(result["records"])
     table = markdown_table(result["summary"], f"{Path(bench.data).name}: {index_args.id_length} x "
                                               f"{index_args.codebook_size} + dedup, text {index_args.text_fields}")
     output.with_suffix(".md").write_text(f"{table}\nCommand: `{command}`\n")
