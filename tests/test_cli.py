@@ -236,7 +236,7 @@ def test_diagnose_names_a_missing_corpus(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(indexed, corpus_file, tmp_path):
+def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(indexed, corpus_file, tmp_path, monkeypatch):
     from lmindexer.trainers.bench_rec import most_popular, test_sequences
     from lmindexer.trainers.finetuning import DownstreamDataArguments, EvaluateArguments, evaluate_retriever
 
@@ -252,7 +252,8 @@ def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(index
                      "--test_users", "12", "--sample_seed", "4", "--output", str(output), "--output_dir", str(tmp_path / "runs"),
                      "--max_steps", "4", "--per_device_train_batch_size", "8", "--report_to", "none", "--save_strategy", "no",
                      "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--eval_num_beams", "10",
-                     "--eval_ks", "5,10", "--max_length", "48"]) == 0
+                     "--eval_ks", "5,10", "--max_length", "48",
+                     "--train_sampling_strategy", "group_by_length"]) == 0
     result = json.loads(output.read_text())
     rows = sorted(np.random.default_rng(4).choice(30, size=12, replace=False).tolist())
     assert result["settings"]["test_users_evaluated"] == 12
@@ -275,3 +276,19 @@ def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(index
         assert again["recall@10"] == pytest.approx(record["metrics"]["test_recall@10"])
     table = output.with_suffix(".md").read_text()
     assert "| most-popular |" in table and f"| {indexed.name} | ids | 0 |" in table
+    # A re-run with the same settings keeps the finished runs and a baseline added on the same users (bench_sasrec.py).
+    from lmindexer.trainers import bench_rec
+
+    result["baselines"] = [{"ids": "SASRec", "history_format": "item IDs", "seed": 0, "wall_s": 1.0,
+                            "metrics": {f"test_{name}": 0.5 for name in bench_rec.TABLE_METRICS}}]
+    output.write_text(json.dumps(result))
+    monkeypatch.setattr(bench_rec, "finetune_retriever", lambda *args: pytest.fail("a finished run was redone"))
+    with one_torch_thread():
+        assert main(["bench", "rec", "--data", str(data), "--indexers", str(indexed), "--history_formats", "text",
+                     "--test_users", "12", "--sample_seed", "4", "--output", str(output), "--output_dir", str(tmp_path / "runs"),
+                     "--max_steps", "4", "--per_device_train_batch_size", "8", "--report_to", "none", "--save_strategy", "no",
+                     "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--eval_num_beams", "10",
+                     "--eval_ks", "5,10", "--max_length", "48"]) == 0
+    again = json.loads(output.read_text())
+    assert again["records"] == result["records"] and again["baselines"] == result["baselines"]
+    assert "| SASRec | item IDs | 0 | 0.5000 |" in output.with_suffix(".md").read_text()

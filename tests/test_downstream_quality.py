@@ -395,3 +395,18 @@ def test_bart_retriever_end_to_end(demo_items, demo_tokenizer, tmp_path):
         loaded.generate(**encoded, num_beams=4, forced_bos_token_id=2)
     with pytest.raises(ValueError, match="forced_eos_token_id"):
         loaded.generate(**encoded, num_beams=4, forced_eos_token_id=2)
+
+
+def test_length_grouping_column_counts_the_collated_tokens(catalogue, demo_items, demo_tokenizer):
+    """`--train_sampling_strategy group_by_length` reads one length per sample: the token count the collator pads to
+    (ID tokens are single tokens), capped at `max_length`."""
+    from lmindexer.trainers.finetuning import with_token_lengths
+
+    folder, _, _ = catalogue
+    data_args = DownstreamDataArguments(task="recommendation", data=str(folder), history_format="ids", max_length=16)
+    model, tokenizer = rendered_retriever(demo_items, demo_tokenizer, data_args)
+    train = with_token_lengths(load_downstream_splits(data_args, model.id_map, model.config)["train"], tokenizer,
+                               "length", data_args.max_length)
+    collator = RetrievalCollator(tokenizer, model, data_args.max_length)
+    lengths = [int(collator([sample])["attention_mask"].sum()) for sample in train]
+    assert train["length"] == lengths and max(lengths) == 16 and min(lengths) < 16

@@ -153,6 +153,29 @@ def test_bench_ids_writes_records_per_method_and_seed(corpus_file, encoder, tmp_
     assert "| rqkmeans | 2 |" in table and "| hkmeans | 2 |" in table
 
 
+@pytest.mark.slow
+def test_bench_ids_rerun_keeps_finished_runs_of_the_same_settings(corpus_file, encoder, tmp_path, monkeypatch):
+    from lmindexer.trainers import bench_ids
+
+    out = tmp_path / "ids.json"
+    args = ["bench", "ids", "--data", str(corpus_file.parent), "--methods", "rqkmeans", "--label_field", "category",
+            "--coarse_level", "0", "--fine_levels", "1", "--encoder", str(encoder), "--output", str(out),
+            "--output_dir", str(tmp_path / "work"), *SMALL]
+    assert main([*args, "--seeds", "0"]) == 0
+    first = json.loads(out.read_text())["records"]
+    ran = []
+    index_corpus = bench_ids.index_corpus
+    monkeypatch.setattr(bench_ids, "index_corpus", lambda method_args, run_args: ran.append(run_args.seed)
+                        or index_corpus(method_args, run_args))
+    assert main([*args, "--seeds", "0,1"]) == 0  # more seeds: only the new one runs
+    result = json.loads(out.read_text())
+    assert ran == [1] and result["records"][0] == first[0] and [r["seed"] for r in result["records"]] == [0, 1]
+    assert result["summary"]["rqkmeans"]["runs"] == 2
+    ran.clear()
+    assert main([*args, "--seeds", "0", "--fine_levels", "2"]) == 0  # other settings: nothing is kept
+    assert ran == [0] and len(json.loads(out.read_text())["records"]) == 1
+
+
 def test_reindexing_a_baseline_folder_swaps_it_whole(indexed, corpus_file, encoder, tmp_path, monkeypatch):
     """A kill while the new quantiser and map are written leaves the previous quantiser with its own map."""
     import shutil

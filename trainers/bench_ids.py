@@ -48,16 +48,18 @@ class BenchIDsArguments:
     output: str = field(default="benchmarks/ids.json", metadata={"help": "JSON results; the table goes beside it (.md)."})
 
 
-def finished_records(output: Path, settings: dict, key_fields: tuple[str, ...]) -> list[dict]:
-    """The records of an earlier run written to `output` with the same settings (the seed list aside), so that a
-    re-run, or a run with more seeds, goes on from them instead of redoing them. Other settings: nothing is kept."""
+def finished_records(output: Path, settings: dict, key_fields: tuple[str, ...],
+                     varying: tuple[str, ...] = ("seeds",)) -> list[dict]:
+    """The records of an earlier run written to `output` with the same settings (those named in `varying`, such as
+    the seed list, aside), so that a re-run, or a run with more seeds, goes on from them instead of redoing them.
+    Other settings: nothing is kept."""
     if not output.is_file():
         return []
     try:
         earlier = json.loads(output.read_text())
     except json.JSONDecodeError:
         return []
-    comparable = lambda values: {key: value for key, value in json.loads(json.dumps(values)).items() if key != "seeds"}
+    comparable = lambda values: {key: value for key, value in json.loads(json.dumps(values)).items() if key not in varying}
     if comparable(earlier.get("settings", {})) != comparable(settings):
         return []
     records = earlier.get("records", [])

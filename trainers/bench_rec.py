@@ -28,6 +28,7 @@ import numpy as np
 from ..modeling_lmindexer import SemanticIDMap
 from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
 from .arguments import split_names
+from .bench_ids import finished_records
 from .downstream_data import read_jsonl
 from .finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
 from .ranking_metrics import ranking_metrics
@@ -109,10 +110,17 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
                                "max_steps", "num_train_epochs", "per_device_train_batch_size", "learning_rate",
                                "eval_num_beams", "eval_ks")}},
               "most_popular": most_popular(users, rows, training_args.ks), "records": []}
+    result["records"] = finished_records(output, result["settings"], ("ids", "history_format", "seed"),
+                                         varying=("seeds", "indexers", "history_formats"))
+    if result["records"] and output.is_file():  # records added by other tools on the same users (bench_sasrec.py)
+        result["baselines"] = json.loads(output.read_text()).get("baselines", [])
+    done = {(record["indexer"], record["history_format"], record["seed"]) for record in result["records"]}
     work = Path(training_args.output_dir)
     for indexer in indexers:
         for history_format in formats:
             for seed in [int(seed) for seed in split_names(bench.seeds)]:
+                if (indexer, history_format, seed) in done:
+                    continue
                 run_data = copy.copy(data_args)
                 run_data.history_format = history_format
                 run_args = copy.deepcopy(training_args)
@@ -134,7 +142,7 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
 def _write(result: dict, output: Path, dataset: str) -> None:
     popular = {"ids": "most-popular", "history_format": "-", "seed": "-", "wall_s": 0.0,
                "metrics": {f"test_{key}": value for key, value in result["most_popular"].items()}}
-    table = markdown_table([popular, *result["records"]],
+    table = markdown_table([popular, *result.get("baselines", []), *result["records"]],
                            f"{dataset}: leave-one-out, full ranking, {result['settings']['test_users_evaluated']} test users")
     output.write_text(json.dumps(result, indent=2))
     output.with_suffix(".md").write_text(f"{table}\nCommand: `{result['command']}`\n")

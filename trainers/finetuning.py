@@ -158,6 +158,9 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
         setattr(model.config, name, value)
     tokenizer = model.tokenizer
     splits = load_downstream_splits(data_args, model.id_map, model.config)
+    if training_args.train_sampling_strategy == "group_by_length":
+        splits["train"] = with_token_lengths(splits["train"], tokenizer, training_args.length_column_name,
+                                             data_args.max_length)
     trained = model
     if finetune_args.lora_target_modules:
         trained = apply_lora(model, finetune_args.lora_target_modules.split(","), rank=finetune_args.lora_rank)
@@ -185,6 +188,15 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
             )
             logger.info("Pushed the retriever (commit %s)", getattr(commit, "oid", commit))
     return metrics
+
+
+def with_token_lengths(split, tokenizer, column: str, max_length: int):
+    """`split` with each input's token count (capped at `max_length`) in `column`, which the Trainer's length-grouped
+    sampler reads: batches of similar length pad little (a TIGER-style ID history is 3-60 tokens)."""
+    if column in split.column_names:
+        return split
+    lengths = [min(len(ids), max_length) for ids in tokenizer(list(split["input_text"]))["input_ids"]]
+    return split.add_column(column, lengths)
 
 
 def retriever_card_data(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, training_args):
