@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, T5ForConditionalGeneration
 
+from conftest import one_torch_thread
 from lmindexer import SemanticIDMap
 from lmindexer.trainers.cli import main
 from lmindexer.trainers.demo import generate_demo_corpus, tiny_t5_config, train_tokenizer, write_jsonl
@@ -174,6 +175,65 @@ def test_bench_ids_rerun_keeps_finished_runs_of_the_same_settings(corpus_file, e
     ran.clear()
     assert main([*args, "--seeds", "0", "--fine_levels", "2"]) == 0  # other settings: nothing is kept
     assert ran == [0] and len(json.loads(out.read_text())["records"]) == 1
+
+
+@pytest.mark.slow
+def test_bench_retrieval_compares_id_methods_with_bm25_and_dense(indexed, items, corpus_file, encoder, tmp_path):
+    """Atomic IDs (a random bit, then a dedup token that alone names the document) and RQ-KMeans IDs fine-tuned under the same
+    budget on a tiny BEIR folder; BM25 and dense rankings recomputed independently; each run's figures are those of
+    its saved retriever."""
+    from lmindexer.trainers.embeddings import encode_texts
+    from lmindexer.trainers.finetuning import DownstreamDataArguments, EvaluateArguments, evaluate_retriever
+    from lmindexer.trainers.ranking_metrics import ranking_metrics
+
+    beir = tmp_path / "beir"
+    write_jsonl([{"_id": item["item_id"], "title": item["title"], "text": item["brand"]} for item in items],
+                beir / "corpus.jsonl")
+    write_jsonl([{"_id": f"q{i}", "text": item["title"]} for i, item in enumerate(items)], beir / "queries.jsonl")
+    (beir / "qrels").mkdir()
+    for split, rows in (("train", range(0, 48)), ("test", range(48, 64))):
+        lines = [f"q{i}\t{items[i]['item_id']}\t1" for i in rows]
+        (beir / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(lines) + "\n")
+    atomic = tmp_path / "atomic"
+    assert main(["index", "--method", "random", "--corpus", str(corpus_file), "--encoder", str(encoder),
+                 "--output_dir", str(atomic), "--report_to", "none", "--id_length", "1", "--codebook_size", "2",
+                 "--embedding_max_length", "24"]) == 0
+    atomic_map = SemanticIDMap.load(atomic / "semantic_id_map.safetensors")
+    assert atomic_map.codebook_sizes == [2]
+    for code in (0, 1):  # within each half the dedup token alone names the document: 0, 1, 2, ...
+        dedup = atomic_map.semantic_ids[atomic_map.semantic_ids[:, 0] == code, 1]
+        assert sorted(dedup.tolist()) == list(range(len(dedup)))
+    tokenizer = train_tokenizer([f"{item['title']} {item['brand']}" for item in items], vocab_size=300)
+    torch.manual_seed(0)
+    backbone = tmp_path / "t5"
+    T5ForConditionalGeneration(tiny_t5_config(len(tokenizer), 32)).save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    output = tmp_path / "retrieval.json"
+    with one_torch_thread():
+        assert main(["bench", "retrieval", "--data", str(beir), "--indexers", f"{atomic},{indexed / 'rqkmeans'}",
+                     "--backbone", str(backbone), "--dense_encoder", str(encoder), "--dense_max_length", "24",
+                     "--output", str(output), "--output_dir", str(tmp_path / "runs"), "--max_steps", "3",
+                     "--per_device_train_batch_size", "16", "--report_to", "none", "--save_strategy", "no",
+                     "--use_cpu", "true", "--disable_tqdm", "true", "--eval_num_beams", "8", "--eval_ks", "5,8",
+                     "--max_length", "24", "--train_sampling_strategy", "group_by_length"]) == 0
+    result = json.loads(output.read_text())
+    queries, relevant = [items[i]["title"] for i in range(48, 64)], [{items[i]["item_id"]} for i in range(48, 64)]
+    doc_ids = [item["item_id"] for item in items]
+    bm25, dense = result["baselines"]
+    assert bm25["ids"].startswith("BM25") and bm25["metrics"]["recall@8"] >= 0.9  # a query is its document's title
+    documents = encode_texts([f"{item['title']} {item['brand']}" for item in items], encoder, max_length=24, progress=False)
+    scores = encode_texts(queries, encoder, max_length=24, progress=False) @ documents.T
+    by_hand = [[doc_ids[j] for j in np.argsort(-row, kind="stable")[:8]] for row in scores]
+    assert dense["metrics"] == pytest.approx(ranking_metrics(by_hand, relevant, [5, 8]))
+    assert [(record["ids"], record["max_steps"], record["layout"][:-1]) for record in result["records"]] == [
+        ("atomic", 3, [2]), ("rqkmeans", 3, [4, 4])]
+    for record in result["records"]:
+        again = evaluate_retriever(EvaluateArguments(model=str(tmp_path / "runs" / f"{record['ids']}-seed0"), num_beams=8,
+                                                     ks="5,8"), DownstreamDataArguments(task="retrieval", data=str(beir)))
+        assert again["recall@8"] == pytest.approx(record["metrics"]["recall@8"])
+        assert again["ndcg@5"] == pytest.approx(record["metrics"]["ndcg@5"])
+    table = output.with_suffix(".md").read_text()
+    assert "| atomic | 0 |" in table and "| BM25 (bm25s) | - |" in table and "| dense (encoder" in table
 
 
 def test_reindexing_a_baseline_folder_swaps_it_whole(indexed, corpus_file, encoder, tmp_path, monkeypatch):

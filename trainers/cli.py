@@ -12,6 +12,7 @@ the Python API named in each command's help, and prints the result.
 | `space` | `lmindexer.hub_cards.launch_space` / `export_space` / `push_space` |
 | `diagnose` | `lmindexer.trainers.diagnose.diagnose_indexer(DiagnoseArguments)` |
 | `bench rec` | `lmindexer.trainers.bench_rec.bench_rec(BenchRecArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments)` |
+| `bench retrieval` | `lmindexer.trainers.bench_retrieval.bench_retrieval(BenchRetrievalArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments)` |
 | `bench ids` | `lmindexer.trainers.bench_ids.bench_ids(BenchIDsArguments, IndexArguments, IndexerTrainingArguments)` |
 | `demo` | `lmindexer.trainers.demo.build_untrained_demo_indexer(output_dir, num_items, seed)` |
 """
@@ -30,6 +31,7 @@ from transformers import HfArgumentParser
 from .arguments import AssignArguments, DiagnoseArguments, IndexArguments, IndexerTrainingArguments
 from .bench_ids import BenchIDsArguments
 from .bench_rec import BenchRecArguments
+from .bench_retrieval import BenchRetrievalArguments
 from .finetuning import DownstreamDataArguments, EvaluateArguments, FinetuneArguments
 from .retrieval_trainer import RetrievalTrainingArguments
 
@@ -178,7 +180,7 @@ def run_bench(bench: BenchArguments, ids: BenchIDsArguments, index_args: IndexAr
 
     if bench.suite != ["ids"]:
         raise ValueError(f"Unknown benchmark {' '.join(bench.suite) or '(none)'}: the benchmarks are `lmindexer bench ids` "
-                         "and `lmindexer bench rec`.")
+                         "`lmindexer bench rec` and `lmindexer bench retrieval`.")
     return bench_ids(ids, index_args, training_args, command=command_line())
 
 
@@ -202,6 +204,16 @@ def run_bench_rec(bench, finetune_args: FinetuneArguments, data_args: Downstream
     from .bench_rec import bench_rec
 
     result = bench_rec(bench, finetune_args, data_args, training_args, command=command_line())
+    print(Path(bench.output).with_suffix(".md").read_text())
+    return result
+
+
+def run_bench_retrieval(bench, finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
+                        training_args: RetrievalTrainingArguments) -> dict:
+    from .bench_ids import command_line
+    from .bench_retrieval import bench_retrieval
+
+    result = bench_retrieval(bench, finetune_args, data_args, training_args, command=command_line())
     print(Path(bench.output).with_suffix(".md").read_text())
     return result
 
@@ -257,6 +269,9 @@ COMMANDS: dict[str, Command] = {
                         "Check a trained indexer's health: trained vs untrained AMI, whether IDs are used, prefix copying."),
     "bench rec": Command((BenchRecArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments),
                          run_bench_rec, "Compare ID methods downstream: lmindexer bench rec --data DIR --indexers A,B."),
+    "bench retrieval": Command((BenchRetrievalArguments, FinetuneArguments, DownstreamDataArguments,
+                                RetrievalTrainingArguments), run_bench_retrieval,
+                               "Compare ID methods for retrieval, with BM25 and dense: lmindexer bench retrieval --data BEIR_DIR --indexers A,B."),
     "demo": Command((DemoArguments,), run_demo, "Build, save, reload and run a small untrained indexer on the demo corpus."),
 }
 

@@ -1,0 +1,158 @@
+"""`lmindexer bench retrieval`: generative retrieval on each ID method's IDs for a BEIR corpus, next to BM25 and
+dense retrieval, in one table.
+
+Every indexer folder given (an LMIndexer trained on the corpus, a two-stage baseline with `--backbone`, or atomic
+IDs: `lmindexer index --method random --id_length 1 --codebook_size 2`, a random bit and then a dedup token that
+alone names the document: arbitrary unique IDs, DSI's atomic docids) is fine-tuned under the same budget on the train queries plus
+DSI-style indexing samples (document text -> ID), then evaluated by constrained beam search on the test queries.
+BM25 (`bm25s`, English stopwords) and dense retrieval (cosine over the mean-pooled, normalised embeddings of
+`--dense_encoder`, all-MiniLM-L6-v2 by default) rank the whole corpus for the same queries. Output: JSON
+(settings, command, one record per run with budget and wall time) and a Markdown table, rewritten after every
+run; a re-run with the same settings keeps finished runs.
+
+```python
+from lmindexer.trainers.bench_retrieval import BenchRetrievalArguments, bench_retrieval
+bench_retrieval(BenchRetrievalArguments(indexers="runs/lmi,runs/rq,runs/atomic"), finetune_args, data_args, training_args)
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..modeling_lmindexer import SemanticIDMap
+from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
+from .arguments import split_names
+from .bench_ids import finished_records
+from .corpus import join_fields
+from .downstream_data import read_jsonl, retrieval_splits
+from .finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
+from .ranking_metrics import ranking_metrics
+
+
+@dataclass
+class BenchRetrievalArguments:
+    indexers: str = field(default="", metadata={"help": "Comma-separated indexer folders whose IDs are compared."})
+    seeds: str = field(default="0", metadata={"help": "Comma-separated fine-tuning seeds."})
+    lexical: bool = field(default=True, metadata={"help": "Also rank with BM25 (needs `pip install bm25s`)."})
+    dense_encoder: str | None = field(
+        default="default", metadata={"help": "Sentence encoder for the dense baseline ('default': all-MiniLM-L6-v2; "
+                                             "'none': no dense baseline)."})
+    dense_max_length: int = field(default=256, metadata={"help": "Tokens per document for the dense baseline."})
+    output: str = field(default="benchmarks/retrieval.json", metadata={"help": "JSON results; the table goes beside it."})
+
+
+def corpus_texts(folder: Path, fields: tuple[str, ...] = ("title", "text")) -> tuple[list[str], list[str]]:
+    documents = read_jsonl(folder / "corpus.jsonl")
+    return [str(doc["_id"]) for doc in documents], [join_fields(doc, list(fields)) for doc in documents]
+
+
+def bm25_rankings(doc_texts: list[str], queries: list[str], k: int) -> list[list[int]]:
+    try:
+        import bm25s
+    except ImportError as error:
+        raise ImportError("The BM25 baseline needs bm25s: pip install bm25s (or pass --lexical false).") from error
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(doc_texts, stopwords="en", show_progress=False), show_progress=False)
+    hits, _ = retriever.retrieve(bm25s.tokenize(queries, stopwords="en", show_progress=False), k=k, show_progress=False)
+    return hits.tolist()
+
+
+def dense_rankings(doc_texts: list[str], queries: list[str], encoder: str, max_length: int, k: int) -> list[list[int]]:
+    from .embeddings import encode_texts
+
+    documents = encode_texts(doc_texts, encoder, max_length=max_length, progress=False)
+    questions = encode_texts(queries, encoder, max_length=max_length, progress=False)
+    scores = questions @ documents.T  # normalised: cosine
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k].tolist()
+
+
+def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
+                    training_args, command: str | None = None) -> dict:
+    """Fine-tune and evaluate every (indexer, seed), rank with BM25 and dense retrieval, write JSON and Markdown."""
+    folder = Path(data_args.data)
+    if not (folder / "corpus.jsonl").is_file() or not (folder / "qrels" / "test.tsv").is_file():
+        raise FileNotFoundError(f"{folder} needs corpus.jsonl, queries.jsonl and qrels/test.tsv (the BEIR layout).")
+    indexers = split_names(bench.indexers)
+    doc_ids, doc_texts = corpus_texts(folder)
+    for indexer in indexers:
+        if not Path(indexer).is_dir():
+            raise FileNotFoundError(f"--indexers: {indexer} is not an indexer folder.")
+        missing = set(doc_ids) - set(SemanticIDMap.load(Path(indexer) / ID_MAP_FILE).doc_ids)
+        if missing:  # every method must be able to return every document
+            raise ValueError(f"{indexer}'s ID map lacks {len(missing)} of the corpus's documents: index the whole corpus.")
+    data_args = copy.copy(data_args)
+    data_args.task = "retrieval"
+    ks = training_args.ks
+    output = Path(bench.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    result = {"command": command, "data": str(folder), "machine": f"{platform.machine()} {platform.processor()}".strip(),
+              "settings": {**asdict(bench), "finetune": asdict(finetune_args), "data": asdict(data_args),
+                           "training": {key: training_args.to_dict()[key] for key in (
+                               "max_steps", "num_train_epochs", "per_device_train_batch_size", "learning_rate",
+                               "eval_num_beams", "eval_ks", "train_sampling_strategy")}},
+              "records": []}
+    result["records"] = finished_records(output, result["settings"], ("ids", "seed"), varying=("seeds", "indexers"))
+    test = retrieval_splits(folder, set(doc_ids), indexing=False)[0]["test"]
+    queries, relevant = list(test["input_text"]), [json.loads(row) for row in test["relevant"]]
+    result["baselines"] = []
+    if bench.lexical:
+        started = time.perf_counter()
+        hits = bm25_rankings(doc_texts, queries, max(ks))
+        result["baselines"].append(_baseline("BM25 (bm25s)", hits, doc_ids, relevant, ks, started))
+    if bench.dense_encoder and bench.dense_encoder != "none":
+        from .embeddings import default_encoder
+
+        encoder = default_encoder() if bench.dense_encoder == "default" else bench.dense_encoder
+        started = time.perf_counter()
+        hits = dense_rankings(doc_texts, queries, encoder, bench.dense_max_length, max(ks))
+        result["baselines"].append(_baseline(f"dense ({Path(encoder).name})", hits, doc_ids, relevant, ks, started))
+    _write(result, output, folder.name, ks)
+    done = {(record["indexer"], record["seed"]) for record in result["records"]}
+    work = Path(training_args.output_dir)
+    for indexer in indexers:
+        for seed in [int(seed) for seed in split_names(bench.seeds)]:
+            if (indexer, seed) in done:
+                continue
+            run_args = copy.deepcopy(training_args)
+            run_args.seed, run_args.output_dir = seed, str(work / f"{Path(indexer).name}-seed{seed}")
+            run_finetune = copy.copy(finetune_args)
+            run_finetune.indexer = indexer
+            id_map = SemanticIDMap.load(Path(indexer) / ID_MAP_FILE)
+            started = time.perf_counter()
+            metrics = finetune_retriever(run_finetune, data_args, run_args)
+            result["records"].append({
+                "ids": Path(indexer).name, "indexer": indexer, "seed": seed,
+                "metrics": {key.removeprefix("test_"): value for key, value in metrics.items() if key.startswith("test_")},
+                "collision_rate": id_map.statistics()["collision_rate"], "layout": [*id_map.codebook_sizes, id_map.dedup_size],
+                "epochs": run_args.num_train_epochs, "max_steps": run_args.max_steps,
+                "batch_size": run_args.per_device_train_batch_size, "wall_s": round(time.perf_counter() - started, 1)})
+            _write(result, output, folder.name, ks)
+    return result
+
+
+def _baseline(name: str, hits: list[list[int]], doc_ids: list[str], relevant: list[dict], ks: list[int], started) -> dict:
+    rankings = [[doc_ids[index] for index in row] for row in hits]
+    return {"ids": name, "seed": "-", "metrics": ranking_metrics(rankings, relevant, ks),
+            "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def _write(result: dict, output: Path, dataset: str, ks: list[int]) -> None:
+    names = [f"ndcg@{ks[0]}", *[f"recall@{k}" for k in ks]]
+    lines = [f"### {dataset}: generative retrieval on each method's IDs, BM25 and dense", "",
+             "| IDs | seed | " + " | ".join(names) + " | collisions | epochs | batch | wall s |",
+             "|:--|--:|" + "--:|" * (len(names) + 4)]
+    for record in [*result.get("baselines", []), *result["records"]]:
+        cells = [f"{record['metrics'][name]:.4f}" for name in names]
+        extra = [f"{record['collision_rate']:.3f}" if "collision_rate" in record else "-",
+                 str(record.get("epochs", "-")), str(record.get("batch_size", "-")), f"{record['wall_s']:.0f}"]
+        lines.append(f"| {record['ids']} | {record['seed']} | " + " | ".join(cells + extra) + " |")
+    output.write_text(json.dumps(result, indent=2))
+    output.with_suffix(".md").write_text("\n".join(lines) + f"\n\nCommand: `{result['command']}`\n")
