@@ -275,7 +275,7 @@ def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(index
                                                            history_format=record["history_format"]))
         assert again["recall@10"] == pytest.approx(record["metrics"]["test_recall@10"])
     table = output.with_suffix(".md").read_text()
-    assert "| most-popular |" in table and f"| {indexed.name} | ids | 0 |" in table
+    assert "| most-popular |" in table and f"| {indexed.name} | own | ids | 0 |" in table
     # A re-run with the same settings keeps the finished runs and a baseline added on the same users (bench_sasrec.py).
     from lmindexer.trainers import bench_rec
 
@@ -291,4 +291,35 @@ def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(index
                      "--eval_ks", "5,10", "--max_length", "48"]) == 0
     again = json.loads(output.read_text())
     assert again["records"] == result["records"] and again["baselines"] == result["baselines"]
-    assert "| SASRec | item IDs | 0 | 0.5000 |" in output.with_suffix(".md").read_text()
+    assert "| SASRec | - | item IDs | 0 | 0.5000 |" in output.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_finetune_backbone_replaces_an_lmindexers_own_model(indexed, tmp_path):
+    """`--backbone` with an LMIndexer folder: the given model, on the indexer's IDs (one recommender for every method)."""
+    from transformers import T5ForConditionalGeneration
+
+    from lmindexer.trainers.demo import tiny_t5_config
+    from lmindexer.trainers.finetuning import FinetuneArguments, build_retriever
+
+    tokenizer = AutoTokenizer.from_pretrained(indexed)
+    backbone = tmp_path / "small-t5"
+    T5ForConditionalGeneration(tiny_t5_config(len(tokenizer), 24)).save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    own = build_retriever(FinetuneArguments(indexer=str(indexed)))
+    other = build_retriever(FinetuneArguments(indexer=str(indexed), backbone=str(backbone)))
+    assert other.id_map == own.id_map == SemanticIDMap.load(indexed / "semantic_id_map.safetensors")
+    assert other.backbone.config.d_model == 24 and own.backbone.config.d_model != 24
+
+
+@pytest.mark.slow
+def test_comparisons_give_an_lmindexer_its_own_backbone_unless_shared(indexed):
+    from lmindexer.trainers.bench_rec import run_finetune_arguments
+    from lmindexer.trainers.finetuning import FinetuneArguments
+
+    given = FinetuneArguments(backbone="runs/small-t5")
+    assert run_finetune_arguments(given, str(indexed), "own").backbone is None
+    shared = run_finetune_arguments(given, str(indexed), "shared")
+    assert (shared.indexer, shared.backbone, given.indexer) == (str(indexed), "runs/small-t5", "")
+    with pytest.raises(ValueError, match="'own' or 'shared'"):
+        run_finetune_arguments(given, str(indexed), "mine")

@@ -233,7 +233,7 @@ def test_bench_retrieval_compares_id_methods_with_bm25_and_dense(indexed, items,
         assert again["recall@8"] == pytest.approx(record["metrics"]["recall@8"])
         assert again["ndcg@5"] == pytest.approx(record["metrics"]["ndcg@5"])
     table = output.with_suffix(".md").read_text()
-    assert "| atomic | 0 |" in table and "| BM25 (bm25s) | - |" in table and "| dense (encoder" in table
+    assert "| atomic | t5 | 0 |" in table and "| BM25 (bm25s) | - | - |" in table and "| dense (encoder" in table
 
 
 def test_reindexing_a_baseline_folder_swaps_it_whole(indexed, corpus_file, encoder, tmp_path, monkeypatch):

@@ -44,6 +44,10 @@ class BenchRecArguments:
     test_users: int = field(default=0, metadata={"help": "Evaluate on this many test users, sampled; 0: all of them."})
     sample_seed: int = field(default=0, metadata={"help": "Seed of the test-user sample."})
     output: str = field(default="benchmarks/rec.json", metadata={"help": "JSON results; the table goes beside it (.md)."})
+    lmindexer_backbone: str = field(
+        default="own", metadata={"help": "own: an LMIndexer folder fine-tunes its own backbone with codebook-initialised ID "
+                                         "tokens (`lmindexer finetune`'s path); shared: it uses --backbone like the two-stage "
+                                         "folders, so that only the IDs differ.", "choices": ["own", "shared"]})
 
 
 def test_sequences(sequences_path: str | Path) -> list[list[str]]:
@@ -61,6 +65,19 @@ def most_popular(users: list[list[str]], test_rows: list[int], ks: list[int]) ->
     return ranking_metrics([ranked] * len(test_rows), [{users[row][-1]} for row in test_rows], ks)
 
 
+def run_finetune_arguments(finetune_args: FinetuneArguments, indexer: str, lmindexer_backbone: str) -> FinetuneArguments:
+    """`finetune_args` for one indexer folder of a comparison: its IDs, and the backbone `lmindexer_backbone` says."""
+    from .id_methods import method_of_folder
+
+    if lmindexer_backbone not in ("own", "shared"):
+        raise ValueError(f"lmindexer_backbone must be 'own' or 'shared', got {lmindexer_backbone!r}.")
+    run = copy.copy(finetune_args)
+    run.indexer = indexer
+    if lmindexer_backbone == "own" and method_of_folder(Path(indexer)).name == "lmindexer":
+        run.backbone = None
+    return run
+
+
 def sampled_test_rows(total: int, size: int, seed: int) -> list[int]:
     """A seeded sample of `size` test rows (all rows when `size` is 0 or too large), in increasing order."""
     if size <= 0 or size >= total:
@@ -69,12 +86,14 @@ def sampled_test_rows(total: int, size: int, seed: int) -> list[int]:
 
 
 def markdown_table(records: list[dict], title: str) -> str:
-    lines = [f"### {title}", "", "| IDs | history | seed | " + " | ".join(TABLE_METRICS) + " | steps | batch | wall s |",
-             "|:--|:--|--:|" + "--:|" * (len(TABLE_METRICS) + 3)]
+    lines = [f"### {title}", "", "| IDs | model | history | seed | " + " | ".join(TABLE_METRICS) + " | steps | batch | wall s |",
+             "|:--|:--|:--|--:|" + "--:|" * (len(TABLE_METRICS) + 3)]
     for record in records:
         cells = [f"{record['metrics'][f'test_{name}']:.4f}" for name in TABLE_METRICS]
         budget = [str(record.get("max_steps", "")), str(record.get("batch_size", "")), f"{record['wall_s']:.0f}"]
-        lines.append(f"| {record['ids']} | {record['history_format']} | {record['seed']} | " + " | ".join(cells + budget) + " |")
+        model = Path(record["backbone"]).name if record.get("backbone") else "-"
+        lines.append(f"| {record['ids']} | {model} | {record['history_format']} | {record['seed']} | "
+                     + " | ".join(cells + budget) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -126,12 +145,12 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
                 run_args = copy.deepcopy(training_args)
                 run_args.seed = seed
                 run_args.output_dir = str(work / f"{Path(indexer).name}-{history_format}-seed{seed}")
-                run_finetune = copy.copy(finetune_args)
-                run_finetune.indexer = indexer
+                run_finetune = run_finetune_arguments(finetune_args, indexer, bench.lmindexer_backbone)
                 started = time.perf_counter()
                 metrics = finetune_retriever(run_finetune, run_data, run_args)
                 result["records"].append({
                     "ids": Path(indexer).name, "indexer": indexer, "history_format": history_format, "seed": seed,
+                    "backbone": run_finetune.backbone or "own",
                     "metrics": metrics, "max_steps": run_args.max_steps, "batch_size": run_args.per_device_train_batch_size,
                     "wall_s": round(time.perf_counter() - started, 1)})
                 _write(result, output, folder.name)

@@ -31,6 +31,7 @@ from ..modeling_lmindexer import SemanticIDMap
 from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
 from .arguments import split_names
 from .bench_ids import finished_records
+from .bench_rec import run_finetune_arguments
 from .corpus import join_fields
 from .downstream_data import read_jsonl, retrieval_splits
 from .finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
@@ -47,6 +48,10 @@ class BenchRetrievalArguments:
                                              "'none': no dense baseline)."})
     dense_max_length: int = field(default=256, metadata={"help": "Tokens per document for the dense baseline."})
     output: str = field(default="benchmarks/retrieval.json", metadata={"help": "JSON results; the table goes beside it."})
+    lmindexer_backbone: str = field(
+        default="own", metadata={"help": "own: an LMIndexer folder fine-tunes its own backbone with codebook-initialised ID "
+                                         "tokens; shared: it uses --backbone like the two-stage folders.",
+                                 "choices": ["own", "shared"]})
 
 
 def corpus_texts(folder: Path, fields: tuple[str, ...] = ("title", "text")) -> tuple[list[str], list[str]]:
@@ -123,13 +128,12 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
                 continue
             run_args = copy.deepcopy(training_args)
             run_args.seed, run_args.output_dir = seed, str(work / f"{Path(indexer).name}-seed{seed}")
-            run_finetune = copy.copy(finetune_args)
-            run_finetune.indexer = indexer
+            run_finetune = run_finetune_arguments(finetune_args, indexer, bench.lmindexer_backbone)
             id_map = SemanticIDMap.load(Path(indexer) / ID_MAP_FILE)
             started = time.perf_counter()
             metrics = finetune_retriever(run_finetune, data_args, run_args)
             result["records"].append({
-                "ids": Path(indexer).name, "indexer": indexer, "seed": seed,
+                "ids": Path(indexer).name, "indexer": indexer, "seed": seed, "backbone": run_finetune.backbone or "own",
                 "metrics": {key.removeprefix("test_"): value for key, value in metrics.items() if key.startswith("test_")},
                 "collision_rate": id_map.statistics()["collision_rate"], "layout": [*id_map.codebook_sizes, id_map.dedup_size],
                 "epochs": run_args.num_train_epochs, "max_steps": run_args.max_steps,
@@ -147,12 +151,13 @@ def _baseline(name: str, hits: list[list[int]], doc_ids: list[str], relevant: li
 def _write(result: dict, output: Path, dataset: str, ks: list[int]) -> None:
     names = [f"ndcg@{ks[0]}", *[f"recall@{k}" for k in ks]]
     lines = [f"### {dataset}: generative retrieval on each method's IDs, BM25 and dense", "",
-             "| IDs | seed | " + " | ".join(names) + " | collisions | epochs | batch | wall s |",
-             "|:--|--:|" + "--:|" * (len(names) + 4)]
+             "| IDs | model | seed | " + " | ".join(names) + " | collisions | epochs | batch | wall s |",
+             "|:--|:--|--:|" + "--:|" * (len(names) + 4)]
     for record in [*result.get("baselines", []), *result["records"]]:
         cells = [f"{record['metrics'][name]:.4f}" for name in names]
         extra = [f"{record['collision_rate']:.3f}" if "collision_rate" in record else "-",
                  str(record.get("epochs", "-")), str(record.get("batch_size", "-")), f"{record['wall_s']:.0f}"]
-        lines.append(f"| {record['ids']} | {record['seed']} | " + " | ".join(cells + extra) + " |")
+        model = Path(record["backbone"]).name if record.get("backbone") else "-"
+        lines.append(f"| {record['ids']} | {model} | {record['seed']} | " + " | ".join(cells + extra) + " |")
     output.write_text(json.dumps(result, indent=2))
     output.with_suffix(".md").write_text("\n".join(lines) + f"\n\nCommand: `{result['command']}`\n")

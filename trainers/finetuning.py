@@ -73,7 +73,9 @@ class FinetuneArguments:
     backbone: str | None = field(
         default=None,
         metadata={"help": "Seq2seq or BERT-style checkpoint to fine-tune on the IDs of a two-stage indexer folder "
-                          "(rqkmeans, rqvae, hkmeans), which has no language model of its own."},
+                          "(rqkmeans, rqvae, hkmeans), which has no language model of its own; with an LMIndexer folder, "
+                          "fine-tune it on the LMIndexer's IDs instead of the indexer's own backbone (one model for "
+                          "every ID method)."},
     )
     lora_target_modules: str | None = field(default=None, metadata={"help": "LoRA on these modules, e.g. q,v."})
     lora_rank: int = field(default=8)
@@ -116,8 +118,9 @@ def _evaluation_split(splits, data_args):
 
 def build_retriever(finetune_args: FinetuneArguments):
     """The untrained retriever: from an LMIndexer folder (its backbone and codebook-initialised ID tokens), or from
-    `backbone` and a two-stage folder's ID map (ID tokens start at random: the baselines have no codebook in the
-    backbone's space)."""
+    `backbone` and a folder's ID map (a two-stage method's, or an LMIndexer's when `backbone` is given, so that
+    every ID method is compared on one model; ID tokens start at random: there is no codebook in the backbone's
+    space)."""
     from transformers import AutoTokenizer
 
     from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
@@ -127,10 +130,15 @@ def build_retriever(finetune_args: FinetuneArguments):
     folder = Path(finetune_args.indexer)
     method = method_of_folder(folder).name if folder.is_dir() else "lmindexer"  # a Hub repo id is an LMIndexer
     if method == "lmindexer":
-        if finetune_args.backbone:
-            logger.warning("--backbone is ignored: %s is an LMIndexer, whose own backbone is fine-tuned.", folder)
-        return LMIndexerForGenerativeRetrieval.from_indexer(finetune_args.indexer)
-    if not finetune_args.backbone:
+        if not finetune_args.backbone:
+            return LMIndexerForGenerativeRetrieval.from_indexer(finetune_args.indexer)
+        if not folder.is_dir():
+            raise ValueError(f"--backbone with a Hub indexer ({folder}): download it first (`huggingface-cli download`) "
+                             "and pass the local folder, or drop --backbone to fine-tune the indexer's own backbone.")
+        # The IDs alone on another model, as two-stage IDs are used: compares ID methods on one recommender.
+        logger.info("Fine-tuning %s on the IDs of the LMIndexer %s (its own backbone and codebooks are not used).",
+                    finetune_args.backbone, folder)
+    elif not finetune_args.backbone:
         raise ValueError(f"{folder} was made by the two-stage method {method!r}, which has no language model: name the "
                          "seq2seq (or BERT-style) checkpoint to fine-tune with --backbone.")
     id_map = SemanticIDMap.load(folder / ID_MAP_FILE)
