@@ -21,8 +21,6 @@ import argparse
 import json
 import math
 import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lmindexer.trainers.bench_ids import command_line
 from lmindexer.trainers.bench_rec import sampled_test_rows, test_sequences
 from lmindexer.trainers.ranking_metrics import ranking_metrics
 
@@ -41,7 +40,7 @@ class SASRec(nn.Module):
         self.positions = nn.Embedding(max_length, hidden)
         self.dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(hidden, heads, hidden, dropout, batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
+        self.blocks = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)  # its `.layers` are run one by one
         self.norm = nn.LayerNorm(hidden)
         self.apply(self._init_weights)
         causal = torch.triu(torch.ones(max_length, max_length, dtype=torch.bool), diagonal=1)
@@ -62,7 +61,8 @@ class SASRec(nn.Module):
         states = self.items(sequences) + self.positions.weight[-length:]
         # Padding rows are zeroed rather than masked out of attention: a fully masked row would be NaN.
         states = self.dropout(states) * real
-        states = self.blocks(states, mask=self.causal[:length, :length], is_causal=True) * real
+        for block in self.blocks.layers:  # padding is zeroed after every block, so no block attends to learned pads
+            states = block(states, src_mask=self.causal[:length, :length], is_causal=True) * real
         return self.norm(states)
 
     def scores(self, states: torch.Tensor) -> torch.Tensor:
@@ -173,7 +173,7 @@ def main() -> None:
     record = {"ids": "SASRec", "history_format": "item IDs", "seed": args.seed, "best_epoch": best_epoch,
               "max_steps": steps_per_epoch * best_epoch, "batch_size": args.batch_size, "wall_s": train_seconds,
               "metrics": {f"test_{key}": value for key, value in test_sample.items()}}
-    result = {"command": shlex.join([sys.executable.split("/")[-1], *sys.argv]), "data": args.data,
+    result = {"command": command_line(), "data": args.data,
               "machine": f"{platform.machine()} {platform.processor()}".strip(), "settings": vars(args),
               "users": len(users), "test_users_sampled": len(sample), "training_sequences": len(training),
               "curve": curve, "best_epoch": best_epoch, "train_seconds": train_seconds,
@@ -181,12 +181,14 @@ def main() -> None:
     Path(args.output).write_text(json.dumps(result, indent=2))
     print(json.dumps({"best_epoch": best_epoch, "test_all_users": test_all, "test_sample": test_sample}, indent=2))
     if args.bench_rec_json:
-        add_to_bench_rec(Path(args.bench_rec_json), record, len(sample), args.sample_seed)
+        add_to_bench_rec(Path(args.bench_rec_json), record, args.data, len(sample), args.sample_seed)
 
 
-def add_to_bench_rec(path: Path, record: dict, sample_size: int, sample_seed: int) -> None:
+def add_to_bench_rec(path: Path, record: dict, data: str, sample_size: int, sample_seed: int) -> None:
     bench = json.loads(path.read_text())
     settings = bench["settings"]
+    if Path(bench["data"]).resolve() != Path(data).resolve():
+        raise SystemExit(f"{path} is a bench rec result on {bench['data']}, not on {data}: not added.")
     if (settings["test_users_evaluated"], settings["sample_seed"]) != (sample_size, sample_seed):
         raise SystemExit(f"{path} was evaluated on {settings['test_users_evaluated']} users (sample seed "
                          f"{settings['sample_seed']}), not on this sample: not added.")

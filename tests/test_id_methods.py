@@ -178,7 +178,7 @@ def test_bench_ids_rerun_keeps_finished_runs_of_the_same_settings(corpus_file, e
 
 
 @pytest.mark.slow
-def test_bench_retrieval_compares_id_methods_with_bm25_and_dense(indexed, items, corpus_file, encoder, tmp_path):
+def test_bench_retrieval_compares_id_methods_with_bm25_and_dense(indexed, items, corpus_file, encoder, tmp_path, capsys):
     """Atomic IDs (a random bit, then a dedup token that alone names the document) and RQ-KMeans IDs fine-tuned under the same
     budget on a tiny BEIR folder; BM25 and dense rankings recomputed independently; each run's figures are those of
     its saved retriever."""
@@ -234,6 +234,10 @@ def test_bench_retrieval_compares_id_methods_with_bm25_and_dense(indexed, items,
         assert again["ndcg@5"] == pytest.approx(record["metrics"]["ndcg@5"])
     table = output.with_suffix(".md").read_text()
     assert "| atomic | t5 | 0 |" in table and "| BM25 (bm25s) | - | - |" in table and "| dense (encoder" in table
+    # Recall@k beyond the beams would compare a shorter generative list with BM25's and dense's k documents.
+    assert main(["bench", "retrieval", "--data", str(beir), "--indexers", str(atomic), "--backbone", str(backbone),
+                 "--output", str(tmp_path / "other.json"), "--eval_num_beams", "8", "--eval_ks", "5,20"]) == 1
+    assert "exceeds --eval_num_beams 8" in capsys.readouterr().err
 
 
 def test_reindexing_a_baseline_folder_swaps_it_whole(indexed, corpus_file, encoder, tmp_path, monkeypatch):

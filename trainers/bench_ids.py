@@ -69,6 +69,19 @@ def finished_records(output: Path, settings: dict, key_fields: tuple[str, ...],
     return records
 
 
+# Training arguments that do not change what a run learns or how it is scored: left out when deciding whether a
+# finished run of a comparison can be kept.
+BOOKKEEPING_PREFIXES = ("output_dir", "overwrite", "logging", "save_", "save", "report_to", "run_name", "disable_tqdm",
+                        "push_to_hub", "hub_", "resume_from_checkpoint", "seed", "data_seed", "dataloader_",
+                        "eval_batch_queries", "local_rank", "ddp_", "trackio", "project")
+
+
+def comparable_training_settings(training_args) -> dict:
+    """Every training argument that can change a run's result, JSON-ready."""
+    return {key: value for key, value in json.loads(json.dumps(training_args.to_dict(), default=str)).items()
+            if not key.startswith(BOOKKEEPING_PREFIXES)}
+
+
 def category_labels(records, id_field: str, label_field: str, coarse_level: int, fine_levels: int) -> dict[str, tuple]:
     """doc_id -> (coarse label, fine label) from a category path."""
     labels = {}
@@ -189,4 +202,6 @@ def command_line() -> str:
     """The command that is running, quoted so that it can be pasted into a shell."""
     if sys.argv and Path(sys.argv[0]).name == "lmindexer":
         return shlex.join(["lmindexer", *sys.argv[1:]])
+    if sys.argv and sys.argv[0].endswith(".py"):  # a script: python path/to/script.py ...
+        return shlex.join(["python", *sys.argv])
     return shlex.join(sys.argv)

@@ -28,7 +28,7 @@ import numpy as np
 from ..modeling_lmindexer import SemanticIDMap
 from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
 from .arguments import split_names
-from .bench_ids import finished_records
+from .bench_ids import comparable_training_settings, finished_records
 from .downstream_data import read_jsonl
 from .finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
 from .ranking_metrics import ranking_metrics
@@ -125,20 +125,19 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
     result = {"command": command, "data": str(folder), "machine": f"{platform.machine()} {platform.processor()}".strip(),
               "settings": {**asdict(bench), "test_users_evaluated": len(rows), "finetune": asdict(finetune_args),
                            "data": {key: value for key, value in asdict(data_args).items() if key != "eval_rows"},
-                           "training": {key: training_args.to_dict()[key] for key in (
-                               "max_steps", "num_train_epochs", "per_device_train_batch_size", "learning_rate",
-                               "eval_num_beams", "eval_ks")}},
+                           "training": comparable_training_settings(training_args)},
               "most_popular": most_popular(users, rows, training_args.ks), "records": []}
     result["records"] = finished_records(output, result["settings"], ("ids", "history_format", "seed"),
                                          varying=("seeds", "indexers", "history_formats"))
     if result["records"] and output.is_file():  # records added by other tools on the same users (bench_sasrec.py)
         result["baselines"] = json.loads(output.read_text()).get("baselines", [])
-    done = {(record["indexer"], record["history_format"], record["seed"]) for record in result["records"]}
+    done = {(str(Path(record["indexer"]).resolve()), record["history_format"], record["seed"])
+            for record in result["records"]}
     work = Path(training_args.output_dir)
     for indexer in indexers:
         for history_format in formats:
             for seed in [int(seed) for seed in split_names(bench.seeds)]:
-                if (indexer, history_format, seed) in done:
+                if (str(Path(indexer).resolve()), history_format, seed) in done:
                     continue
                 run_data = copy.copy(data_args)
                 run_data.history_format = history_format

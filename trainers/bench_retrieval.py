@@ -30,7 +30,7 @@ import numpy as np
 from ..modeling_lmindexer import SemanticIDMap
 from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
 from .arguments import split_names
-from .bench_ids import finished_records
+from .bench_ids import comparable_training_settings, finished_records
 from .bench_rec import run_finetune_arguments
 from .corpus import join_fields
 from .downstream_data import read_jsonl, retrieval_splits
@@ -93,18 +93,21 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
         missing = set(doc_ids) - set(SemanticIDMap.load(Path(indexer) / ID_MAP_FILE).doc_ids)
         if missing:  # every method must be able to return every document
             raise ValueError(f"{indexer}'s ID map lacks {len(missing)} of the corpus's documents: index the whole corpus.")
+    if data_args.max_eval_queries or data_args.eval_rows:
+        raise ValueError("bench retrieval scores every method on all test queries: drop --max_eval_queries / eval_rows.")
+    ks = training_args.ks
+    if max(ks) > training_args.eval_num_beams:
+        raise ValueError(f"--eval_ks {max(ks)} exceeds --eval_num_beams {training_args.eval_num_beams}: beam search returns "
+                         f"at most that many documents, so its recall@{max(ks)} would not match BM25's and dense's.")
     data_args = copy.copy(data_args)
     data_args.task = "retrieval"
-    ks = training_args.ks
     output = Path(bench.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     result = {"command": command, "data": str(folder), "machine": f"{platform.machine()} {platform.processor()}".strip(),
               "settings": {**asdict(bench), "finetune": asdict(finetune_args), "data": asdict(data_args),
-                           "training": {key: training_args.to_dict()[key] for key in (
-                               "max_steps", "num_train_epochs", "per_device_train_batch_size", "learning_rate",
-                               "eval_num_beams", "eval_ks", "train_sampling_strategy")}},
+                           "training": comparable_training_settings(training_args)},
               "records": []}
-    result["records"] = finished_records(output, result["settings"], ("ids", "seed"), varying=("seeds", "indexers"))
+    result["records"] = finished_records(output, result["settings"], ("ids", "seed"), varying=("seeds", "indexers", "lexical", "dense_encoder", "dense_max_length"))
     test = retrieval_splits(folder, set(doc_ids), indexing=False)[0]["test"]
     queries, relevant = list(test["input_text"]), [json.loads(row) for row in test["relevant"]]
     result["baselines"] = []
@@ -120,11 +123,11 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
         hits = dense_rankings(doc_texts, queries, encoder, bench.dense_max_length, max(ks))
         result["baselines"].append(_baseline(f"dense ({Path(encoder).name})", hits, doc_ids, relevant, ks, started))
     _write(result, output, folder.name, ks)
-    done = {(record["indexer"], record["seed"]) for record in result["records"]}
+    done = {(str(Path(record["indexer"]).resolve()), record["seed"]) for record in result["records"]}
     work = Path(training_args.output_dir)
     for indexer in indexers:
         for seed in [int(seed) for seed in split_names(bench.seeds)]:
-            if (indexer, seed) in done:
+            if (str(Path(indexer).resolve()), seed) in done:
                 continue
             run_args = copy.deepcopy(training_args)
             run_args.seed, run_args.output_dir = seed, str(work / f"{Path(indexer).name}-seed{seed}")

@@ -166,7 +166,7 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
         setattr(model.config, name, value)
     tokenizer = model.tokenizer
     splits = load_downstream_splits(data_args, model.id_map, model.config)
-    if training_args.train_sampling_strategy == "group_by_length":
+    if training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
         splits["train"] = with_token_lengths(splits["train"], tokenizer, training_args.length_column_name,
                                              data_args.max_length)
     trained = model
