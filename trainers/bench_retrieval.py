@@ -121,7 +121,8 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
         encoder = default_encoder() if bench.dense_encoder == "default" else bench.dense_encoder
         started = time.perf_counter()
         hits = dense_rankings(doc_texts, queries, encoder, bench.dense_max_length, max(ks))
-        result["baselines"].append(_baseline(f"dense ({Path(encoder).name})", hits, doc_ids, relevant, ks, started))
+        name = "all-MiniLM-L6-v2" if bench.dense_encoder == "default" else Path(encoder).name
+        result["baselines"].append(_baseline(f"dense ({name})", hits, doc_ids, relevant, ks, started))
     _write(result, output, folder.name, ks)
     done = {(str(Path(record["indexer"]).resolve()), record["seed"]) for record in result["records"]}
     work = Path(training_args.output_dir)
