@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from lmindexer.trainers.bench_ids import command_line
-from lmindexer.trainers.bench_rec import sampled_test_rows, test_sequences
+from lmindexer.trainers.bench_rec import sampled_test_rows, test_sequences, write_bench_rec
 from lmindexer.trainers.ranking_metrics import ranking_metrics
 
 
@@ -193,7 +193,7 @@ def add_to_bench_rec(path: Path, record: dict, data: str, sample_size: int, samp
         raise SystemExit(f"{path} was evaluated on {settings['test_users_evaluated']} users (sample seed "
                          f"{settings['sample_seed']}), not on this sample: not added.")
     bench["baselines"] = [entry for entry in bench.get("baselines", []) if entry["ids"] != record["ids"]] + [record]
-    path.write_text(json.dumps(bench, indent=2))
+    write_bench_rec(bench, path, Path(bench["data"]).name)
     print(f"added to {path}")
 
 

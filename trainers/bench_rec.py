@@ -152,12 +152,12 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
                     "backbone": run_finetune.backbone or "own",
                     "metrics": metrics, "max_steps": run_args.max_steps, "batch_size": run_args.per_device_train_batch_size,
                     "wall_s": round(time.perf_counter() - started, 1)})
-                _write(result, output, folder.name)
-    _write(result, output, folder.name)
+                write_bench_rec(result, output, folder.name)
+    write_bench_rec(result, output, folder.name)
     return result
 
 
-def _write(result: dict, output: Path, dataset: str) -> None:
+def write_bench_rec(result: dict, output: Path, dataset: str) -> None:
     popular = {"ids": "most-popular", "history_format": "-", "seed": "-", "wall_s": 0.0,
                "metrics": {f"test_{key}": value for key, value in result["most_popular"].items()}}
     table = markdown_table([popular, *result.get("baselines", []), *result["records"]],
