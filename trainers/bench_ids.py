@@ -48,23 +48,27 @@ class BenchIDsArguments:
     output: str = field(default="benchmarks/ids.json", metadata={"help": "JSON results; the table goes beside it (.md)."})
 
 
-def finished_records(output: Path, settings: dict, key_fields: tuple[str, ...],
-                     varying: tuple[str, ...] = ("seeds",)) -> list[dict]:
-    """The records of an earlier run written to `output` with the same settings (those named in `varying`, such as
-    the seed list, aside), so that a re-run, or a run with more seeds, goes on from them instead of redoing them.
-    Other settings: nothing is kept."""
+def earlier_result(output: Path) -> dict:
+    """The result an earlier run wrote to `output` ({} when there is none or it is unreadable)."""
     if not output.is_file():
-        return []
+        return {}
     try:
-        earlier = json.loads(output.read_text())
+        return json.loads(output.read_text())
     except json.JSONDecodeError:
-        return []
+        return {}
+
+
+def finished_records(earlier: dict, settings: dict, key_fields: tuple[str, ...],
+                     varying: tuple[str, ...] = ("seeds",)) -> list[dict]:
+    """The records of an `earlier_result` made with the same settings (those named in `varying`, such as the seed
+    list, aside), so that a re-run, or a run with more seeds, goes on from them instead of redoing them. Other
+    settings: nothing is kept."""
     comparable = lambda values: {key: value for key, value in json.loads(json.dumps(values)).items() if key not in varying}
-    if comparable(earlier.get("settings", {})) != comparable(settings):
+    if not earlier or comparable(earlier.get("settings", {})) != comparable(settings):
         return []
     records = earlier.get("records", [])
     if records:
-        print(f"{output}: keeping {len(records)} finished run(s) of the same settings: "
+        print(f"keeping {len(records)} finished run(s) of the same settings: "
               + ", ".join("/".join(str(record[key]) for key in key_fields) for record in records))
     return records
 
@@ -166,7 +170,7 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
                            "training": {key: value for key, value in training_args.to_dict().items()
                                         if key.startswith(SCHEDULE_PREFIXES) or key in OPTIMISATION_FLAGS}},
               "records": []}
-    result["records"] = finished_records(output, result["settings"], ("method", "seed"))
+    result["records"] = finished_records(earlier_result(output), result["settings"], ("method", "seed"))
     done = {(record["method"], record["seed"]) for record in result["records"]}
     for method in methods:
         for seed in [int(seed) for seed in split_names(bench.seeds)]:

@@ -28,12 +28,18 @@ import numpy as np
 from ..modeling_lmindexer import SemanticIDMap
 from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
 from .arguments import split_names
-from .bench_ids import comparable_training_settings, finished_records
+from .bench_ids import comparable_training_settings, earlier_result, finished_records
 from .downstream_data import read_jsonl
 from .finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
 from .ranking_metrics import ranking_metrics
 
 TABLE_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+
+
+LMINDEXER_BACKBONE_FIELD = {
+    "help": "own: an LMIndexer folder fine-tunes its own backbone with codebook-initialised ID tokens (`lmindexer "
+            "finetune`'s path); shared: it uses --backbone like the two-stage folders, so that only the IDs differ.",
+    "choices": ["own", "shared"]}
 
 
 @dataclass
@@ -44,10 +50,7 @@ class BenchRecArguments:
     test_users: int = field(default=0, metadata={"help": "Evaluate on this many test users, sampled; 0: all of them."})
     sample_seed: int = field(default=0, metadata={"help": "Seed of the test-user sample."})
     output: str = field(default="benchmarks/rec.json", metadata={"help": "JSON results; the table goes beside it (.md)."})
-    lmindexer_backbone: str = field(
-        default="own", metadata={"help": "own: an LMIndexer folder fine-tunes its own backbone with codebook-initialised ID "
-                                         "tokens (`lmindexer finetune`'s path); shared: it uses --backbone like the two-stage "
-                                         "folders, so that only the IDs differ.", "choices": ["own", "shared"]})
+    lmindexer_backbone: str = field(default="own", metadata=LMINDEXER_BACKBONE_FIELD)
 
 
 def test_sequences(sequences_path: str | Path) -> list[list[str]]:
@@ -127,10 +130,11 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
                            "data": {key: value for key, value in asdict(data_args).items() if key != "eval_rows"},
                            "training": comparable_training_settings(training_args)},
               "most_popular": most_popular(users, rows, training_args.ks), "records": []}
-    result["records"] = finished_records(output, result["settings"], ("ids", "history_format", "seed"),
+    earlier = earlier_result(output)
+    result["records"] = finished_records(earlier, result["settings"], ("ids", "history_format", "seed"),
                                          varying=("seeds", "indexers", "history_formats"))
-    if result["records"] and output.is_file():  # records added by other tools on the same users (bench_sasrec.py)
-        result["baselines"] = json.loads(output.read_text()).get("baselines", [])
+    if result["records"]:  # records added by other tools on the same users (bench_sasrec.py)
+        result["baselines"] = earlier.get("baselines", [])
     done = {(str(Path(record["indexer"]).resolve()), record["history_format"], record["seed"])
             for record in result["records"]}
     work = Path(training_args.output_dir)

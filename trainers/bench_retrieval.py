@@ -30,8 +30,8 @@ import numpy as np
 from ..modeling_lmindexer import SemanticIDMap
 from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
 from .arguments import split_names
-from .bench_ids import comparable_training_settings, finished_records
-from .bench_rec import run_finetune_arguments
+from .bench_ids import comparable_training_settings, earlier_result, finished_records
+from .bench_rec import LMINDEXER_BACKBONE_FIELD, run_finetune_arguments
 from .corpus import join_fields
 from .downstream_data import read_jsonl, retrieval_splits
 from .finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
@@ -48,10 +48,7 @@ class BenchRetrievalArguments:
                                              "'none': no dense baseline)."})
     dense_max_length: int = field(default=256, metadata={"help": "Tokens per document for the dense baseline."})
     output: str = field(default="benchmarks/retrieval.json", metadata={"help": "JSON results; the table goes beside it."})
-    lmindexer_backbone: str = field(
-        default="own", metadata={"help": "own: an LMIndexer folder fine-tunes its own backbone with codebook-initialised ID "
-                                         "tokens; shared: it uses --backbone like the two-stage folders.",
-                                 "choices": ["own", "shared"]})
+    lmindexer_backbone: str = field(default="own", metadata=LMINDEXER_BACKBONE_FIELD)
 
 
 def corpus_texts(folder: Path, fields: tuple[str, ...] = ("title", "text")) -> tuple[list[str], list[str]]:
@@ -107,7 +104,7 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
               "settings": {**asdict(bench), "finetune": asdict(finetune_args), "data": asdict(data_args),
                            "training": comparable_training_settings(training_args)},
               "records": []}
-    result["records"] = finished_records(output, result["settings"], ("ids", "seed"), varying=("seeds", "indexers", "lexical", "dense_encoder", "dense_max_length"))
+    result["records"] = finished_records(earlier_result(output), result["settings"], ("ids", "seed"), varying=("seeds", "indexers", "lexical", "dense_encoder", "dense_max_length"))
     test = retrieval_splits(folder, set(doc_ids), indexing=False)[0]["test"]
     queries, relevant = list(test["input_text"]), [json.loads(row) for row in test["relevant"]]
     result["baselines"] = []

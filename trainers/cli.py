@@ -198,24 +198,21 @@ def run_diagnose(args: DiagnoseArguments) -> dict:
     return report
 
 
-def run_bench_rec(bench, finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
-                  training_args: RetrievalTrainingArguments) -> dict:
-    from .bench_ids import command_line
-    from .bench_rec import bench_rec
+def downstream_bench_runner(module: str, function: str) -> Callable:
+    """A runner for `bench rec` / `bench retrieval`: call the API with the command line, print the Markdown table."""
 
-    result = bench_rec(bench, finetune_args, data_args, training_args, command=command_line())
-    print(Path(bench.output).with_suffix(".md").read_text())
-    return result
+    def run(bench, finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
+            training_args: RetrievalTrainingArguments) -> dict:
+        import importlib
 
+        from .bench_ids import command_line
 
-def run_bench_retrieval(bench, finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
-                        training_args: RetrievalTrainingArguments) -> dict:
-    from .bench_ids import command_line
-    from .bench_retrieval import bench_retrieval
+        bench_function = getattr(importlib.import_module(f".{module}", __package__), function)
+        result = bench_function(bench, finetune_args, data_args, training_args, command=command_line())
+        print(Path(bench.output).with_suffix(".md").read_text())
+        return result
 
-    result = bench_retrieval(bench, finetune_args, data_args, training_args, command=command_line())
-    print(Path(bench.output).with_suffix(".md").read_text())
-    return result
+    return run
 
 
 @dataclass
@@ -268,9 +265,10 @@ COMMANDS: dict[str, Command] = {
     "diagnose": Command((DiagnoseArguments,), run_diagnose,
                         "Check a trained indexer's health: trained vs untrained AMI, whether IDs are used, prefix copying."),
     "bench rec": Command((BenchRecArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments),
-                         run_bench_rec, "Compare ID methods downstream: lmindexer bench rec --data DIR --indexers A,B."),
+                         downstream_bench_runner("bench_rec", "bench_rec"),
+                         "Compare ID methods downstream: lmindexer bench rec --data DIR --indexers A,B."),
     "bench retrieval": Command((BenchRetrievalArguments, FinetuneArguments, DownstreamDataArguments,
-                                RetrievalTrainingArguments), run_bench_retrieval,
+                                RetrievalTrainingArguments), downstream_bench_runner("bench_retrieval", "bench_retrieval"),
                                "Compare ID methods for retrieval, with BM25 and dense: lmindexer bench retrieval --data BEIR_DIR --indexers A,B."),
     "demo": Command((DemoArguments,), run_demo, "Build, save, reload and run a small untrained indexer on the demo corpus."),
 }
