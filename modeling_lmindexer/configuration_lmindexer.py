@@ -16,6 +16,7 @@ from transformers.configuration_utils import SubConfigSpec
 __version__ = "0.1.0"
 
 CODE_GEOMETRIES = ("cosine", "dot")
+ID_TOKEN_INITS = ("codebook", "random", "model", "mean")
 
 # Keys that must never travel inside a nested config: a backbone config copied from a Hub repo could
 # otherwise carry an opt-in to remote code into every checkpoint built on top of it.
@@ -232,7 +233,7 @@ class LMIndexerConfig(PreTrainedConfig):
                 raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
         if "{position}" not in self.id_token_template or "{code}" not in self.id_token_template:
             raise ValueError("`id_token_template` must contain both `{position}` and `{code}`.")
-        if not getattr(self.backbone_config, "is_encoder_decoder", False):
+        if not getattr(self.backbone_config, "is_encoder_decoder", False) and not self.allows_causal_backbone:
             raise ValueError(
                 f"The backbone `{self.backbone_config.model_type}` is not an encoder-decoder model. LMIndexer needs "
                 "one (T5, BART, or an `encoder-decoder` bert2bert)."
@@ -242,6 +243,9 @@ class LMIndexerConfig(PreTrainedConfig):
             raise ValueError(
                 f"`reconstructor_heads` ({self.reconstructor_heads}) must divide the decoder hidden size ({hidden_size})."
             )
+
+    # Only a retriever may sit on a decoder-only backbone; the indexer needs an encoder for its documents.
+    allows_causal_backbone: ClassVar[bool] = False
 
     @property
     def decoder_hidden_size(self) -> int:
@@ -295,6 +299,12 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
             Which end of an input longer than `max_query_length` tokens is cut, in fine-tuning and in serving alike.
             Fine-tuning on histories sets `"left"` when they read oldest to newest, so that the newest items (the
             end of the text) are the ones kept; queries and newest-first histories keep `"right"`.
+        id_token_init (`str`, defaults to `"mean"`):
+            How the rows of the ID tokens were initialised when the retriever was built, recorded for the reader:
+            `"codebook"` (an indexer's codebook vectors), `"random"` (random directions at the mean norm of the
+            rows beside them), `"model"` (the backbone's own initialisation, for a model built from a config) or
+            `"mean"` (transformers' `mean_resizing`, which makes all rows near-identical; retrievers saved before this
+            field existed).
         id_token_scoring (`str`, defaults to `"lm_head"`):
             How the logits of ID tokens are computed. `"lm_head"`: by the backbone's own LM head, like any token.
             `"codebook"`: as the indexer scores codes, the similarity (`code_geometry`, over `code_temperature`) of
@@ -318,9 +328,23 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
     history_text_fields: list[str] | None = None
     truncation_side: str = "right"
     id_token_scoring: str = "lm_head"
+    id_token_init: str = "mean"
+
+    allows_causal_backbone: ClassVar[bool] = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # A decoder-only backbone (GPT-2, Llama, ...) makes a causal retriever: the prompt and the ID share one stream.
+        self.is_encoder_decoder = bool(getattr(self.backbone_config, "is_encoder_decoder", True))
+
+    @property
+    def is_causal(self) -> bool:
+        return not getattr(self.backbone_config, "is_encoder_decoder", True)
 
     def check_lmindexer_fields(self) -> None:
         super().check_lmindexer_fields()
+        if self.id_token_init not in ID_TOKEN_INITS:
+            raise ValueError(f"`id_token_init` must be one of {ID_TOKEN_INITS}, got {self.id_token_init!r}.")
         if self.task not in ("retrieval", "recommendation"):
             raise ValueError(f"`task` must be 'retrieval' or 'recommendation', got {self.task!r}.")
         for name, allowed in (("history_format", ("text", "ids", "text+ids")), ("truncation_side", ("left", "right")),

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     DynamicCache,
@@ -40,6 +41,7 @@ from transformers import (
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils.hub import is_offline_mode
 
+from .causal_decoding import causal_position_ids, prefix_shared_beam_search
 from .configuration_lmindexer import LMIndexerConfig, LMIndexerRetrievalConfig, strip_unsafe_config
 from .modeling_lmindexer import LMIndexerPreTrainedModel, code_similarity
 from .pipeline_generative_retrieval import TASK_NAME, GenerativeRetrievalPipeline
@@ -111,14 +113,44 @@ def render_history_items(
 
 
 def _resize_vocabulary(backbone, size: int) -> None:
-    """Grow the backbone's token tables to `size`; a bert2bert model holds one set per side."""
+    """Grow the backbone's token tables to `size`; a bert2bert model holds one set per side. The new rows are set by
+    `init_new_token_rows` afterwards (mean resizing would make them all the same vector)."""
     if backbone.config.model_type == "encoder-decoder":
         for side in (backbone.encoder, backbone.decoder):
-            side.resize_token_embeddings(size, mean_resizing=True)
+            side.resize_token_embeddings(size, mean_resizing=False)
         backbone.config.encoder.vocab_size = size
         backbone.config.decoder.vocab_size = size
     else:
-        backbone.resize_token_embeddings(size, mean_resizing=True)
+        backbone.resize_token_embeddings(size, mean_resizing=False)
+
+
+def _token_tables(backbone) -> list[torch.Tensor]:
+    """Every distinct token table of the backbone (input and output embeddings, both sides of a bert2bert)."""
+    modules = [backbone.get_input_embeddings(), backbone.get_output_embeddings()]
+    if backbone.config.model_type == "encoder-decoder":
+        modules += [backbone.decoder.get_input_embeddings()]
+    tables = {}
+    for module in modules:
+        if module is not None:
+            tables.setdefault(module.weight.data_ptr(), module.weight)
+    return list(tables.values())
+
+
+@torch.no_grad()
+def init_new_token_rows(backbone, first_new: int, seed: int = 0) -> None:
+    """Rows `first_new:` of every token table: random directions, each at the mean norm of the table's older rows.
+
+    Distinct rows at the scale of the rows beside them, so that an untrained model can already tell items apart and
+    an ID logit moves as fast as a text logit. (`mean_resizing` draws every row from N(mean, 1e-9 cov): identical rows,
+    norm ~0.03 against ~5 for T5's text rows, which stalled learning.) Seeded, so every ID method gets the same start.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for table in _token_tables(backbone):
+        if table.shape[0] <= first_new:
+            continue
+        norm = table[:first_new].float().norm(dim=1).mean()
+        rows = torch.randn(table.shape[0] - first_new, table.shape[1], generator=generator)
+        table[first_new:] = (F.normalize(rows, dim=1) * norm).to(table.dtype)
 
 
 def _output_head(backbone) -> tuple[torch.nn.Module, str]:
@@ -250,7 +282,10 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
 
     def __init__(self, config: LMIndexerRetrievalConfig, backbone=None, id_map: SemanticIDMap | None = None):
         super().__init__(config)
-        self.backbone = backbone if backbone is not None else AutoModelForSeq2SeqLM.from_config(config.backbone_config)
+        if backbone is None:
+            auto_class = AutoModelForCausalLM if config.is_causal else AutoModelForSeq2SeqLM
+            backbone = auto_class.from_config(config.backbone_config)
+        self.backbone = backbone
         self._trie: SemanticIDTrie | None = None
         self._warned_truncation = False
         self._warned_titles = False
@@ -331,7 +366,10 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         settings.update(config_kwargs)
         retrieval_config = LMIndexerRetrievalConfig(backbone_config=backbone.config.to_dict(), **settings)
         retrieval_config.id_token_offsets = add_id_tokens(tokenizer, retrieval_config)
+        first_new = backbone.get_input_embeddings().weight.shape[0]
         _resize_vocabulary(backbone, len(tokenizer))
+        init_new_token_rows(backbone, first_new)
+        retrieval_config.id_token_init = config_kwargs.get("id_token_init", "random")
         # The live backbone config (not a copy) so that the resized vocabulary is what gets saved; cleaned here too,
         # since assigning it skips the config's constructor.
         retrieval_config.backbone_config = strip_unsafe_config(backbone.config)
@@ -357,7 +395,7 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         # ID tokens are scored as the indexer scores codes (see `CodebookIDScoring`), so that the untrained retriever
         # already decodes the indexer's IDs whatever LM head the backbone has.
         model = cls.from_backbone_and_map(indexer.backbone, tokenizer, id_map, config=indexer.config,
-                                          id_token_scoring="codebook")
+                                          id_token_scoring="codebook", id_token_init="codebook")
         # The tokenizer now holds the ID tokens; keep it on the model so `retrieve` and `save` find it.
         model.tokenizer = tokenizer
         # The decoder's input table and the output projection get the codebooks as they are: the decoder was fed
@@ -383,6 +421,43 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
                     encoder_table[start : start + len(codebook)] = rows.to(encoder_table.dtype)
         return model
 
+    @classmethod
+    def from_causal_config(cls, backbone_config, tokenizer, id_map: SemanticIDMap, **config_kwargs
+                           ) -> "LMIndexerForGenerativeRetrieval":
+        """A causal (decoder-only) recommender over a stream of ID tokens, built from any causal LM config (GPT-2,
+        Llama, ... as an object or a dict with `model_type`), with fresh weights.
+
+        `tokenizer` holds the ID tokens and a few specials only (`lmindexer.trainers.downstream.id_vocabulary_tokenizer`
+        makes one): the model's input and output vocabulary is then the ID tokens, with no text rows. Every row
+        starts from the backbone's own initialisation (`id_token_init="model"`), the same for every ID method.
+        Histories are the items' ID tokens, oldest first, after `<bos>`; `config_kwargs` set other retriever fields.
+        """
+        from transformers import AutoConfig
+
+        if isinstance(backbone_config, dict):
+            settings = dict(backbone_config)
+            backbone_config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+        backbone_config = strip_unsafe_config(backbone_config)
+        if getattr(backbone_config, "is_encoder_decoder", False):
+            raise ValueError(f"`from_causal_config` needs a decoder-only config, got the encoder-decoder "
+                             f"{backbone_config.model_type!r}; use `from_backbone_and_map` for seq2seq backbones.")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            setattr(backbone_config, name, getattr(tokenizer, name))
+        backbone_config.vocab_size = len(tokenizer)
+        settings = dict(id_length=id_map.id_length, codebook_sizes=id_map.codebook_sizes, dedup_size=id_map.dedup_size,
+                        id_map_run_id=id_map.run_id, task="recommendation", history_format="ids", history_separator="",
+                        truncation_side="left", id_token_init="model")
+        settings.update(config_kwargs)
+        config = LMIndexerRetrievalConfig(backbone_config=backbone_config.to_dict(), **settings)
+        config.id_token_offsets = add_id_tokens(tokenizer, config)
+        if len(tokenizer) != backbone_config.vocab_size:
+            raise ValueError("The tokenizer of a causal ID-stream model must already hold every ID token of the map.")
+        model = cls(config)
+        model.id_map = id_map
+        model.tokenizer = tokenizer
+        model._set_generation_defaults(tokenizer)
+        return model
+
     def _set_generation_defaults(self, tokenizer=None) -> None:
         """A generation config of the retriever's own, replacing the backbone's: only the start, end and pad tokens
         are taken over. What a backbone's config holds for text generation would break decoding under the trie, e.g.
@@ -394,6 +469,13 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             value = getattr(backbone_config, name, None)
             return value if value is not None else getattr(backbone_generation, name, None)
 
+        if self.config.is_causal:
+            self.generation_config = GenerationConfig(
+                bos_token_id=token("bos_token_id"), eos_token_id=token("eos_token_id"), pad_token_id=token("pad_token_id"),
+                max_new_tokens=self.config.id_length + 1, num_beams=20,
+            )
+            self.backbone.generation_config = self.generation_config
+            return
         start = token("decoder_start_token_id")
         eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
         eos = eos if eos is not None else token("eos_token_id")
@@ -446,7 +528,14 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         return self.backbone.get_encoder()
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, decoder_input_ids=None, **kwargs):
-        """Teacher-forced seq2seq forward of the backbone; `labels` are the ID tokens followed by EOS."""
+        """Teacher-forced forward of the backbone. Seq2seq: `labels` are the ID tokens followed by EOS. Causal: `labels`
+        are the input stream itself with -100 where nothing is predicted (the backbone shifts them), and positions
+        count real tokens only, as in decoding."""
+        if self.config.is_causal:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            kwargs.setdefault("position_ids", causal_position_ids(attention_mask))
+            return self.backbone(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
         return self.backbone(
             input_ids=input_ids, attention_mask=attention_mask, labels=labels, decoder_input_ids=decoder_input_ids, **kwargs
         )
@@ -457,10 +546,13 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         eos = self.generation_config.eos_token_id
         return int(eos[0] if isinstance(eos, (list, tuple)) else eos)
 
-    def trie_processor(self, raise_on_dead_end: bool = True) -> TrieConstrainedLogitsProcessor:
+    def trie_processor(self, raise_on_dead_end: bool = True, prompt_length: int = 1) -> TrieConstrainedLogitsProcessor:
+        """The trie constraint; `prompt_length` tokens of each row precede the ID (the decoder start token of a seq2seq
+        model, the whole left-padded prompt of a causal one)."""
         pad = self.generation_config.pad_token_id
         return TrieConstrainedLogitsProcessor(
-            self.trie, eos_token_id=self.eos_token_id, pad_token_id=pad, raise_on_dead_end=raise_on_dead_end
+            self.trie, eos_token_id=self.eos_token_id, pad_token_id=pad, prompt_length=prompt_length,
+            raise_on_dead_end=raise_on_dead_end,
         )
 
     def check_generation_settings(self, generation_config: GenerationConfig | None = None, **kwargs) -> None:
@@ -474,6 +566,13 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         caller's setting and an error.
         """
         depth = self.trie.depth
+        if self.config.is_causal:
+            # The ID follows the prompt in one stream, with no EOS after it: only a cut-short ID can go wrong here.
+            max_new_tokens = kwargs.get("max_new_tokens", (generation_config or self.generation_config).max_new_tokens)
+            if max_new_tokens is not None and max_new_tokens < depth:
+                raise ValueError(f"`max_new_tokens={max_new_tokens}` would cut IDs short: every semantic ID is {depth} "
+                                 f"tokens, so it must be at least {depth}.")
+            return
 
         def setting(name):
             if name in kwargs:  # even None: generate lets an explicit keyword replace the config's value
@@ -529,7 +628,11 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         if not constrained:
             return self.backbone.generate(*args, logits_processor=processors, **kwargs)
         self.check_generation_settings(**kwargs)
-        trie_processor = self.trie_processor(raise_on_dead_end=False)
+        prompt_length = 1
+        if self.config.is_causal:  # the constraint starts where the ID starts, after the whole prompt
+            prompt = kwargs.get("input_ids", args[0] if args else None)
+            prompt_length = prompt.shape[1]
+        trie_processor = self.trie_processor(raise_on_dead_end=False, prompt_length=prompt_length)
         processors.append(trie_processor)
         try:
             output = self.backbone.generate(*args, logits_processor=processors, **kwargs)
@@ -667,6 +770,8 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         """
         _check_positive_int("num_beams", num_beams)
         device = next(self.parameters()).device
+        if self.config.is_causal:
+            return self._decode_rows_causal(input_ids.to(device), attention_mask.to(device), num_beams)
         cache = {"past_key_values": BeamSharedCrossAttentionCache(DynamicCache(), DynamicCache())} if share_cross_attention else {}
         depth = self.trie.depth
         inputs = dict(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=depth + 1,
@@ -706,6 +811,22 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             rows[valid.cpu()] = self.id_map.rows_of(self.tokens_to_codes(tokens[valid]).cpu())
         scores = sequence_scores.float().cpu()
         return rows.view(-1, num_beams), scores.view(-1, num_beams)
+
+    def _decode_rows_causal(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int):
+        """`decode_rows` of a causal model: the prompt is encoded once and shared by its beams (see
+        `prefix_shared_beam_search`); an ID is `trie.depth` tokens with no EOS after it."""
+        length_penalty = self.generation_config.length_penalty
+        processor = self.trie_processor(raise_on_dead_end=False, prompt_length=0)
+        tokens, sequence_scores = prefix_shared_beam_search(
+            self.backbone, input_ids, attention_mask, processor, num_beams,
+            length_penalty=1.0 if length_penalty is None else length_penalty,
+        )
+        processor.raise_if_dead_end()
+        valid = self.trie.contains(tokens) & torch.isfinite(sequence_scores)
+        rows = torch.full((tokens.shape[0],), -1, dtype=torch.long)
+        if bool(valid.any()):
+            rows[valid.cpu()] = self.id_map.rows_of(self.tokens_to_codes(tokens[valid]).cpu())
+        return rows.view(-1, num_beams), sequence_scores.float().cpu().view(-1, num_beams)
 
     def rank_rows(self, rows: torch.Tensor, scores: torch.Tensor, top_k: int) -> list[dict]:
         """One query's beams (ID-map rows and scores) as ranked result dicts, duplicates and invalid beams dropped."""

@@ -28,6 +28,12 @@ class IndexArguments:
     """What to index: the corpus and its fields, the ID method, and the ID layout."""
 
     method: str = field(default="lmindexer", metadata={"help": "Semantic-ID method (see `lmindexer.trainers.id_methods`)."})
+    preset: str | None = field(
+        default=None,
+        metadata={"help": "Named defaults (any flag given still wins): cpu = a frozen pretrained encoder, one epoch per "
+                          "phase (benchmarks/run_bench_lmindexer.sh); gpu = the paper's setting, every layer trained, "
+                          "bf16 (`lmindexer.trainers.presets`)."},
+    )
     corpus: str | None = field(
         default=None, metadata={"help": "jsonl/csv/parquet file or Hub dataset; the generated demo catalogue if unset."}
     )

@@ -281,8 +281,13 @@ def print_usage() -> None:
 
 
 def parse(name: str, argv: list[str]) -> tuple:
+    from .presets import preset_defaults, preset_name
+
     command = COMMANDS[name]
     parser = HfArgumentParser(command.arguments, prog=f"lmindexer {name}")
+    preset = preset_name(argv)
+    if preset is not None:  # defaults only: every flag on the command line still wins
+        parser.set_defaults(**preset_defaults(name, preset))
     if command.positional is None:
         return parser.parse_args_into_dataclasses(args=argv)
     *parsed, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)

@@ -11,10 +11,13 @@ metrics = finetune_retriever(FinetuneArguments(indexer="runs/idx"), DownstreamDa
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .downstream.causal_recommender import CausalModelArguments
 
 logger = logging.getLogger("lmindexer")
 
@@ -45,6 +48,11 @@ class DownstreamDataArguments:
     pseudo_queries: str | None = field(default=None, metadata={"help": "retrieval: jsonl of {doc_id, query}."})
     max_length: int = field(default=512, metadata={"help": "Input tokens (the paper: 1024 for recommendation)."})
     max_eval_queries: int | None = field(default=None, metadata={"help": "Evaluate on the first N queries only."})
+    validation_users: int = field(
+        default=0,
+        metadata={"help": "Evaluations during training (--eval_strategy) score a seeded sample of this many validation "
+                          "queries or users (0: all of them)."},
+    )
     eval_rows: list[int] | None = field(
         default=None, metadata={"help": "Evaluate on these rows of the test split only (e.g. a seeded sample of users)."}
     )
@@ -67,15 +75,31 @@ class DownstreamDataArguments:
         return fields
 
 
+ARCHITECTURES = ("seq2seq", "causal")
+
+
 @dataclass
-class FinetuneArguments:
+class FinetuneArguments(CausalModelArguments):
     indexer: str = field(default="", metadata={"help": "Directory of a trained indexer (lmindexer index output)."})
+    architecture: str = field(
+        default="seq2seq",
+        metadata={"help": "seq2seq: an encoder-decoder reads the input, its decoder writes the ID (the paper's). causal "
+                          "(recommendation): a decoder-only model over each user's stream of ID tokens, trained on every "
+                          "item of a user in one pass, with an ID-only vocabulary (sizes: --causal_*).",
+                  "choices": list(ARCHITECTURES)},
+    )
     backbone: str | None = field(
         default=None,
         metadata={"help": "Seq2seq or BERT-style checkpoint to fine-tune on the IDs of a two-stage indexer folder "
                           "(rqkmeans, rqvae, hkmeans), which has no language model of its own; with an LMIndexer folder, "
                           "fine-tune it on the LMIndexer's IDs instead of the indexer's own backbone (one model for "
-                          "every ID method)."},
+                          "every ID method). With --architecture causal: a causal LM whose config (not weights) sizes the "
+                          "recommender, instead of the --causal_* sizes."},
+    )
+    preset: str | None = field(
+        default=None,
+        metadata={"help": "Named defaults (any flag given still wins): cpu = the causal ID-stream recommender that "
+                          "learns on a laptop CPU (`lmindexer.trainers.presets.FINETUNE_CPU`)."},
     )
     lora_target_modules: str | None = field(default=None, metadata={"help": "LoRA on these modules, e.g. q,v."})
     lora_rank: int = field(default=8)
@@ -160,13 +184,32 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     from .collators import RetrievalCollator
     from .retrieval_trainer import GenerativeRetrievalTrainer, apply_lora
 
-    model = build_retriever(finetune_args)
+    causal = finetune_args.architecture == "causal"
+    if causal:
+        model, data_args = build_causal(finetune_args, data_args, training_args.seed)
+    else:
+        model = build_retriever(finetune_args)
     # Saved with the model: serving renders, cuts and encodes inputs as these training samples are.
     for name, value in data_args.retriever_config_fields().items():
         setattr(model.config, name, value)
     tokenizer = model.tokenizer
     splits = load_downstream_splits(data_args, model.id_map, model.config)
-    if training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
+    if data_args.validation_users and "validation" in splits:
+        from .bench_rec import sampled_test_rows
+
+        validation = splits["validation"]
+        splits["validation"] = validation.select(sampled_test_rows(len(validation), data_args.validation_users, 0))
+    if causal:
+        from .downstream.causal_recommender import causal_training_split
+        from .downstream.id_streams import CausalStreamCollator
+
+        train = causal_training_split(Path(data_args.data) / "sequences.jsonl", model, data_args.max_history)
+        # Streams run from 9 to 85 tokens: batches of similar length (`group_by_length`) pad 5x less than random ones.
+        splits["train"] = train.add_column(training_args.length_column_name, [len(ids) for ids in train["input_ids"]])
+        collator = CausalStreamCollator(tokenizer.pad_token_id)
+    else:
+        collator = RetrievalCollator(tokenizer, model, data_args.max_length)
+    if not causal and training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
         splits["train"] = with_token_lengths(splits["train"], tokenizer, training_args.length_column_name,
                                              data_args.max_length)
     trained = model
@@ -175,7 +218,7 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     trainer = GenerativeRetrievalTrainer(
         model=trained, args=training_args, train_dataset=splits["train"],
         eval_dataset=splits["validation"] if "validation" in splits else None,
-        data_collator=RetrievalCollator(tokenizer, model, data_args.max_length), processing_class=tokenizer,
+        data_collator=collator, processing_class=tokenizer,
         card_data=retriever_card_data(finetune_args, data_args, training_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -187,7 +230,9 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
         model.card_data = trainer.card_data
         model.save_pretrained(output_dir)  # with the ID map and the card
         tokenizer.save_pretrained(output_dir)
-        (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        curve = [entry for entry in trainer.state.log_history if "eval_train_seconds" in entry]
+        (output_dir / METRICS_FILE).write_text(json.dumps({**metrics, "preset": finetune_args.preset,
+                                                           "learning_curve": curve}, indent=2))
         if training_args.push_to_hub:
             commit = push_model_to_hub(
                 model, trainer.hub_model_id or training_args.hub_model_id or output_dir.resolve().name, tokenizer=tokenizer,
@@ -196,6 +241,24 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
             )
             logger.info("Pushed the retriever (commit %s)", getattr(commit, "oid", commit))
     return metrics
+
+
+def build_causal(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, seed: int = 0):
+    """The causal recommender for `finetune_args`, and `data_args` as it reads histories: the items' ID tokens,
+    oldest first, with nothing between them, cut to the model's prompt length."""
+    from .downstream.causal_recommender import build_causal_recommender
+
+    if data_args.task != "recommendation":
+        raise ValueError("--architecture causal is a recommender over ID streams: use it with --task recommendation.")
+    if finetune_args.lora_target_modules:
+        raise ValueError("--lora_target_modules: a causal recommender is trained whole (it is small and has no "
+                         "pretrained weights); drop LoRA.")
+    model = build_causal_recommender(finetune_args.indexer, finetune_args, data_args.max_history,
+                                     backbone=finetune_args.backbone, seed=seed)
+    data_args = copy.copy(data_args)
+    data_args.history_format, data_args.history_separator, data_args.newest_first = "ids", "", False
+    data_args.max_length = model.config.max_query_length
+    return model, data_args
 
 
 def with_token_lengths(split, tokenizer, column: str, max_length: int):

@@ -9,6 +9,7 @@ settings instead, and reports Recall, NDCG, MAP and MRR at each k, and `prefix_r
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
@@ -40,7 +41,13 @@ class GenerativeRetrievalTrainer(HubCardTrainerMixin, Seq2SeqTrainer):
     """Pass `card_data=LMIndexerCardData(...)` to name datasets and the base model in the card; with
     `push_to_hub=True`, every pushed checkpoint carries the ID map, code, tokenizer and the current card."""
 
+    def train(self, *args, **kwargs):
+        # For the learning curve: training seconds at each evaluation, the evaluations' own time left out.
+        self._train_started, self._evaluation_seconds = time.perf_counter(), 0.0
+        return super().train(*args, **kwargs)
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs) -> dict:
+        evaluation_started = time.perf_counter()
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("GenerativeRetrievalTrainer.evaluate needs an eval_dataset.")
@@ -68,6 +75,10 @@ class GenerativeRetrievalTrainer(HubCardTrainerMixin, Seq2SeqTrainer):
                         for relevant in relevants]
         metrics[f"{metric_key_prefix}_prefix_right_dedup_wrong@1"] = dedup_confusion_at_1(top_ids, relevant_ids,
                                                                                           model.config.id_length)
+        if getattr(self, "_train_started", None) is not None:
+            trained = evaluation_started - self._train_started - self._evaluation_seconds
+            metrics[f"{metric_key_prefix}_train_seconds"] = round(trained, 1)
+            self._evaluation_seconds += time.perf_counter() - evaluation_started
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
