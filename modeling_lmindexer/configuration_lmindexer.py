@@ -305,6 +305,10 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
             rows beside them), `"model"` (the backbone's own initialisation, for a model built from a config) or
             `"mean"` (transformers' `mean_resizing`, which makes all rows near-identical; retrievers saved before this
             field existed).
+        output_vocabulary (`str`, defaults to `"all"`):
+            Which tokens the output softmax spans, in training and decoding alike: `"all"` (the whole vocabulary) or
+            `"ids"` (the ID tokens and EOS only; every text logit is masked). A causal ID-stream model has no text rows
+            at all, so the two are the same there.
         id_token_scoring (`str`, defaults to `"lm_head"`):
             How the logits of ID tokens are computed. `"lm_head"`: by the backbone's own LM head, like any token.
             `"codebook"`: as the indexer scores codes, the similarity (`code_geometry`, over `code_temperature`) of
@@ -329,6 +333,7 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
     truncation_side: str = "right"
     id_token_scoring: str = "lm_head"
     id_token_init: str = "mean"
+    output_vocabulary: str = "all"
 
     allows_causal_backbone: ClassVar[bool] = True
 
@@ -343,6 +348,8 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
 
     def check_lmindexer_fields(self) -> None:
         super().check_lmindexer_fields()
+        if self.output_vocabulary not in ("all", "ids"):
+            raise ValueError(f"`output_vocabulary` must be 'all' or 'ids', got {self.output_vocabulary!r}.")
         if self.id_token_init not in ID_TOKEN_INITS:
             raise ValueError(f"`id_token_init` must be one of {ID_TOKEN_INITS}, got {self.id_token_init!r}.")
         if self.task not in ("retrieval", "recommendation"):

@@ -180,6 +180,38 @@ class CodebookIDScoring:
         return output.index_copy(output.dim() - 1, index.to(output.device), scores.to(output.dtype))
 
 
+class IDOutputVocabulary:
+    """Forward hook on the backbone's LM head that leaves only the ID tokens and EOS scorable (`output_vocabulary="ids"`).
+
+    Every other logit becomes the dtype's lowest value, so the softmax that the training loss, beam search and
+    `retrieve`'s scores take is over ID tokens and EOS alone: the same normalisation in training and decoding, with no
+    probability spent on text tokens that can never be an answer. Installed after `CodebookIDScoring`, so it sees
+    the final ID logits. Plain values only, as for `CodebookIDScoring`.
+    """
+
+    def __init__(self, offsets: list[int], sizes: list[int], eos_token_id: int | None):
+        self.ranges = [(int(start), int(size)) for start, size in zip(offsets, sizes)]
+        self.eos_token_id = eos_token_id
+        self._masks: dict[tuple[str, int], torch.Tensor] = {}
+
+    def banned(self, vocabulary: int, device) -> torch.Tensor:
+        """`[vocabulary]` bool: True for every token that is neither an ID token nor EOS (built once per device)."""
+        key = (str(device), vocabulary)
+        if key not in self._masks:
+            banned = torch.ones(vocabulary, dtype=torch.bool)
+            for start, size in self.ranges:
+                banned[start : start + size] = False
+            if self.eos_token_id is not None:
+                banned[self.eos_token_id] = False
+            self._masks[key] = banned.to(device)
+        return self._masks[key]
+
+    def __call__(self, module, args, output):
+        if not torch.is_tensor(output):
+            return None
+        return output.masked_fill(self.banned(output.shape[-1], output.device), torch.finfo(output.dtype).min)
+
+
 class _LogSoftmax(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         return scores.log_softmax(-1)
@@ -261,14 +293,19 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         # Found by class name rather than by a handle, so that copies (deepcopy, pickle) and a class loaded again
         # through remote code are recognised too.
         for key, hook in list(head._forward_hooks.items()):
-            if type(hook).__name__ == CodebookIDScoring.__name__:
+            if type(hook).__name__ in (CodebookIDScoring.__name__, IDOutputVocabulary.__name__):
                 del head._forward_hooks[key]
         config = self.config
-        if config.id_token_scoring != "codebook" or config.id_token_offsets is None:
+        if config.id_token_offsets is None:
             return
-        scoring = CodebookIDScoring(projection, config.id_token_offsets, config.id_vocabulary_sizes, config.code_geometry,
-                                    config.code_temperature, _head_input_scale(self.backbone))
-        head.register_forward_hook(scoring)
+        if config.id_token_scoring == "codebook":
+            head.register_forward_hook(CodebookIDScoring(projection, config.id_token_offsets, config.id_vocabulary_sizes,
+                                                         config.code_geometry, config.code_temperature,
+                                                         _head_input_scale(self.backbone)))
+        if config.output_vocabulary == "ids":
+            eos = getattr(self.generation_config, "eos_token_id", None) if self.generation_config else None
+            eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+            head.register_forward_hook(IDOutputVocabulary(config.id_token_offsets, config.id_vocabulary_sizes, eos))
 
     # ------------------------------------------------------------------------------------------ the map
     @property
@@ -333,6 +370,7 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         model = cls(retrieval_config, backbone=backbone)
         model.id_map = id_map
         model._set_generation_defaults(tokenizer)
+        model.install_id_token_scoring()  # again, now that the generation config names EOS
         return model
 
     @classmethod
@@ -472,6 +510,7 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
                 )
             logger.warning("%s holds no %s; set `model.id_map` before retrieving.", pretrained_model_name_or_path, ID_MAP_FILE)
         model.backbone.generation_config = model.generation_config
+        model.install_id_token_scoring()  # the ID-only output vocabulary keeps the saved generation config's EOS
         return model
 
     # ------------------------------------------------------------------------------------ forward / generate

@@ -281,3 +281,40 @@ def test_index_preset_cpu_is_the_benchmark_script():
     flag_index.preset = "cpu"
     assert vars(preset_index) == vars(flag_index)
     assert preset_training.to_dict() == flag_training.to_dict()
+
+
+def test_id_output_vocabulary_normalises_over_ids_and_eos_in_training_and_decoding(demo_items, demo_tokenizer, tmp_path):
+    tokenizer = copy.deepcopy(demo_tokenizer)
+    torch.manual_seed(0)
+    backbone = T5ForConditionalGeneration(tiny_t5_config(len(tokenizer), 32))
+    model = LMIndexerForGenerativeRetrieval.from_backbone_and_map(backbone, tokenizer, tiny_id_map()).eval()
+    query = "red lipstick"
+    encoded = model.encode_queries([query], tokenizer)
+    labels = torch.cat([model.codes_to_tokens(torch.tensor([model.id_map.semantic_id("item5")])),
+                        torch.tensor([[model.eos_token_id]])], 1)
+    with torch.no_grad():
+        full = model(**encoded, labels=labels)
+    model.config.output_vocabulary = "ids"
+    model.install_id_token_scoring()
+    with torch.no_grad():
+        restricted = model(**encoded, labels=labels)
+    allowed = torch.zeros(full.logits.shape[-1], dtype=torch.bool)
+    for start, size in zip(model.config.id_token_offsets, model.config.id_vocabulary_sizes):
+        allowed[start : start + size] = True
+    allowed[model.eos_token_id] = True
+    # The loss is the cross-entropy of the softmax over ID tokens and EOS only.
+    expected = torch.nn.functional.cross_entropy(full.logits[0][:, allowed], torch.tensor(
+        [int(allowed[: token].sum()) for token in labels[0].tolist()]))
+    assert float(restricted.loss) == pytest.approx(float(expected), abs=1e-4)
+    assert float(restricted.loss) < float(full.loss)
+    # Decoding scores are the same log-probabilities, and the setting survives saving.
+    hit = model.retrieve([query], tokenizer=tokenizer, top_k=1, num_beams=4)[0][0]
+    target = torch.cat([model.codes_to_tokens(torch.tensor([hit["semantic_id"]])), torch.tensor([[model.eos_token_id]])], 1)
+    with torch.no_grad():
+        logits = model(**encoded, labels=target).logits
+    log_probs = logits.float().log_softmax(-1).gather(2, target[..., None]).squeeze(-1)
+    assert hit["score"] == pytest.approx(float(log_probs.sum() / target.shape[1]), abs=1e-4)
+    model.save_pretrained(tmp_path / "restricted")
+    tokenizer.save_pretrained(tmp_path / "restricted")
+    loaded = LMIndexerForGenerativeRetrieval.from_pretrained(tmp_path / "restricted").eval()
+    assert loaded.retrieve([query], tokenizer=tokenizer, top_k=1, num_beams=4)[0][0]["doc_id"] == hit["doc_id"]

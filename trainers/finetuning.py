@@ -96,6 +96,12 @@ class FinetuneArguments(CausalModelArguments):
                           "every ID method). With --architecture causal: a causal LM whose config (not weights) sizes the "
                           "recommender, instead of the --causal_* sizes."},
     )
+    output_vocabulary: str = field(
+        default="all",
+        metadata={"help": "Tokens the output softmax spans in training and decoding: all, or ids (ID tokens and EOS "
+                          "only; text logits masked). A causal ID-stream model has only ID tokens anyway.",
+                  "choices": ["all", "ids"]},
+    )
     preset: str | None = field(
         default=None,
         metadata={"help": "Named defaults (any flag given still wins): cpu = the causal ID-stream recommender that "
@@ -192,6 +198,8 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     # Saved with the model: serving renders, cuts and encodes inputs as these training samples are.
     for name, value in data_args.retriever_config_fields().items():
         setattr(model.config, name, value)
+    model.config.output_vocabulary = finetune_args.output_vocabulary
+    model.install_id_token_scoring()
     tokenizer = model.tokenizer
     splits = load_downstream_splits(data_args, model.id_map, model.config)
     if data_args.validation_users and "validation" in splits:
