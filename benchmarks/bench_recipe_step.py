@@ -31,8 +31,8 @@ from transformers import AutoTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from lmindexer import LMIndexerForSemanticID  # noqa: E402
-from lmindexer.trainers.encoder_cache import EncoderStateCache  # noqa: E402
-from lmindexer.trainers.stage_trainers import frozen_encoder_parameters  # noqa: E402
+from lmindexer.trainers.indexer.encoder_cache import EncoderStateCache  # noqa: E402
+from lmindexer.trainers.indexer.stage_trainers import frozen_encoder_parameters  # noqa: E402
 
 RECIPE = dict(later_position_input="residual", center_hidden=True, pooled_hidden=True, contrastive_positive="dropout",
               reconstructor_warmup_input="hidden", reconstructor_position_norm=True, reconstruction_vocabulary="batch")

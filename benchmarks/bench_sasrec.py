@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmindexer.trainers.bench_ids import command_line
-from lmindexer.trainers.bench_rec import sampled_test_rows, test_sequences, write_bench_rec
-from lmindexer.trainers.ranking_metrics import ranking_metrics
+from lmindexer.trainers.bench.ids import command_line
+from lmindexer.trainers.bench.rec import sampled_test_rows, test_sequences, write_bench_rec
+from lmindexer.trainers.downstream.ranking_metrics import ranking_metrics
 
 
 class SASRec(nn.Module):

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from lmindexer.trainers.demo import train_tokenizer
-from lmindexer.trainers.downstream_data import read_jsonl
+from lmindexer.trainers.data.demo import train_tokenizer
+from lmindexer.trainers.downstream.data import read_jsonl
 
 
 def main() -> None:

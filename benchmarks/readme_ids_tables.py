@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from lmindexer.trainers.bench_ids import markdown_table
+from lmindexer.trainers.bench.ids import markdown_table
 
 START, END = "<!-- ids-tables:start -->", "<!-- ids-tables:end -->"
 

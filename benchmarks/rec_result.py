@@ -14,7 +14,7 @@ import platform
 import sys
 from pathlib import Path
 
-from lmindexer.trainers.bench_rec import most_popular, test_sequences
+from lmindexer.trainers.bench.rec import most_popular, test_sequences
 
 
 def main() -> None:

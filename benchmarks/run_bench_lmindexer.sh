@@ -6,7 +6,7 @@ set -euo pipefail
 DATASET=$1; SEEDS=$2; shift 2
 DATA=${DATA:-../shared/data}
 export HF_HUB_OFFLINE=1
-BACKBONE=$(python -c "from lmindexer.trainers.embeddings import default_encoder; print(default_encoder())")
+BACKBONE=$(python -c "from lmindexer.trainers.data.embeddings import default_encoder; print(default_encoder())")
 case $DATASET in
   beauty) FOLDER=amazon-beauty; FIELDS=title,brand; LENGTH=48 ;;
   scientific) FOLDER=amazon-scientific; FIELDS=title,brand,description; LENGTH=128 ;;

@@ -7,7 +7,7 @@ set -euo pipefail
 DATA=${DATA:-../shared/data}/scifact
 WORK=${WORK:-runs/scifact}
 export HF_HUB_OFFLINE=1
-BACKBONE=$(python -c "from lmindexer.trainers.embeddings import default_encoder; print(default_encoder())")
+BACKBONE=$(python -c "from lmindexer.trainers.data.embeddings import default_encoder; print(default_encoder())")
 COMMON=(--corpus "$DATA/corpus.jsonl" --id_field _id --text_fields title,text --id_length 2 --codebook_size 64
         --report_to none --disable_tqdm true --save_strategy no)
 [ -f "$WORK/lmindexer/semantic_id_map.safetensors" ] || lmindexer index "${COMMON[@]}" --backbone "$BACKBONE" \

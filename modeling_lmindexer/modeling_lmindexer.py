@@ -48,7 +48,7 @@ def check_model_folder(path) -> None:
     """Raise an `OSError` that says what is wrong when `path` names a local folder that is not there.
 
     A folder that is missing while `<folder>.old` exists is what a save interrupted between the two renames of its
-    folder swap leaves (see `lmindexer.trainers.indexer_trainer.IndexerTrainer.save`). A path that can only be local
+    folder swap leaves (see `lmindexer.trainers.indexer.trainer.IndexerTrainer.save`). A path that can only be local
     (absolute, starting with `.` or `~`, more than one `/`, or under an existing local folder) is not looked up on
     the Hub, whose repo ids are `name` or `org/name`.
     """

@@ -10,7 +10,7 @@ import torch
 from transformers import T5Config
 
 from lmindexer import LMIndexerConfig, LMIndexerForSemanticID
-from lmindexer.trainers.demo import generate_demo_corpus, train_tokenizer
+from lmindexer.trainers.data.demo import generate_demo_corpus, train_tokenizer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -67,7 +67,7 @@ def demo_tokenizer(demo_items):
 
 def demo_corpus_file(tmp_path_factory, count: int, seed: int) -> Path:
     """A generated demo catalogue of `count` items written as JSON Lines in a fresh temporary folder."""
-    from lmindexer.trainers.demo import write_jsonl
+    from lmindexer.trainers.data.demo import write_jsonl
 
     return write_jsonl(generate_demo_corpus(count, seed=seed), tmp_path_factory.mktemp("corpus") / "items.jsonl")
 
@@ -177,7 +177,7 @@ def build_tiny_retriever(items: list[dict], tokenizer, seed: int = 0):
     from transformers import T5ForConditionalGeneration
 
     from lmindexer import LMIndexerForGenerativeRetrieval, SemanticIDMap
-    from lmindexer.trainers.demo import tiny_t5_config
+    from lmindexer.trainers.data.demo import tiny_t5_config
 
     tokenizer = copy.deepcopy(tokenizer)
     codes = torch.tensor([[i % 3, (i // 3) % 4] for i in range(len(items))])

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer, GPT2Config, LlamaConfig, T5ForConditionalGeneration
 
 from lmindexer import LMIndexerForGenerativeRetrieval, SemanticIDMap
-from lmindexer.trainers.demo import tiny_t5_config, write_jsonl
+from lmindexer.trainers.data.demo import tiny_t5_config, write_jsonl
 from lmindexer.trainers.downstream.id_streams import (
     CausalStreamCollator,
     causal_training_streams,

@@ -15,9 +15,9 @@ from transformers import AutoTokenizer
 from conftest import demo_corpus_file, one_torch_thread
 from lmindexer import LMIndexerForSemanticID, SemanticIDMap
 from lmindexer.trainers.cli import main
-from lmindexer.trainers.corpus import build_corpus, load_records
-from lmindexer.trainers.corpus_passes import assign_corpus
-from lmindexer.trainers.demo import generate_demo_corpus, write_jsonl
+from lmindexer.trainers.data.corpus import build_corpus, load_records
+from lmindexer.trainers.indexer.corpus_passes import assign_corpus
+from lmindexer.trainers.data.demo import generate_demo_corpus, write_jsonl
 
 SMALL = [
     "--id_length", "2", "--codebook_size", "4", "--report_to", "none", "--disable_tqdm", "true",
@@ -237,8 +237,8 @@ def test_diagnose_names_a_missing_corpus(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(indexed, corpus_file, tmp_path, monkeypatch):
-    from lmindexer.trainers.bench_rec import most_popular, test_sequences
-    from lmindexer.trainers.finetuning import DownstreamDataArguments, EvaluateArguments, evaluate_retriever
+    from lmindexer.trainers.bench.rec import most_popular, test_sequences
+    from lmindexer.trainers.downstream.finetuning import DownstreamDataArguments, EvaluateArguments, evaluate_retriever
 
     items = [json.loads(line) for line in corpus_file.read_text().splitlines()]
     data = tmp_path / "rec"
@@ -277,7 +277,7 @@ def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(index
     table = output.with_suffix(".md").read_text()
     assert "| most-popular |" in table and f"| {indexed.name} | own | ids | 0 |" in table
     # A re-run with the same settings keeps the finished runs and a baseline added on the same users (bench_sasrec.py).
-    from lmindexer.trainers import bench_rec
+    from lmindexer.trainers.bench import rec as bench_rec
 
     result["baselines"] = [{"ids": "SASRec", "history_format": "item IDs", "seed": 0, "wall_s": 1.0,
                             "metrics": {f"test_{name}": 0.5 for name in bench_rec.TABLE_METRICS}}]
@@ -300,8 +300,8 @@ def test_finetune_backbone_replaces_an_lmindexers_own_model(indexed, tmp_path):
     """`--backbone` with an LMIndexer folder: the given model, on the indexer's IDs (one recommender for every method)."""
     from transformers import T5ForConditionalGeneration
 
-    from lmindexer.trainers.demo import tiny_t5_config
-    from lmindexer.trainers.finetuning import FinetuneArguments, build_retriever
+    from lmindexer.trainers.data.demo import tiny_t5_config
+    from lmindexer.trainers.downstream.finetuning import FinetuneArguments, build_retriever
 
     tokenizer = AutoTokenizer.from_pretrained(indexed)
     backbone = tmp_path / "small-t5"
@@ -315,8 +315,8 @@ def test_finetune_backbone_replaces_an_lmindexers_own_model(indexed, tmp_path):
 
 @pytest.mark.slow
 def test_comparisons_give_an_lmindexer_its_own_backbone_unless_shared(indexed):
-    from lmindexer.trainers.bench_rec import run_finetune_arguments
-    from lmindexer.trainers.finetuning import FinetuneArguments
+    from lmindexer.trainers.bench.rec import run_finetune_arguments
+    from lmindexer.trainers.downstream.finetuning import FinetuneArguments
 
     given = FinetuneArguments(backbone="runs/small-t5")
     assert run_finetune_arguments(given, str(indexed), "own").backbone is None

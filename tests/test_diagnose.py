@@ -6,7 +6,7 @@ import torch
 
 from conftest import tiny_indexer_config
 from lmindexer import LMIndexerForSemanticID
-from lmindexer.trainers.diagnose import reconstruction_losses, shared_component_share, verdicts
+from lmindexer.trainers.indexer.diagnose import reconstruction_losses, shared_component_share, verdicts
 
 
 def test_shared_component_share_by_hand():

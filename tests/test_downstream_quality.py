@@ -22,11 +22,11 @@ from transformers import (
 
 from conftest import build_tiny_retriever
 from lmindexer import LMIndexerConfig, LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
-from lmindexer.trainers.collators import RetrievalCollator
-from lmindexer.trainers.demo import write_jsonl
-from lmindexer.trainers.downstream_data import HistoryFormat, recommendation_splits
-from lmindexer.trainers.finetuning import DownstreamDataArguments, load_downstream_splits
-from lmindexer.trainers.retrieval_trainer import GenerativeRetrievalTrainer, RetrievalTrainingArguments
+from lmindexer.trainers.indexer.collators import RetrievalCollator
+from lmindexer.trainers.data.demo import write_jsonl
+from lmindexer.trainers.downstream.data import HistoryFormat, recommendation_splits
+from lmindexer.trainers.downstream.finetuning import DownstreamDataArguments, load_downstream_splits
+from lmindexer.trainers.downstream.retrieval_trainer import GenerativeRetrievalTrainer, RetrievalTrainingArguments
 
 CODEBOOK_SIZES = [8, 5]
 
@@ -400,7 +400,7 @@ def test_bart_retriever_end_to_end(demo_items, demo_tokenizer, tmp_path):
 def test_length_grouping_column_counts_the_collated_tokens(catalogue, demo_items, demo_tokenizer):
     """`--train_sampling_strategy group_by_length` reads one length per sample: the token count the collator pads to
     (ID tokens are single tokens), capped at `max_length`."""
-    from lmindexer.trainers.finetuning import with_token_lengths
+    from lmindexer.trainers.downstream.finetuning import with_token_lengths
 
     folder, _, _ = catalogue
     data_args = DownstreamDataArguments(task="recommendation", data=str(folder), history_format="ids", max_length=16)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from lmindexer.trainers import embeddings
-from lmindexer.trainers.embeddings import (
+from lmindexer.trainers.data import embeddings
+from lmindexer.trainers.data.embeddings import (
     EmbeddingCacheError,
     cached_embeddings,
     corpus_fingerprint,

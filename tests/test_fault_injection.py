@@ -1,6 +1,6 @@
 """Fault injection: the real CLI is SIGKILLed (in a subprocess) at named points of every write, and the next run
 must either complete to the map an uninterrupted run gives or refuse with a clear message; it never loads a
-mixed state. The points are `lmindexer.trainers.fault_points.crash_point` calls, inert unless
+mixed state. The points are `lmindexer.trainers.folders.fault_points.crash_point` calls, inert unless
 `LMINDEXER_KILL_AT` names one."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from conftest import demo_corpus_file
 
 from lmindexer import LMIndexerForSemanticID, SemanticIDMap
-from lmindexer.trainers.demo import generate_demo_corpus, write_jsonl
-from lmindexer.trainers.fault_points import KILL_AT_ENV
+from lmindexer.trainers.data.demo import generate_demo_corpus, write_jsonl
+from lmindexer.trainers.folders.fault_points import KILL_AT_ENV
 
 pytestmark = pytest.mark.slow
 

@@ -369,8 +369,8 @@ def test_generative_retrieval_pipeline_in_process(retriever):
 def test_trainer_pushes_checkpoints_with_map_code_and_card(retriever, demo_items, fake_hub, tmp_path):
     import datasets
 
-    from lmindexer.trainers.collators import RetrievalCollator
-    from lmindexer.trainers.retrieval_trainer import GenerativeRetrievalTrainer, RetrievalTrainingArguments
+    from lmindexer.trainers.indexer.collators import RetrievalCollator
+    from lmindexer.trainers.downstream.retrieval_trainer import GenerativeRetrievalTrainer, RetrievalTrainingArguments
 
     model, tokenizer = retriever
     rows = [{"input_text": item["title"], "target_doc_id": item["item_id"], "relevant": json.dumps({item["item_id"]: 1})}

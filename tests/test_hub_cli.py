@@ -9,7 +9,7 @@ from test_cli import SMALL
 
 from lmindexer.hub_cards import LMIndexerCardData
 from lmindexer.trainers.cli import main
-from lmindexer.trainers.demo import generate_demo_corpus, write_jsonl
+from lmindexer.trainers.data.demo import generate_demo_corpus, write_jsonl
 
 STAGES = ["reconstructor_warmup", "encoder_warmup_t1", "kmeans_t1", "codebook_t1", "encoder_warmup_t2", "kmeans_t2", "codebook_t2"]
 

@@ -13,8 +13,8 @@ from transformers import BertConfig, BertModel, T5ForConditionalGeneration
 from conftest import one_torch_thread
 from lmindexer import SemanticIDMap
 from lmindexer.trainers.cli import main
-from lmindexer.trainers.demo import generate_demo_corpus, tiny_t5_config, train_tokenizer, write_jsonl
-from lmindexer.trainers.embeddings import cached_embeddings
+from lmindexer.trainers.data.demo import generate_demo_corpus, tiny_t5_config, train_tokenizer, write_jsonl
+from lmindexer.trainers.data.embeddings import cached_embeddings
 from lmindexer.trainers.id_methods import ID_METHODS, get_id_method, method_of_folder
 from lmindexer.trainers.id_methods.quantizer import load_quantizer
 
@@ -156,7 +156,7 @@ def test_bench_ids_writes_records_per_method_and_seed(corpus_file, encoder, tmp_
 
 @pytest.mark.slow
 def test_bench_ids_rerun_keeps_finished_runs_of_the_same_settings(corpus_file, encoder, tmp_path, monkeypatch):
-    from lmindexer.trainers import bench_ids
+    from lmindexer.trainers.bench import ids as bench_ids
 
     out = tmp_path / "ids.json"
     args = ["bench", "ids", "--data", str(corpus_file.parent), "--methods", "rqkmeans", "--label_field", "category",
@@ -182,9 +182,9 @@ def test_bench_retrieval_compares_id_methods_with_bm25_and_dense(indexed, items,
     """Atomic IDs (a random bit, then a dedup token that alone names the document) and RQ-KMeans IDs fine-tuned under the same
     budget on a tiny BEIR folder; BM25 and dense rankings recomputed independently; each run's figures are those of
     its saved retriever."""
-    from lmindexer.trainers.embeddings import encode_texts
-    from lmindexer.trainers.finetuning import DownstreamDataArguments, EvaluateArguments, evaluate_retriever
-    from lmindexer.trainers.ranking_metrics import ranking_metrics
+    from lmindexer.trainers.data.embeddings import encode_texts
+    from lmindexer.trainers.downstream.finetuning import DownstreamDataArguments, EvaluateArguments, evaluate_retriever
+    from lmindexer.trainers.downstream.ranking_metrics import ranking_metrics
 
     beir = tmp_path / "beir"
     write_jsonl([{"_id": item["item_id"], "title": item["title"], "text": item["brand"]} for item in items],

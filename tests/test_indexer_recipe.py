@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import tiny_indexer_config
 from lmindexer import LMIndexerForSemanticID
 from lmindexer.modeling_lmindexer.reconstructor import sample_hint_mask
-from lmindexer.trainers.stage_trainers import encoder_layer_stack, frozen_encoder_parameters
+from lmindexer.trainers.indexer.stage_trainers import encoder_layer_stack, frozen_encoder_parameters
 
 RECIPES = [{}, {"later_position_input": "residual", "center_hidden": True, "pooled_hidden": True,
                 "reconstructor_position_norm": True}]
@@ -127,9 +127,9 @@ def test_encoder_trainable_layers_freezes_the_lower_layers_and_embeddings():
 
 
 def test_cached_frozen_encoder_states_give_the_losses_of_running_the_encoder(demo_items, demo_tokenizer):
-    from lmindexer.trainers.collators import IndexerDataCollator
-    from lmindexer.trainers.encoder_cache import EncoderStateCache
-    from lmindexer.trainers.demo import tiny_t5_config
+    from lmindexer.trainers.indexer.collators import IndexerDataCollator
+    from lmindexer.trainers.indexer.encoder_cache import EncoderStateCache
+    from lmindexer.trainers.data.demo import tiny_t5_config
 
     torch.manual_seed(0)
     model = LMIndexerForSemanticID(tiny_indexer_config(backbone_config=tiny_t5_config(len(demo_tokenizer), d_model=32).to_dict(),

@@ -20,7 +20,7 @@ from lmindexer import (
     TrieConstrainedLogitsProcessor,
 )
 from lmindexer.hub_cards.publishing import FORBIDDEN_SUFFIXES, check_publishable, is_pickle_file
-from lmindexer.trainers.demo import tiny_t5_config
+from lmindexer.trainers.data.demo import tiny_t5_config
 
 UNSAFE = ("auto_map", "trust_remote_code")
 

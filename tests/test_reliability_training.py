@@ -24,9 +24,9 @@ from conftest import build_tiny_retriever, interrupt_at_step, tiny_indexer_confi
 from lmindexer import LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
 from lmindexer.modeling_lmindexer import semantic_id_map
 from lmindexer.modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-from lmindexer.trainers.arguments import AssignArguments
+from lmindexer.trainers.indexer.arguments import AssignArguments
 from lmindexer.trainers.cli import main
-from lmindexer.trainers.demo import generate_demo_corpus, write_jsonl
+from lmindexer.trainers.data.demo import generate_demo_corpus, write_jsonl
 
 SMALL = [
     "--id_length", "2", "--codebook_size", "4", "--report_to", "none", "--disable_tqdm", "true",
@@ -72,8 +72,8 @@ def saving_trainer(folder: Path, corpus_file: Path):
     """An `IndexerTrainer` writing to `folder` whose model has other weights and another map than the folder's."""
     from transformers import AutoTokenizer
 
-    from lmindexer.trainers.corpus import build_corpus, load_records
-    from lmindexer.trainers.indexer_trainer import IndexerTrainer
+    from lmindexer.trainers.data.corpus import build_corpus, load_records
+    from lmindexer.trainers.indexer.trainer import IndexerTrainer
     from test_training import tiny_args
 
     model = LMIndexerForSemanticID.from_pretrained(folder)
@@ -121,8 +121,8 @@ def test_final_save_killed_between_weights_and_map_keeps_the_previous_folder(fol
 def test_a_swap_interrupted_between_the_renames_is_named_and_recovered(folder, corpus_file, caplog):
     from transformers import AutoTokenizer
 
-    from lmindexer.trainers.corpus import build_corpus, load_records
-    from lmindexer.trainers.indexer_trainer import IndexerTrainer
+    from lmindexer.trainers.data.corpus import build_corpus, load_records
+    from lmindexer.trainers.indexer.trainer import IndexerTrainer
     from test_training import tiny_args
 
     old_weights = file_digest(folder / "model.safetensors")
@@ -149,7 +149,7 @@ def new_documents(items, prefix: str, count: int) -> list[dict]:
 
 
 def test_two_concurrent_assigns_keep_both_batches(folder, items, tmp_path, monkeypatch):
-    from lmindexer.trainers import indexing
+    from lmindexer.trainers.id_methods import indexing
     from lmindexer.trainers.id_methods.lmindexer_method import LMIndexerMethod
 
     batches = {name: write_jsonl(new_documents(items, name, 5), tmp_path / f"{name}.jsonl") for name in ("A", "B")}
@@ -184,7 +184,7 @@ def test_two_concurrent_assigns_keep_both_batches(folder, items, tmp_path, monke
 
 
 def test_assign_waits_a_bounded_time_for_a_held_lock_and_a_dead_holder_frees_it(folder, items, tmp_path):
-    from lmindexer.trainers.indexing import ASSIGN_LOCK_FILE, assign_documents
+    from lmindexer.trainers.id_methods.indexing import ASSIGN_LOCK_FILE, assign_documents
 
     batch = write_jsonl(new_documents(items, "C", 3), tmp_path / "c.jsonl")
     holder = subprocess.Popen(
@@ -237,7 +237,7 @@ def test_a_map_from_another_model_is_refused_unless_forced(tmp_path, caplog):
 
 @pytest.mark.parametrize("suffix", [".json", ".safetensors"])
 def test_run_id_and_text_digests_survive_save_load_and_extend(tmp_path, suffix):
-    from lmindexer.trainers.corpus import text_digests
+    from lmindexer.trainers.data.corpus import text_digests
 
     texts = ["rose toner", "clay mask", "lip balm"]
     id_map = SemanticIDMap.from_codes(list("abc"), torch.tensor([[0, 0], [0, 0], [1, 2]]), [4, 3], 4,
@@ -282,7 +282,7 @@ def test_a_retriever_built_for_a_map_adopts_its_id_and_reloads(demo_items, demo_
 
 # ------------------------------------------------------------------------------- 4. assign encodes as indexing
 def test_assign_uses_the_indexing_max_length_and_text_fields(folder, items, tmp_path, monkeypatch):
-    from lmindexer.trainers import corpus_passes
+    from lmindexer.trainers.indexer import corpus_passes
 
     config = json.loads((folder / "config.json").read_text())
     assert config["indexing_max_length"] == 32 and config["indexing_text_fields"] == ["title"]
@@ -303,7 +303,7 @@ def test_assign_uses_the_indexing_max_length_and_text_fields(folder, items, tmp_
 
 # ---------------------------------------------------------------------------------------- 5. CSV ID strings
 def test_csv_document_ids_keep_leading_zeros(tmp_path):
-    from lmindexer.trainers.corpus import build_corpus, load_records
+    from lmindexer.trainers.data.corpus import build_corpus, load_records
 
     path = tmp_path / "items.csv"
     path.write_text("item_id,title,brand\n00017,Rose water toner,Acme\n0042,Clay mask,\n1e3,Lip balm,NA\n",
@@ -391,7 +391,7 @@ def test_resuming_with_another_config_names_the_keys(folder, corpus_file, capsys
 
 
 def test_killed_in_the_first_stage_and_resumed_with_another_codebook_size(corpus_file, tmp_path, monkeypatch, capsys):
-    from lmindexer.trainers.stage_trainers import ReconstructorWarmupTrainer
+    from lmindexer.trainers.indexer.stage_trainers import ReconstructorWarmupTrainer
 
     output = tmp_path / "run"
     options = [*SMALL, "--save_strategy", "steps", "--save_steps", "2", "--reconstructor_warmup_batch_size", "8"]
@@ -424,7 +424,7 @@ def test_debug_prints_the_traceback(tmp_path, capsys, monkeypatch):
 def test_automatic_dedup_size_is_a_power_of_two_strictly_above_the_largest_group(largest, size):
     import numpy as np
 
-    from lmindexer.trainers.id_layout import automatic_dedup_size
+    from lmindexer.trainers.indexer.id_layout import automatic_dedup_size
 
     codes = np.array([[0, 0]] * largest + [[1, 1]])
     assert automatic_dedup_size(codes, [4, 4]) == size
@@ -446,7 +446,7 @@ def fill_largest_group(folder: Path) -> tuple[tuple[int, ...], int]:
 
 def test_a_full_group_is_named_and_rededuplicate_grows_the_dedup_position(folder, items, tmp_path, monkeypatch,
                                                                          capsys):
-    from lmindexer.trainers import corpus_passes
+    from lmindexer.trainers.indexer import corpus_passes
 
     group, size = fill_largest_group(folder)
     before = SemanticIDMap.load(folder / ID_MAP_FILE)

@@ -4,7 +4,7 @@ from transformers import AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer, T5ForC
 
 from lmindexer import LMIndexerConfig, LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
 from lmindexer.modeling_lmindexer.modeling_retrieval import add_id_tokens
-from lmindexer.trainers.demo import tiny_t5_config
+from lmindexer.trainers.data.demo import tiny_t5_config
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,17 @@ from transformers import TrainingArguments
 
 from conftest import interrupt_at_step, one_torch_thread
 from lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
-from lmindexer.trainers.arguments import IndexerTrainingArguments
-from lmindexer.trainers.corpus import build_corpus
+from lmindexer.trainers.indexer.arguments import IndexerTrainingArguments
+from lmindexer.trainers.data.corpus import build_corpus
 from lmindexer.modeling_lmindexer.semantic_id_map import prefix_keys
-from lmindexer.trainers.collators import IndexerDataCollator
-from lmindexer.trainers.samplers import PrefixGroupBatchSampler
-from lmindexer.trainers.demo import tiny_t5_config
-from lmindexer.trainers.diagnostics import code_diagnostics, collapse_warnings
-from lmindexer.trainers.indexer_trainer import IndexerTrainer
-from lmindexer.trainers.stage_checkpoint import StageCheckpoints
-from lmindexer.trainers.stages import plan_stages
-from lmindexer.trainers.stage_trainers import CodebookTrainer, EncoderWarmupTrainer, ReconstructorWarmupTrainer
+from lmindexer.trainers.indexer.collators import IndexerDataCollator
+from lmindexer.trainers.indexer.samplers import PrefixGroupBatchSampler
+from lmindexer.trainers.data.demo import tiny_t5_config
+from lmindexer.trainers.indexer.diagnostics import code_diagnostics, collapse_warnings
+from lmindexer.trainers.indexer.trainer import IndexerTrainer
+from lmindexer.trainers.indexer.stage_checkpoint import StageCheckpoints
+from lmindexer.trainers.indexer.stages import plan_stages
+from lmindexer.trainers.indexer.stage_trainers import CodebookTrainer, EncoderWarmupTrainer, ReconstructorWarmupTrainer
 
 
 def demo_corpus(items, count=None):
@@ -184,7 +184,7 @@ def test_pipeline_end_to_end(demo_items, demo_tokenizer, reference_run):
     assert loaded == id_map
     # The saved model reproduces the last position's codes given the frozen earlier ones (earlier codes are
     # frozen at their own stage, so later training may move the greedy argmax away from them).
-    from lmindexer.trainers.corpus_passes import assign_corpus
+    from lmindexer.trainers.indexer.corpus_passes import assign_corpus
 
     reloaded = LMIndexerForSemanticID.from_pretrained(tmp_path)
     frozen = id_map.semantic_ids[:, :2].numpy()
@@ -258,7 +258,7 @@ def test_html_entities_are_unescaped():
 
 @pytest.mark.parametrize("geometry", ["cosine", "dot"])
 def test_kmeans_codebook_separates_clusters_in_its_geometry(geometry):
-    from lmindexer.trainers.kmeans import kmeans_codebook
+    from lmindexer.trainers.indexer.kmeans import kmeans_codebook
 
     rng = np.random.default_rng(0)
     directions = np.eye(8, dtype=np.float32)[:4] * 5
@@ -277,7 +277,7 @@ def test_kmeans_codebook_separates_clusters_in_its_geometry(geometry):
 
 @pytest.mark.slow
 def test_resume_mid_stage_from_trainer_checkpoints(demo_items, demo_tokenizer, tmp_path, monkeypatch):
-    from lmindexer.trainers.stage_trainers import CodebookTrainer
+    from lmindexer.trainers.indexer.stage_trainers import CodebookTrainer
 
     settings = dict(save_strategy="steps", save_steps=2, codebook_epochs=2)
     _, uninterrupted = run_pipeline(demo_items, demo_tokenizer, tmp_path / "a", **settings)
@@ -395,7 +395,7 @@ def test_resume_skips_finished_stages_and_starts_from_their_state(demo_items, de
 
 def interrupt_reconstructor_warmup_after_a_checkpoint(demo_items, demo_tokenizer, output_dir, monkeypatch, **settings):
     """Run until step 3 of the first stage with a Trainer checkpoint every 2 steps, then interrupt."""
-    from lmindexer.trainers.stage_trainers import IndexerStageTrainer
+    from lmindexer.trainers.indexer.stage_trainers import IndexerStageTrainer
 
     original = interrupt_at_step(monkeypatch, IndexerStageTrainer, 3, "simulated interruption mid-stage")
     with pytest.raises(KeyboardInterrupt):
@@ -407,7 +407,7 @@ def interrupt_reconstructor_warmup_after_a_checkpoint(demo_items, demo_tokenizer
 @pytest.mark.slow
 def test_another_runs_mid_stage_checkpoints_are_refused_or_cleared(demo_items, demo_tokenizer, tmp_path, monkeypatch,
                                                                   reference_run):
-    from lmindexer.trainers.stage_trainers import IndexerStageTrainer
+    from lmindexer.trainers.indexer.stage_trainers import IndexerStageTrainer
 
     _, reference = reference_run  # seed 7
     stage_dir = interrupt_reconstructor_warmup_after_a_checkpoint(demo_items, demo_tokenizer, tmp_path, monkeypatch, seed=11)
@@ -558,7 +558,7 @@ def test_phases_out_of_order_are_refused(demo_items, demo_tokenizer, tmp_path):
 def test_corpus_files_in_every_format(tmp_path, suffix, demo_items):
     import datasets
 
-    from lmindexer.trainers.corpus import load_records
+    from lmindexer.trainers.data.corpus import load_records
 
     rows = [{k: item[k] for k in ("item_id", "title", "brand")} for item in demo_items[:5]]
     path = tmp_path / f"items{suffix}"
@@ -572,7 +572,7 @@ def test_corpus_files_in_every_format(tmp_path, suffix, demo_items):
 
 
 def test_offline_hub_name_is_a_clear_error(monkeypatch):
-    from lmindexer.trainers.corpus import load_records
+    from lmindexer.trainers.data.corpus import load_records
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="offline"):
@@ -603,7 +603,7 @@ def test_training_raises_id_quality_above_the_untrained_indexer_and_random_codes
     backbone's pooled states share a large common component, so this run centres them (`center_hidden`)."""
     from sklearn.metrics import adjusted_mutual_info_score
 
-    from lmindexer.trainers.demo import generate_demo_corpus, train_tokenizer
+    from lmindexer.trainers.data.demo import generate_demo_corpus, train_tokenizer
 
     items = generate_demo_corpus(480, seed=0)
     tokenizer = train_tokenizer([f"{item['title']}; {item['brand']}" for item in items], vocab_size=400)

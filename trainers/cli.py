@@ -3,18 +3,18 @@ the Python API named in each command's help, and prints the result.
 
 | command | Python equivalent |
 | --- | --- |
-| `index` | `lmindexer.trainers.indexing.index_corpus(IndexArguments, IndexerTrainingArguments)` |
-| `assign` | `lmindexer.trainers.indexing.assign_documents(AssignArguments)` |
-| `finetune` | `lmindexer.trainers.finetuning.finetune_retriever(FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments)` |
-| `evaluate` | `lmindexer.trainers.finetuning.evaluate_retriever(EvaluateArguments, DownstreamDataArguments)` |
+| `index` | `lmindexer.trainers.id_methods.indexing.index_corpus(IndexArguments, IndexerTrainingArguments)` |
+| `assign` | `lmindexer.trainers.id_methods.indexing.assign_documents(AssignArguments)` |
+| `finetune` | `lmindexer.trainers.downstream.finetuning.finetune_retriever(FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments)` |
+| `evaluate` | `lmindexer.trainers.downstream.finetuning.evaluate_retriever(EvaluateArguments, DownstreamDataArguments)` |
 | `retrieve` | `LMIndexerForGenerativeRetrieval.from_pretrained(path).retrieve(queries, top_k=..., num_beams=...)` |
 | `push` | `AutoModel.from_pretrained(path).push_to_hub(repo_id, card_data=...)` / `lmindexer.hub_cards.save_for_hub` |
 | `space` | `lmindexer.hub_cards.launch_space` / `export_space` / `push_space` |
-| `diagnose` | `lmindexer.trainers.diagnose.diagnose_indexer(DiagnoseArguments)` |
-| `bench rec` | `lmindexer.trainers.bench_rec.bench_rec(BenchRecArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments)` |
-| `bench retrieval` | `lmindexer.trainers.bench_retrieval.bench_retrieval(BenchRetrievalArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments)` |
-| `bench ids` | `lmindexer.trainers.bench_ids.bench_ids(BenchIDsArguments, IndexArguments, IndexerTrainingArguments)` |
-| `demo` | `lmindexer.trainers.demo.build_untrained_demo_indexer(output_dir, num_items, seed)` |
+| `diagnose` | `lmindexer.trainers.indexer.diagnose.diagnose_indexer(DiagnoseArguments)` |
+| `bench rec` | `lmindexer.trainers.bench.rec.bench_rec(BenchRecArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments)` |
+| `bench retrieval` | `lmindexer.trainers.bench.retrieval.bench_retrieval(BenchRetrievalArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments)` |
+| `bench ids` | `lmindexer.trainers.bench.ids.bench_ids(BenchIDsArguments, IndexArguments, IndexerTrainingArguments)` |
+| `demo` | `lmindexer.trainers.data.demo.build_untrained_demo_indexer(output_dir, num_items, seed)` |
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from .arguments import AssignArguments, DiagnoseArguments, IndexArguments, IndexerTrainingArguments
-from .bench_ids import BenchIDsArguments
-from .bench_rec import BenchRecArguments
-from .bench_retrieval import BenchRetrievalArguments
-from .finetuning import DownstreamDataArguments, EvaluateArguments, FinetuneArguments
-from .retrieval_trainer import RetrievalTrainingArguments
+from .indexer.arguments import AssignArguments, DiagnoseArguments, IndexArguments, IndexerTrainingArguments
+from .bench.ids import BenchIDsArguments
+from .bench.rec import BenchRecArguments
+from .bench.retrieval import BenchRetrievalArguments
+from .downstream.finetuning import DownstreamDataArguments, EvaluateArguments, FinetuneArguments
+from .downstream.retrieval_trainer import RetrievalTrainingArguments
 
 
 # ------------------------------------------------------------------------------------------------- runners
 def run_index(args: IndexArguments, training_args: IndexerTrainingArguments) -> dict:
-    from .indexing import index_corpus
+    from .id_methods.indexing import index_corpus
 
     result = index_corpus(args, training_args)
     if result.is_main_process:
@@ -50,7 +50,7 @@ def run_index(args: IndexArguments, training_args: IndexerTrainingArguments) -> 
 
 
 def run_assign(args: AssignArguments) -> dict:
-    from .indexing import assign_documents
+    from .id_methods.indexing import assign_documents
 
     report = assign_documents(args)
     for doc_id, semantic_id in report.pop("examples").items():
@@ -61,7 +61,7 @@ def run_assign(args: AssignArguments) -> dict:
 
 def run_finetune(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
                  training_args: RetrievalTrainingArguments) -> dict:
-    from .finetuning import finetune_retriever
+    from .downstream.finetuning import finetune_retriever
 
     metrics = finetune_retriever(finetune_args, data_args, training_args)
     print(json.dumps(metrics, indent=2))
@@ -69,7 +69,7 @@ def run_finetune(finetune_args: FinetuneArguments, data_args: DownstreamDataArgu
 
 
 def run_evaluate(args: EvaluateArguments, data_args: DownstreamDataArguments) -> dict:
-    from .finetuning import evaluate_retriever
+    from .downstream.finetuning import evaluate_retriever
 
     metrics = evaluate_retriever(args, data_args)
     print(json.dumps(metrics, indent=2))
@@ -85,7 +85,7 @@ class RetrieveArguments:
 
 
 def run_retrieve(args: RetrieveArguments) -> list:
-    from .finetuning import load_retriever
+    from .downstream.finetuning import load_retriever
 
     if not args.queries:
         raise ValueError('Give at least one query: lmindexer retrieve --model DIR "moisturizer for dry skin"')
@@ -176,7 +176,7 @@ class BenchArguments:
 
 def run_bench(bench: BenchArguments, ids: BenchIDsArguments, index_args: IndexArguments,
               training_args: IndexerTrainingArguments) -> dict:
-    from .bench_ids import bench_ids, command_line
+    from .bench.ids import bench_ids, command_line
 
     if bench.suite != ["ids"]:
         raise ValueError(f"Unknown benchmark {' '.join(bench.suite) or '(none)'}: the benchmarks are `lmindexer bench ids` "
@@ -185,7 +185,7 @@ def run_bench(bench: BenchArguments, ids: BenchIDsArguments, index_args: IndexAr
 
 
 def run_diagnose(args: DiagnoseArguments) -> dict:
-    from .diagnose import diagnose_indexer
+    from .indexer.diagnose import diagnose_indexer
 
     report = diagnose_indexer(args)
     for entry in report["positions"]:
@@ -205,7 +205,7 @@ def downstream_bench_runner(module: str, function: str) -> Callable:
             training_args: RetrievalTrainingArguments) -> dict:
         import importlib
 
-        from .bench_ids import command_line
+        from .bench.ids import command_line
 
         bench_function = getattr(importlib.import_module(f".{module}", __package__), function)
         result = bench_function(bench, finetune_args, data_args, training_args, command=command_line())
@@ -225,7 +225,7 @@ class DemoArguments:
 def run_demo(args: DemoArguments) -> dict:
     from ..modeling_lmindexer import SemanticIDMap
     from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-    from .demo import build_untrained_demo_indexer
+    from .data.demo import build_untrained_demo_indexer
 
     stats = build_untrained_demo_indexer(args.output_dir, args.num_items, args.seed)
     id_map = SemanticIDMap.load(Path(args.output_dir) / ID_MAP_FILE)
@@ -265,10 +265,10 @@ COMMANDS: dict[str, Command] = {
     "diagnose": Command((DiagnoseArguments,), run_diagnose,
                         "Check a trained indexer's health: trained vs untrained AMI, whether IDs are used, prefix copying."),
     "bench rec": Command((BenchRecArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments),
-                         downstream_bench_runner("bench_rec", "bench_rec"),
+                         downstream_bench_runner("bench.rec", "bench_rec"),
                          "Compare ID methods downstream: lmindexer bench rec --data DIR --indexers A,B."),
     "bench retrieval": Command((BenchRetrievalArguments, FinetuneArguments, DownstreamDataArguments,
-                                RetrievalTrainingArguments), downstream_bench_runner("bench_retrieval", "bench_retrieval"),
+                                RetrievalTrainingArguments), downstream_bench_runner("bench.retrieval", "bench_retrieval"),
                                "Compare ID methods for retrieval, with BM25 and dense: lmindexer bench retrieval --data BEIR_DIR --indexers A,B."),
     "demo": Command((DemoArguments,), run_demo, "Build, save, reload and run a small untrained indexer on the demo corpus."),
 }

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
-from ..modeling_lmindexer.semantic_id_map import prefix_keys
-from .arguments import IndexArguments, IndexerTrainingArguments, split_names
-from .corpus import load_records
-from .diagnostics import code_diagnostics
-from .id_methods import get_id_method
-from .indexing import index_corpus
-from .stage_checkpoint import OPTIMISATION_FLAGS, SCHEDULE_PREFIXES
+from ...modeling_lmindexer.semantic_id_map import prefix_keys
+from ..indexer.arguments import IndexArguments, IndexerTrainingArguments, split_names
+from ..data.corpus import load_records
+from ..indexer.diagnostics import code_diagnostics
+from ..id_methods import get_id_method
+from ..id_methods.indexing import index_corpus
+from ..indexer.stage_checkpoint import OPTIMISATION_FLAGS, SCHEDULE_PREFIXES
 
 COLUMNS = [("ami_c1_coarse", "AMI(c1, coarse)"), ("ami_full_fine", "AMI(ID, fine)"), ("nmi_c2_c1", "NMI(c2;c1)"),
            ("diff_ratio_last", "diff ratio"), ("collision_rate", "collisions"), ("largest_dedup_group", "max group"),

@@ -8,7 +8,7 @@ user's items but the last two) is scored on the same users. Output: JSON (settin
 with its budget and wall time) and a Markdown table beside it; both are rewritten after every run.
 
 ```python
-from lmindexer.trainers.bench_rec import BenchRecArguments, bench_rec
+from lmindexer.trainers.bench.rec import BenchRecArguments, bench_rec
 bench_rec(BenchRecArguments(data="../shared/data/amazon-beauty", indexers="runs/idx,runs/rq"), data_args, training_args)
 ```
 """
@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..modeling_lmindexer import SemanticIDMap
-from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-from .arguments import split_names
-from .bench_ids import comparable_training_settings, earlier_result, finished_records
-from .downstream_data import read_jsonl
-from .finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
-from .ranking_metrics import ranking_metrics
+from ...modeling_lmindexer import SemanticIDMap
+from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
+from ..indexer.arguments import split_names
+from .ids import comparable_training_settings, earlier_result, finished_records
+from ..downstream.data import read_jsonl
+from ..downstream.finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
+from ..downstream.ranking_metrics import ranking_metrics
 
 TABLE_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
@@ -70,7 +70,7 @@ def most_popular(users: list[list[str]], test_rows: list[int], ks: list[int]) ->
 
 def run_finetune_arguments(finetune_args: FinetuneArguments, indexer: str, lmindexer_backbone: str) -> FinetuneArguments:
     """`finetune_args` for one indexer folder of a comparison: its IDs, and the backbone `lmindexer_backbone` says."""
-    from .id_methods import method_of_folder
+    from ..id_methods import method_of_folder
 
     if lmindexer_backbone not in ("own", "shared"):
         raise ValueError(f"lmindexer_backbone must be 'own' or 'shared', got {lmindexer_backbone!r}.")

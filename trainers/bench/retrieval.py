@@ -11,7 +11,7 @@ BM25 (`bm25s`, English stopwords) and dense retrieval (cosine over the mean-pool
 run; a re-run with the same settings keeps finished runs.
 
 ```python
-from lmindexer.trainers.bench_retrieval import BenchRetrievalArguments, bench_retrieval
+from lmindexer.trainers.bench.retrieval import BenchRetrievalArguments, bench_retrieval
 bench_retrieval(BenchRetrievalArguments(indexers="runs/lmi,runs/rq,runs/atomic"), finetune_args, data_args, training_args)
 ```
 """
@@ -27,15 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..modeling_lmindexer import SemanticIDMap
-from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-from .arguments import split_names
-from .bench_ids import comparable_training_settings, earlier_result, finished_records
-from .bench_rec import LMINDEXER_BACKBONE_FIELD, run_finetune_arguments
-from .corpus import join_fields
-from .downstream_data import read_jsonl, retrieval_splits
-from .finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
-from .ranking_metrics import ranking_metrics
+from ...modeling_lmindexer import SemanticIDMap
+from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
+from ..indexer.arguments import split_names
+from .ids import comparable_training_settings, earlier_result, finished_records
+from .rec import LMINDEXER_BACKBONE_FIELD, run_finetune_arguments
+from ..data.corpus import join_fields
+from ..downstream.data import read_jsonl, retrieval_splits
+from ..downstream.finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
+from ..downstream.ranking_metrics import ranking_metrics
 
 
 @dataclass
@@ -68,7 +68,7 @@ def bm25_rankings(doc_texts: list[str], queries: list[str], k: int) -> list[list
 
 
 def dense_rankings(doc_texts: list[str], queries: list[str], encoder: str, max_length: int, k: int) -> list[list[int]]:
-    from .embeddings import encode_texts
+    from ..data.embeddings import encode_texts
 
     documents = encode_texts(doc_texts, encoder, max_length=max_length, progress=False)
     questions = encode_texts(queries, encoder, max_length=max_length, progress=False)
@@ -113,7 +113,7 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
         hits = bm25_rankings(doc_texts, queries, max(ks))
         result["baselines"].append(_baseline("BM25 (bm25s)", hits, doc_ids, relevant, ks, started))
     if bench.dense_encoder and bench.dense_encoder != "none":
-        from .embeddings import default_encoder
+        from ..data.embeddings import default_encoder
 
         encoder = default_encoder() if bench.dense_encoder == "default" else bench.dense_encoder
         started = time.perf_counter()

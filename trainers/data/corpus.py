@@ -17,7 +17,7 @@ from pathlib import Path
 
 import datasets
 
-from ..modeling_lmindexer.semantic_id_map import check_unique_doc_ids
+from ...modeling_lmindexer.semantic_id_map import check_unique_doc_ids
 
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 # Between the text fields of a record, in the text a document is indexed by.

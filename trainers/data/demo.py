@@ -147,9 +147,9 @@ def build_untrained_demo_indexer(output_dir: str | Path, num_items: int = 480, s
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from ..modeling_lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
-    from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-    from .corpus_passes import assign_corpus
+    from ...modeling_lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
+    from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
+    from ..indexer.corpus_passes import assign_corpus
 
     torch.manual_seed(seed)
     items = generate_demo_corpus(num_items, seed=seed)

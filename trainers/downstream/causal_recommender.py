@@ -90,7 +90,7 @@ def causal_training_split(sequences_path: str | Path, model, max_history: int):
     hold are dropped from the sequences, as `recommendation_splits` drops them)."""
     import datasets
 
-    from ..downstream_data import read_jsonl
+    from .data import read_jsonl
     from .id_streams import causal_training_streams
 
     id_map = model.id_map

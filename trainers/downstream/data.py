@@ -14,8 +14,8 @@ from pathlib import Path
 
 import datasets
 
-from ..modeling_lmindexer.modeling_retrieval import HISTORY_FORMATS, render_history_items, semantic_id_text
-from .corpus import join_fields
+from ...modeling_lmindexer.modeling_retrieval import HISTORY_FORMATS, render_history_items, semantic_id_text
+from ..data.corpus import join_fields
 
 logger = logging.getLogger("lmindexer")
 

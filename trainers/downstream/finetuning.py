@@ -2,8 +2,8 @@
 fine-tuned from a trained indexer, its card, and its ranking metrics.
 
 ```python
-from lmindexer.trainers.finetuning import DownstreamDataArguments, FinetuneArguments, evaluate_retriever, finetune_retriever
-from lmindexer.trainers.retrieval_trainer import RetrievalTrainingArguments
+from lmindexer.trainers.downstream.finetuning import DownstreamDataArguments, FinetuneArguments, evaluate_retriever, finetune_retriever
+from lmindexer.trainers.downstream.retrieval_trainer import RetrievalTrainingArguments
 metrics = finetune_retriever(FinetuneArguments(indexer="runs/idx"), DownstreamDataArguments(task="recommendation",
                              data="data/beauty"), RetrievalTrainingArguments(output_dir="runs/rec"))
 ```
@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .downstream.causal_recommender import CausalModelArguments
+from .causal_recommender import CausalModelArguments
 
 logger = logging.getLogger("lmindexer")
 
@@ -59,7 +59,7 @@ class DownstreamDataArguments:
 
     def history(self):
         """The `HistoryFormat` these arguments describe."""
-        from .downstream_data import HistoryFormat
+        from .data import HistoryFormat
 
         return HistoryFormat(max_history=self.max_history, newest_first=self.newest_first, separator=self.history_separator,
                              text_fields=tuple(f.strip() for f in self.item_text_fields.split(",") if f.strip()),
@@ -114,7 +114,7 @@ class FinetuneArguments(CausalModelArguments):
 def load_downstream_splits(data_args: DownstreamDataArguments, id_map, config=None):
     """The task's splits over the documents of `id_map`. With `config` (a retriever's `LMIndexerRetrievalConfig`),
     histories are rendered by the settings it saved, as the model renders them when serving; otherwise by `data_args`."""
-    from .downstream_data import HistoryFormat, recommendation_splits, retrieval_splits
+    from .data import HistoryFormat, recommendation_splits, retrieval_splits
 
     folder = Path(data_args.data)
     if data_args.task == "recommendation":
@@ -153,9 +153,9 @@ def build_retriever(finetune_args: FinetuneArguments):
     space)."""
     from transformers import AutoTokenizer
 
-    from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
-    from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-    from .id_methods import method_of_folder
+    from ...modeling_lmindexer import LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
+    from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
+    from ..id_methods import method_of_folder
 
     folder = Path(finetune_args.indexer)
     method = method_of_folder(folder).name if folder.is_dir() else "lmindexer"  # a Hub repo id is an LMIndexer
@@ -186,8 +186,8 @@ def build_retriever(finetune_args: FinetuneArguments):
 def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, training_args) -> dict:
     """Fine-tune a retriever initialised from a trained indexer, evaluate it on the test split, save it with its
     card and metrics to `output_dir` (and push it with `push_to_hub`). Returns the test metrics."""
-    from ..hub_cards import push_model_to_hub
-    from .collators import RetrievalCollator
+    from ...hub_cards import push_model_to_hub
+    from ..indexer.collators import RetrievalCollator
     from .retrieval_trainer import GenerativeRetrievalTrainer, apply_lora
 
     causal = finetune_args.architecture == "causal"
@@ -203,13 +203,13 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     tokenizer = model.tokenizer
     splits = load_downstream_splits(data_args, model.id_map, model.config)
     if data_args.validation_users and "validation" in splits:
-        from .bench_rec import sampled_test_rows
+        from ..bench.rec import sampled_test_rows
 
         validation = splits["validation"]
         splits["validation"] = validation.select(sampled_test_rows(len(validation), data_args.validation_users, 0))
     if causal:
-        from .downstream.causal_recommender import causal_training_split
-        from .downstream.id_streams import CausalStreamCollator
+        from .causal_recommender import causal_training_split
+        from .id_streams import CausalStreamCollator
 
         train = causal_training_split(Path(data_args.data) / "sequences.jsonl", model, data_args.max_history)
         # Streams run from 9 to 85 tokens: batches of similar length (`group_by_length`) pad 5x less than random ones.
@@ -254,7 +254,7 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
 def build_causal(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, seed: int = 0):
     """The causal recommender for `finetune_args`, and `data_args` as it reads histories: the items' ID tokens,
     oldest first, with nothing between them, cut to the model's prompt length."""
-    from .downstream.causal_recommender import build_causal_recommender
+    from .causal_recommender import build_causal_recommender
 
     if data_args.task != "recommendation":
         raise ValueError("--architecture causal is a recommender over ID streams: use it with --task recommendation.")
@@ -279,7 +279,7 @@ def with_token_lengths(split, tokenizer, column: str, max_length: int):
 
 
 def retriever_card_data(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, training_args):
-    from ..hub_cards import LMIndexerCardData
+    from ...hub_cards import LMIndexerCardData
 
     local = Path(finetune_args.indexer).is_dir()
     indexer_card = LMIndexerCardData.load(finetune_args.indexer)
@@ -313,7 +313,7 @@ def load_retriever(path: str):
     """A saved retriever in eval mode and its tokenizer (which holds the ID tokens)."""
     from transformers import AutoTokenizer
 
-    from ..modeling_lmindexer import LMIndexerForGenerativeRetrieval
+    from ...modeling_lmindexer import LMIndexerForGenerativeRetrieval
 
     return LMIndexerForGenerativeRetrieval.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-from .hub_integration import HubCardTrainerMixin
+from ..folders.trainer_saves import HubCardTrainerMixin
 from .ranking_metrics import ranking_metrics
 
 

@@ -16,9 +16,9 @@ from huggingface_hub import HfApi
 from transformers.trainer_utils import HubStrategy, SaveStrategy
 from transformers.utils.hub import PushInProgress
 
-from ..hub_cards import LMIndexerCardData, ModelCardCallback, write_model_card
-from ..hub_cards.plots import PLOT_FOLDER
-from ..hub_cards.publishing import FORBIDDEN_SUFFIXES, is_pickle_file
+from ...hub_cards import LMIndexerCardData, ModelCardCallback, write_model_card
+from ...hub_cards.plots import PLOT_FOLDER
+from ...hub_cards.publishing import FORBIDDEN_SUFFIXES, is_pickle_file
 from .fault_points import crash_point
 
 logger = logging.getLogger("lmindexer")

@@ -1,8 +1,8 @@
 """The Python API behind `lmindexer index` and `lmindexer assign`.
 
 ```python
-from lmindexer.trainers.arguments import AssignArguments, IndexArguments, IndexerTrainingArguments
-from lmindexer.trainers.indexing import assign_documents, index_corpus
+from lmindexer.trainers.indexer.arguments import AssignArguments, IndexArguments, IndexerTrainingArguments
+from lmindexer.trainers.id_methods.indexing import assign_documents, index_corpus
 result = index_corpus(IndexArguments(corpus="items.jsonl", method="lmindexer"), IndexerTrainingArguments(output_dir="runs/x"))
 assign_documents(AssignArguments(model="runs/x", corpus="new_items.jsonl"))
 ```
@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from ..modeling_lmindexer.modeling_lmindexer import check_model_folder
-from ..modeling_lmindexer.semantic_id_map import ID_MAP_FILE, DedupCapacityError, SemanticIDMap, atomic_file
-from .arguments import AssignArguments, IndexArguments, IndexerTrainingArguments, split_names
-from .corpus import TEXT_SEPARATOR, Corpus, build_corpus, load_records, text_digests
-from .model_folder import MAP_LOCK_FILE, folder_lock
-from .demo import DEMO_LABEL_FIELD, generate_demo_corpus
-from .fault_points import crash_point
-from .id_methods import IndexResult, get_id_method, method_of_folder
+from ...modeling_lmindexer.modeling_lmindexer import check_model_folder
+from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE, DedupCapacityError, SemanticIDMap, atomic_file
+from ..indexer.arguments import AssignArguments, IndexArguments, IndexerTrainingArguments, split_names
+from ..data.corpus import TEXT_SEPARATOR, Corpus, build_corpus, load_records, text_digests
+from ..folders.model_folder import MAP_LOCK_FILE, folder_lock
+from ..data.demo import DEMO_LABEL_FIELD, generate_demo_corpus
+from ..folders.fault_points import crash_point
+from . import IndexResult, get_id_method, method_of_folder
 
 logger = logging.getLogger("lmindexer")
 
@@ -138,7 +138,7 @@ def _encode_new_documents(folder: Path, corpus: Corpus, args: AssignArguments) -
 
 def recorded_text_fields(folder: Path) -> list[str] | None:
     """The text fields a two-stage method recorded in the folder's `id_method.json` (its embedding settings)."""
-    from .id_methods.base import METHOD_FILE
+    from .base import METHOD_FILE
 
     stamp = folder / METHOD_FILE
     if not stamp.is_file():

@@ -10,12 +10,12 @@ from transformers import AutoModel, AutoTokenizer
 
 from ...hub_cards import LMIndexerCardData
 from ...modeling_lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
-from ..arguments import IndexArguments, IndexerTrainingArguments, number_list
-from ..corpus import TEXT_SEPARATOR, Corpus
-from ..corpus_passes import assign_new_documents
-from ..demo import TINY_BACKBONE, tiny_t5_config, train_tokenizer
-from ..indexer_trainer import IndexerTrainer, check_codebook_sizes
-from ..id_layout import resolve_codebook_sizes
+from ..indexer.arguments import IndexArguments, IndexerTrainingArguments, number_list
+from ..data.corpus import TEXT_SEPARATOR, Corpus
+from ..indexer.corpus_passes import assign_new_documents
+from ..data.demo import TINY_BACKBONE, tiny_t5_config, train_tokenizer
+from ..indexer.trainer import IndexerTrainer, check_codebook_sizes
+from ..indexer.id_layout import resolve_codebook_sizes
 from .base import METHOD_FILE, IDMethod, IndexResult, register_id_method
 
 logger = logging.getLogger("lmindexer")

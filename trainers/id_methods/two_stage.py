@@ -17,10 +17,10 @@ import torch
 from ...hub_cards import LMIndexerCardData, first_code_label_table, write_id_map_card
 from ...modeling_lmindexer import SemanticIDMap
 from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-from ..diagnostics import METRICS_FILE, code_diagnostics
-from ..embeddings import cached_embeddings, default_encoder, encode_texts
-from ..id_layout import automatic_dedup_size, resolve_codebook_sizes
-from ..model_folder import write_model_folder
+from ..indexer.diagnostics import METRICS_FILE, code_diagnostics
+from ..data.embeddings import cached_embeddings, default_encoder, encode_texts
+from ..indexer.id_layout import automatic_dedup_size, resolve_codebook_sizes
+from ..folders.model_folder import write_model_folder
 from .base import METHOD_FILE, IDMethod, IndexResult, register_id_method
 from .quantizer import load_quantizer, quantizer_class
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .demo import TINY_BACKBONE
+from ..data.demo import TINY_BACKBONE
 from .stages import TRAINED_PHASES, Phase
 
 

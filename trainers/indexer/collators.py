@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from ..modeling_lmindexer.reconstructor import hint_keep_count
+from ...modeling_lmindexer.reconstructor import hint_keep_count
 
 
 class IndexerDataCollator:

@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..modeling_lmindexer import LMIndexerForSemanticID, SemanticIDMap
-from .corpus import text_digests
+from ...modeling_lmindexer import LMIndexerForSemanticID, SemanticIDMap
+from ..data.corpus import text_digests
 
 
 def _batches(texts: list[str], batch_size: int, rows: list[int] | None = None) -> Iterator[np.ndarray]:

@@ -1,8 +1,8 @@
 """`lmindexer diagnose`: is a trained indexer healthy? The checks that found the recipe's defects, in plain words.
 
 ```python
-from lmindexer.trainers.arguments import DiagnoseArguments
-from lmindexer.trainers.diagnose import diagnose_indexer
+from lmindexer.trainers.indexer.arguments import DiagnoseArguments
+from lmindexer.trainers.indexer.diagnose import diagnose_indexer
 report = diagnose_indexer(DiagnoseArguments(model="runs/beauty", corpus="items.jsonl", label_field="categories",
                                             label_level=1))
 ```
@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
-from ..modeling_lmindexer import LMIndexerForSemanticID
-from ..modeling_lmindexer.modeling_lmindexer import code_similarity
-from ..modeling_lmindexer.semantic_id_map import atomic_file, prefix_keys
-from ..modeling_lmindexer.reconstructor import sample_hint_mask
+from ...modeling_lmindexer import LMIndexerForSemanticID
+from ...modeling_lmindexer.modeling_lmindexer import code_similarity
+from ...modeling_lmindexer.semantic_id_map import atomic_file, prefix_keys
+from ...modeling_lmindexer.reconstructor import sample_hint_mask
 from .arguments import DiagnoseArguments, split_names
-from .corpus import TEXT_SEPARATOR, build_corpus, load_records
+from ..data.corpus import TEXT_SEPARATOR, build_corpus, load_records
 from .corpus_passes import assign_corpus, collect_hidden_states
 from .diagnostics import code_diagnostics
 from .kmeans import kmeans_codebook

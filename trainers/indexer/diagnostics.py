@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.metrics import adjusted_mutual_info_score, f1_score
 from transformers import TrainerCallback
 
-from ..modeling_lmindexer.semantic_id_map import code_usage, prefix_keys
+from ...modeling_lmindexer.semantic_id_map import code_usage, prefix_keys
 
 logger = logging.getLogger("lmindexer")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..modeling_lmindexer import LMIndexerForSemanticID
+from ...modeling_lmindexer import LMIndexerForSemanticID
 
 
 class EncoderStateCache:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..modeling_lmindexer.semantic_id_map import prefix_keys
+from ...modeling_lmindexer.semantic_id_map import prefix_keys
 from .arguments import number_list
 
 PAPER_CODEBOOK_SIZE = 512

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .fault_points import crash_point
+from ..folders.fault_points import crash_point
 
 logger = logging.getLogger("lmindexer")
 

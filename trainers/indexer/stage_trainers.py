@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
-from ..modeling_lmindexer import IndexerMode
+from ...modeling_lmindexer import IndexerMode
 from .collators import HintEpochCallback, IndexerDataCollator
-from .hub_integration import JSONTrainingArgumentsMixin
+from ..folders.trainer_saves import JSONTrainingArgumentsMixin
 from .samplers import PrefixGroupBatchSampler
 from .stages import Phase, Stage
 

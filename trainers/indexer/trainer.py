@@ -29,18 +29,18 @@ import numpy as np
 import torch
 from transformers import set_seed
 
-from ..hub_cards import LMIndexerCardData, ModelCardCallback, first_code_label_table, push_model_to_hub
-from ..modeling_lmindexer import LMIndexerForSemanticID, SemanticIDMap, __version__
-from ..modeling_lmindexer.semantic_id_map import prefix_keys
+from ...hub_cards import LMIndexerCardData, ModelCardCallback, first_code_label_table, push_model_to_hub
+from ...modeling_lmindexer import LMIndexerForSemanticID, SemanticIDMap, __version__
+from ...modeling_lmindexer.semantic_id_map import prefix_keys
 from .arguments import IndexerTrainingArguments
 from .collators import IndexerDataCollator
-from .corpus import Corpus, text_digests
+from ..data.corpus import Corpus, text_digests
 from .corpus_passes import DistributedPasses, assign_corpus, collect_hidden_states
 from .id_layout import automatic_dedup_size
 from .encoder_cache import EncoderStateCache
 from .diagnostics import METRICS_FILE, IndexerDiagnosticsCallback, code_diagnostics, collapse_warnings, reconstruction_f1
 from .kmeans import kmeans_codebook
-from .model_folder import recover_model_folder, write_model_folder
+from ..folders.model_folder import recover_model_folder, write_model_folder
 from .stage_checkpoint import StageCheckpoints, run_config, run_fingerprint
 from .stage_trainers import STAGE_TRAINERS
 from .stages import Phase, Stage, plan_stages
@@ -224,7 +224,7 @@ class IndexerTrainer:
         over from `runs/x.old`, which is removed. Killed at any point, `runs/x` holds weights, map, tokenizer, card
         and metrics of one and the same save (the previous one until the swap); a kill between the two renames
         leaves only `runs/x.old`, which loading names and the next run (or save) puts back
-        (`lmindexer.trainers.model_folder`).
+        (`lmindexer.trainers.folders.model_folder`).
         """
         folder = Path(output_dir or self.output_dir)
 
