@@ -22,7 +22,7 @@ from transformers import (
 
 from conftest import build_tiny_retriever
 from lmindexer import LMIndexerConfig, LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
-from lmindexer.trainers.indexer.collators import RetrievalCollator
+from lmindexer.trainers.downstream.collators import RetrievalCollator
 from lmindexer.trainers.data.demo import write_jsonl
 from lmindexer.trainers.downstream.data import HistoryFormat, recommendation_splits
 from lmindexer.trainers.downstream.finetuning import DownstreamDataArguments, load_downstream_splits

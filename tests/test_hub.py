@@ -369,7 +369,7 @@ def test_generative_retrieval_pipeline_in_process(retriever):
 def test_trainer_pushes_checkpoints_with_map_code_and_card(retriever, demo_items, fake_hub, tmp_path):
     import datasets
 
-    from lmindexer.trainers.indexer.collators import RetrievalCollator
+    from lmindexer.trainers.downstream.collators import RetrievalCollator
     from lmindexer.trainers.downstream.retrieval_trainer import GenerativeRetrievalTrainer, RetrievalTrainingArguments
 
     model, tokenizer = retriever

@@ -24,7 +24,7 @@ from conftest import build_tiny_retriever, interrupt_at_step, tiny_indexer_confi
 from lmindexer import LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
 from lmindexer.modeling_lmindexer import semantic_id_map
 from lmindexer.modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-from lmindexer.trainers.indexer.arguments import AssignArguments
+from lmindexer.trainers.id_methods.arguments import AssignArguments
 from lmindexer.trainers.cli import main
 from lmindexer.trainers.data.demo import generate_demo_corpus, write_jsonl
 

@@ -28,7 +28,9 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from .indexer.arguments import AssignArguments, DiagnoseArguments, IndexArguments, IndexerTrainingArguments
+from .id_methods.arguments import AssignArguments, IndexArguments
+from .indexer.arguments import IndexerTrainingArguments
+from .indexer.diagnose import DiagnoseArguments
 from .bench.ids import BenchIDsArguments
 from .bench.rec import BenchRecArguments
 from .bench.retrieval import BenchRetrievalArguments

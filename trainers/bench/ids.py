@@ -23,7 +23,9 @@ import numpy as np
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from ...modeling_lmindexer.semantic_id_map import prefix_keys
-from ..indexer.arguments import IndexArguments, IndexerTrainingArguments, split_names
+from ..data.lists import split_names
+from ..id_methods.arguments import IndexArguments
+from ..indexer.arguments import IndexerTrainingArguments
 from ..data.corpus import load_records
 from ..indexer.diagnostics import code_diagnostics
 from ..id_methods import get_id_method

@@ -27,7 +27,8 @@ import numpy as np
 
 from ...modeling_lmindexer import SemanticIDMap
 from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-from ..indexer.arguments import split_names
+from ..data.lists import split_names
+from ..folders.inspection import folder_method
 from .ids import comparable_training_settings, earlier_result, finished_records
 from ..downstream.data import read_jsonl
 from ..downstream.finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
@@ -70,13 +71,11 @@ def most_popular(users: list[list[str]], test_rows: list[int], ks: list[int]) ->
 
 def run_finetune_arguments(finetune_args: FinetuneArguments, indexer: str, lmindexer_backbone: str) -> FinetuneArguments:
     """`finetune_args` for one indexer folder of a comparison: its IDs, and the backbone `lmindexer_backbone` says."""
-    from ..id_methods import method_of_folder
-
     if lmindexer_backbone not in ("own", "shared"):
         raise ValueError(f"lmindexer_backbone must be 'own' or 'shared', got {lmindexer_backbone!r}.")
     run = copy.copy(finetune_args)
     run.indexer = indexer
-    if lmindexer_backbone == "own" and method_of_folder(Path(indexer)).name == "lmindexer":
+    if lmindexer_backbone == "own" and folder_method(indexer) == "lmindexer":
         run.backbone = None
     return run
 

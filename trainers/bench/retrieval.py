@@ -29,7 +29,7 @@ import numpy as np
 
 from ...modeling_lmindexer import SemanticIDMap
 from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-from ..indexer.arguments import split_names
+from ..data.lists import split_names
 from .ids import comparable_training_settings, earlier_result, finished_records
 from .rec import LMINDEXER_BACKBONE_FIELD, run_finetune_arguments
 from ..data.corpus import join_fields

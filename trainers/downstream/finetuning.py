@@ -155,10 +155,10 @@ def build_retriever(finetune_args: FinetuneArguments):
 
     from ...modeling_lmindexer import LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
     from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-    from ..id_methods import method_of_folder
+    from ..folders.inspection import folder_method
 
     folder = Path(finetune_args.indexer)
-    method = method_of_folder(folder).name if folder.is_dir() else "lmindexer"  # a Hub repo id is an LMIndexer
+    method = folder_method(folder) if folder.is_dir() else "lmindexer"  # a Hub repo id is an LMIndexer
     if method == "lmindexer":
         if not finetune_args.backbone:
             return LMIndexerForGenerativeRetrieval.from_indexer(finetune_args.indexer)
@@ -187,7 +187,7 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     """Fine-tune a retriever initialised from a trained indexer, evaluate it on the test split, save it with its
     card and metrics to `output_dir` (and push it with `push_to_hub`). Returns the test metrics."""
     from ...hub_cards import push_model_to_hub
-    from ..indexer.collators import RetrievalCollator
+    from .collators import RetrievalCollator
     from .retrieval_trainer import GenerativeRetrievalTrainer, apply_lora
 
     causal = finetune_args.architecture == "causal"

@@ -1,15 +1,16 @@
-"""The contract of a semantic-ID method and the registry that names them."""
+"""The contract of a semantic-ID method, and how a method is found by name or by the folder it wrote."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from ...modeling_lmindexer import SemanticIDMap
+from ..folders.inspection import METHOD_FILE, folder_method
+from .registry import ID_METHODS
 
-METHOD_FILE = "id_method.json"
+
 @dataclass
 class IndexResult:
     """What indexing a corpus gives: the ID map and the metrics written to `indexer_metrics.json`."""
@@ -21,9 +22,10 @@ class IndexResult:
 
 
 class IDMethod:
-    """One way of making semantic IDs. Subclasses set `name` and implement both methods."""
+    """One way of making semantic IDs, under the name it is registered with. Subclasses implement both methods."""
 
-    name: ClassVar[str]
+    def __init__(self, name: str):
+        self.name = name
 
     def index(self, corpus, args, training_args) -> IndexResult:
         """Learn IDs for `corpus` (`IndexArguments`, `IndexerTrainingArguments`) and write the indexer folder."""
@@ -34,36 +36,24 @@ class IDMethod:
         (not yet saved) and the corpus rows that were new."""
         raise NotImplementedError
 
-    @classmethod
-    def stamp(cls, folder: Path, settings: dict | None = None) -> None:
-        """Record in `folder` which method made it, so `lmindexer assign` knows how to extend it."""
-        (Path(folder) / METHOD_FILE).write_text(json.dumps({"method": cls.name, **(settings or {})}, indent=2))
+    def record(self, settings: dict | None = None) -> str:
+        """The text of `id_method.json`: which method made a folder (and with what), so `lmindexer assign` knows how
+        to extend it."""
+        return json.dumps({"method": self.name, **(settings or {})}, indent=2)
 
-
-ID_METHODS: dict[str, type[IDMethod]] = {}
+    def stamp(self, folder: Path, settings: dict | None = None) -> None:
+        (Path(folder) / METHOD_FILE).write_text(self.record(settings))
 
 
 def register_id_method(name: str):
     """Class decorator: `@register_id_method("rqkmeans")` makes the method available by that name."""
-
-    def register(method: type[IDMethod]) -> type[IDMethod]:
-        if name in ID_METHODS and ID_METHODS[name] is not method:
-            raise ValueError(f"An ID method named {name!r} is registered already ({ID_METHODS[name].__name__}).")
-        method.name = name
-        ID_METHODS[name] = method
-        return method
-
-    return register
+    return ID_METHODS.register(name)
 
 
 def get_id_method(name: str) -> IDMethod:
-    if name not in ID_METHODS:
-        raise ValueError(f"Unknown ID method {name!r}; the methods are {', '.join(sorted(ID_METHODS))}.")
-    return ID_METHODS[name]()
+    return ID_METHODS.get(name)(name)
 
 
 def method_of_folder(folder: str | Path) -> IDMethod:
     """The method that made an indexer folder (folders from before methods were recorded are LMIndexer's)."""
-    stamp = Path(folder) / METHOD_FILE
-    name = json.loads(stamp.read_text())["method"] if stamp.exists() else "lmindexer"
-    return get_id_method(name)
+    return get_id_method(folder_method(folder))

@@ -20,16 +20,16 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from .quantizer import Quantizer, faiss_kmeans, nearest_l2
+from .quantizer import Quantizer, register_quantizer, faiss_kmeans, nearest_l2
 
 
+@register_quantizer("hkmeans")
 class HierarchicalKMeansQuantizer(Quantizer):
     """Settings: `niter` (k-means iterations per group, default 25).
 
     Group g at level t is clustered with seed `seed + g`, g counting groups in (level, prefix) order.
     """
 
-    name = "hkmeans"
     default_settings = {"niter": 25}
 
     def minimum_documents(self) -> int:

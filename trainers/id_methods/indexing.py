@@ -1,7 +1,8 @@
 """The Python API behind `lmindexer index` and `lmindexer assign`.
 
 ```python
-from lmindexer.trainers.indexer.arguments import AssignArguments, IndexArguments, IndexerTrainingArguments
+from lmindexer.trainers.id_methods.arguments import AssignArguments, IndexArguments
+from lmindexer.trainers.indexer.arguments import IndexerTrainingArguments
 from lmindexer.trainers.id_methods.indexing import assign_documents, index_corpus
 result = index_corpus(IndexArguments(corpus="items.jsonl", method="lmindexer"), IndexerTrainingArguments(output_dir="runs/x"))
 assign_documents(AssignArguments(model="runs/x", corpus="new_items.jsonl"))
@@ -19,8 +20,11 @@ from transformers import set_seed
 
 from ...modeling_lmindexer.modeling_lmindexer import check_model_folder
 from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE, DedupCapacityError, SemanticIDMap, atomic_file
-from ..indexer.arguments import AssignArguments, IndexArguments, IndexerTrainingArguments, split_names
+from ..data.lists import split_names
+from ..indexer.arguments import IndexerTrainingArguments
+from .arguments import AssignArguments, IndexArguments
 from ..data.corpus import TEXT_SEPARATOR, Corpus, build_corpus, load_records, text_digests
+from ..folders.inspection import folder_config, indexed_text_fields
 from ..folders.model_folder import MAP_LOCK_FILE, folder_lock
 from ..data.demo import DEMO_LABEL_FIELD, generate_demo_corpus
 from ..folders.fault_points import crash_point
@@ -66,9 +70,8 @@ def assign_documents(args: AssignArguments) -> dict:
     if not folder.is_dir():
         check_model_folder(folder)
         raise FileNotFoundError(f"--model {args.model} is not a folder: give the folder of a trained indexer.")
-    config = read_folder_config(folder)
-    text_fields = (split_names(args.text_fields) or config.get("indexing_text_fields")
-                   or recorded_text_fields(folder) or DEFAULT_TEXT_FIELDS)
+    config = folder_config(folder)
+    text_fields = split_names(args.text_fields) or indexed_text_fields(folder) or DEFAULT_TEXT_FIELDS
     separator = config.get("indexing_text_separator") or TEXT_SEPARATOR
     corpus = build_corpus(load_records(args.corpus), args.id_field, text_fields, title_field=args.title_field,
                           separator=separator)
@@ -134,23 +137,6 @@ def _encode_new_documents(folder: Path, corpus: Corpus, args: AssignArguments) -
         return error.run_id, dict(zip(error.doc_ids, error.learned_codes.tolist()))
     new_ids = [corpus.doc_ids[row] for row in rows]
     return proposed.run_id, {doc_id: list(proposed.semantic_id(doc_id)[: proposed.id_length]) for doc_id in new_ids}
-
-
-def recorded_text_fields(folder: Path) -> list[str] | None:
-    """The text fields a two-stage method recorded in the folder's `id_method.json` (its embedding settings)."""
-    from .base import METHOD_FILE
-
-    stamp = folder / METHOD_FILE
-    if not stamp.is_file():
-        return None
-    embedding = json.loads(stamp.read_text()).get("embedding")
-    return embedding.get("text_fields") if isinstance(embedding, dict) else None
-
-
-def read_folder_config(folder: Path) -> dict:
-    """The folder's config.json as a dict ({} when it has none, as two-stage folders)."""
-    path = folder / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _grow_dedup(folder: Path, config: dict, id_map: SemanticIDMap, error: DedupCapacityError) -> int:

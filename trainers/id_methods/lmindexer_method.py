@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -10,13 +9,16 @@ from transformers import AutoModel, AutoTokenizer
 
 from ...hub_cards import LMIndexerCardData
 from ...modeling_lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
-from ..indexer.arguments import IndexArguments, IndexerTrainingArguments, number_list
+from ..data.lists import number_list
+from ..indexer.arguments import IndexerTrainingArguments
+from .arguments import IndexArguments
 from ..data.corpus import TEXT_SEPARATOR, Corpus
 from ..indexer.corpus_passes import assign_new_documents
 from ..data.demo import TINY_BACKBONE, tiny_t5_config, train_tokenizer
 from ..indexer.trainer import IndexerTrainer, check_codebook_sizes
 from ..indexer.id_layout import resolve_codebook_sizes
-from .base import METHOD_FILE, IDMethod, IndexResult, register_id_method
+from ..folders.inspection import METHOD_FILE, folder_model_type
+from .base import IDMethod, IndexResult, register_id_method
 
 logger = logging.getLogger("lmindexer")
 
@@ -75,14 +77,14 @@ class LMIndexerMethod(IDMethod):
             card_data=indexer_card_data(args, training_args),
         )
         # The method stamp is one of the final folder's files, swapped in with the rest by `trainer.save()`.
-        trainer.extra_files[METHOD_FILE] = json.dumps({"method": self.name}, indent=2)
+        trainer.extra_files[METHOD_FILE] = self.record()
         id_map = trainer.train()
         return IndexResult(id_map, trainer.final_metrics, Path(training_args.output_dir), trainer.is_main_process)
 
     def assign_new_documents(self, folder: Path, corpus: Corpus, args) -> tuple[SemanticIDMap, list[int]]:
         """Zero-shot IDs with the folder's indexer, reading documents at the length it was trained with unless
         `args.max_length` says otherwise."""
-        model_type = read_model_type(folder)
+        model_type = folder_model_type(folder)
         if model_type is None:
             raise FileNotFoundError(f"--model {folder} holds no config.json: it is not a trained indexer folder.")
         if model_type != LMIndexerConfig.model_type:
@@ -98,10 +100,3 @@ class LMIndexerMethod(IDMethod):
         max_length = args.max_length or model.config.indexing_max_length or 512
         return assign_new_documents(model, tokenizer, corpus, model.id_map, args.batch_size, max_length)
 
-
-def read_model_type(folder: Path) -> str | None:
-    """The `model_type` in a folder's config.json (None when it has none)."""
-    config_file = Path(folder) / "config.json"
-    if not config_file.is_file():
-        return None
-    return json.loads(config_file.read_text()).get("model_type")

@@ -8,7 +8,6 @@ quantizer can be loaded from an untrusted folder.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,27 +17,21 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from ...modeling_lmindexer.semantic_id_map import atomic_file
+from .registry import QUANTIZERS
 
 TENSORS_FILE = "quantizer.safetensors"
 CONFIG_FILE = "quantizer_config.json"
 CONFIG_FORMAT = 1
 
-QUANTIZER_CLASSES: dict[str, type["Quantizer"]] = {}
-# Built-in methods are imported on demand by `load_quantizer`, so loading works without importing them first.
-_BUILTIN_MODULES = {"rqkmeans": "rqkmeans", "rqvae": "rqvae", "hkmeans": "hkmeans", "random": "random_ids"}
 
 
 class Quantizer:
     """Base class: validation, persistence and the fit/assign contract. Subclasses implement `_fit`, `_assign`,
-    `_state_tensors`, `_load_state` and `_level_geometry`, and declare `name` and `default_settings`."""
+    `_state_tensors`, `_load_state` and `_level_geometry`, declare `default_settings`, and are registered with
+    `@register_quantizer(name)`."""
 
     name: ClassVar[str]
     default_settings: ClassVar[dict[str, Any]] = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            QUANTIZER_CLASSES[cls.name] = cls
 
     def __init__(self, id_length: int, codebook_sizes: list[int] | int, seed: int = 0, progress: bool = False,
                  **settings):
@@ -161,14 +154,19 @@ class Quantizer:
         return (self.seed + offset) % (2**31 - 1)
 
 
+def register_quantizer(name: str):
+    """Class decorator: `@register_quantizer("rqkmeans")` names the quantiser and registers it (`QUANTIZERS`)."""
+
+    def add(cls: type[Quantizer]) -> type[Quantizer]:
+        cls.name = name
+        return QUANTIZERS.register(name)(cls)
+
+    return add
+
+
 def quantizer_class(name: str) -> type[Quantizer]:
-    """The subclass registered under `name`, importing a built-in method on first use."""
-    if name not in QUANTIZER_CLASSES and name in _BUILTIN_MODULES:
-        importlib.import_module(f"{__package__}.{_BUILTIN_MODULES[name]}")
-    if name not in QUANTIZER_CLASSES:
-        known = sorted(set(QUANTIZER_CLASSES) | set(_BUILTIN_MODULES))
-        raise ValueError(f"Unknown quantizer {name!r}; known quantizers: {known}.")
-    return QUANTIZER_CLASSES[name]
+    """The quantiser registered under `name`, importing a built-in one on first use."""
+    return QUANTIZERS.get(name)
 
 
 def read_quantizer_config(folder: str | Path) -> dict:

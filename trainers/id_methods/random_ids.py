@@ -13,13 +13,13 @@ import hashlib
 
 import numpy as np
 
-from .quantizer import Quantizer
+from .quantizer import Quantizer, register_quantizer
 
 
+@register_quantizer("random")
 class RandomQuantizer(Quantizer):
     """No settings; `seed` changes every draw."""
 
-    name = "random"
     default_settings: dict = {}
 
     def minimum_documents(self) -> int:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from .quantizer import Quantizer, faiss_kmeans, nearest_l2
+from .quantizer import Quantizer, register_quantizer, faiss_kmeans, nearest_l2
 
 
+@register_quantizer("rqkmeans")
 class RQKMeansQuantizer(Quantizer):
     """Settings: `niter` (k-means iterations per level, default 25)."""
 
-    name = "rqkmeans"
     default_settings = {"niter": 25}
 
     def _fit(self, vectors: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .quantizer import Quantizer, faiss_kmeans, nearest_l2
+from .quantizer import Quantizer, register_quantizer, faiss_kmeans, nearest_l2
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +66,12 @@ class ResidualQuantizedAutoencoder(nn.Module):
         return torch.stack(codes, dim=1)
 
 
+@register_quantizer("rqvae")
 class RQVAEQuantizer(Quantizer):
     """Settings (defaults): `hidden_dims` [512, 256, 128], `latent_dim` 32, `epochs` 50, `batch_size` 256,
     `learning_rate` 1e-3 (AdamW), `weight_decay` 0.0, `beta` 0.25 (commitment weight), `kmeans_init_points` 8192,
     `kmeans_niter` 25, `reseed_dead_codes` True, `device` None (CUDA when available, else CPU)."""
 
-    name = "rqvae"
     default_settings = {
         "hidden_dims": [512, 256, 128], "latent_dim": 32, "epochs": 50, "batch_size": 256, "learning_rate": 1e-3,
         "weight_decay": 0.0, "beta": 0.25, "kmeans_init_points": 8192, "kmeans_niter": 25,

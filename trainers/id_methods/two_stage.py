@@ -21,8 +21,10 @@ from ..indexer.diagnostics import METRICS_FILE, code_diagnostics
 from ..data.embeddings import cached_embeddings, default_encoder, encode_texts
 from ..indexer.id_layout import automatic_dedup_size, resolve_codebook_sizes
 from ..folders.model_folder import write_model_folder
-from .base import METHOD_FILE, IDMethod, IndexResult, register_id_method
+from ..folders.inspection import method_record
+from .base import IDMethod, IndexResult, register_id_method
 from .quantizer import load_quantizer, quantizer_class
+from .registry import QUANTIZERS
 
 logger = logging.getLogger("lmindexer")
 
@@ -109,8 +111,7 @@ class TwoStageMethod(IDMethod):
 
     def assign_new_documents(self, folder: Path, corpus, args) -> tuple[SemanticIDMap, list[int]]:
         folder = Path(folder)
-        stamp = json.loads((folder / METHOD_FILE).read_text())
-        embedding = stamp["embedding"]
+        embedding = method_record(folder)["embedding"]
         id_map = SemanticIDMap.load(folder / ID_MAP_FILE)
         quantizer = load_quantizer(folder)
         fresh = [row for row, doc_id in enumerate(corpus.doc_ids) if doc_id not in id_map]
@@ -123,21 +124,6 @@ class TwoStageMethod(IDMethod):
         return id_map.extend(fresh_corpus.doc_ids, torch.as_tensor(np.asarray(codes)), fresh_corpus.titles), fresh
 
 
-@register_id_method("rqkmeans")
-class RQKMeansMethod(TwoStageMethod):
-    """Residual k-means (faiss, L2 at every level)."""
-
-
-@register_id_method("rqvae")
-class RQVAEMethod(TwoStageMethod):
-    """TIGER-style residual-quantised VAE."""
-
-
-@register_id_method("hkmeans")
-class HierarchicalKMeansMethod(TwoStageMethod):
-    """DSI/NCI-style hierarchical k-means of fixed depth."""
-
-
-@register_id_method("random")
-class RandomIDMethod(TwoStageMethod):
-    """Random IDs of the same layout (a hash of each document's embedding): the downstream control."""
+# One class for every two-stage method: the quantiser is the one registered under the method's own name.
+for _name in QUANTIZERS.builtin:
+    register_id_method(_name)(TwoStageMethod)

@@ -1,8 +1,7 @@
 """`lmindexer diagnose`: is a trained indexer healthy? The checks that found the recipe's defects, in plain words.
 
 ```python
-from lmindexer.trainers.indexer.arguments import DiagnoseArguments
-from lmindexer.trainers.indexer.diagnose import diagnose_indexer
+from lmindexer.trainers.indexer.diagnose import DiagnoseArguments, diagnose_indexer
 report = diagnose_indexer(DiagnoseArguments(model="runs/beauty", corpus="items.jsonl", label_field="categories",
                                             label_level=1))
 ```
@@ -21,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from ...modeling_lmindexer import LMIndexerForSemanticID
 from ...modeling_lmindexer.modeling_lmindexer import code_similarity
 from ...modeling_lmindexer.semantic_id_map import atomic_file, prefix_keys
 from ...modeling_lmindexer.reconstructor import sample_hint_mask
-from .arguments import DiagnoseArguments, split_names
+from ..data.lists import split_names
 from ..data.corpus import TEXT_SEPARATOR, build_corpus, load_records
 from .corpus_passes import assign_corpus, collect_hidden_states
 from .diagnostics import code_diagnostics
@@ -47,6 +47,24 @@ SHARED_COMPONENT_LIMIT = 0.9
 FAIR_SAMPLE_PER_CODE = 20
 # c_t with NMI to its prefix above this mostly repeats the prefix.
 COPIED_PREFIX_NMI = 0.9
+
+
+@dataclass
+class DiagnoseArguments:
+    model: str = field(default="", metadata={"help": "Folder (or Hub repo) of a trained LMIndexer indexer."})
+    corpus: str = field(default="", metadata={"help": "jsonl/csv/parquet file of documents to diagnose on."})
+    id_field: str = field(default="item_id")
+    text_fields: str | None = field(default=None, metadata={"help": "Default: the fields the indexer was trained on."})
+    label_field: str | None = field(default=None, metadata={"help": "Labels for AMI (e.g. categories); optional."})
+    label_level: int | None = field(default=None, metadata={"help": "For list labels: the level to use."})
+    backbone: str | None = field(
+        default=None, metadata={"help": "The untrained backbone to compare with; default: the one the config names."}
+    )
+    sample: int = field(default=2000, metadata={"help": "Documents sampled (seeded) from the corpus."})
+    batch_size: int = field(default=64)
+    seed: int = field(default=0)
+    output: str = field(default="diagnosis.json", metadata={"help": "Where the JSON report is written."})
+    revision: str | None = field(default=None, metadata={"help": "Model revision (commit SHA) when --model is a repo."})
 
 
 def shared_component_share(vectors: np.ndarray) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...modeling_lmindexer.semantic_id_map import prefix_keys
-from .arguments import number_list
+from ..data.lists import number_list
 
 PAPER_CODEBOOK_SIZE = 512
 MIN_DOCUMENTS_PER_CODE = 4
