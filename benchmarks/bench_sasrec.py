@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmindexer.trainers.bench.ids import command_line
-from lmindexer.trainers.bench.rec import sampled_test_rows, test_sequences, write_bench_rec
+from lmindexer.trainers.bench.rec import test_sequences, write_bench_rec
+from lmindexer.trainers.bench.results import command_line
+from lmindexer.trainers.downstream.data import sampled_test_rows
 from lmindexer.trainers.downstream.ranking_metrics import ranking_metrics
 
 

@@ -15,7 +15,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from lmindexer.trainers.data.demo import train_tokenizer
-from lmindexer.trainers.downstream.data import read_jsonl
+from lmindexer.trainers.data.corpus import load_records
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--d_ff", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    titles = [str(item.get("title") or "") for item in read_jsonl(Path(args.data) / "items.jsonl")]
+    titles = [str(item.get("title") or "") for item in load_records(Path(args.data) / "items.jsonl")]
     tokenizer = train_tokenizer(titles, vocab_size=args.vocab_size)
     torch.manual_seed(args.seed)
     config = T5Config(vocab_size=len(tokenizer), d_model=args.d_model, d_kv=args.d_kv, d_ff=args.d_ff, num_heads=args.heads,

@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from lmindexer.trainers.bench.ids import markdown_table
+from lmindexer.trainers.bench.ids import summary_table
 
 START, END = "<!-- ids-tables:start -->", "<!-- ids-tables:end -->"
 
@@ -22,7 +22,7 @@ def main(paths: list[str], readme: Path = Path("README.md")) -> None:
         index = result["settings"]["index"]
         title = (f"{Path(result['data']).name}: {index['id_length']} x {index['codebook_size']} + dedup, "
                  f"text {index['text_fields']}")
-        tables.append(markdown_table(result["summary"], title) + f"\nFrom `{path}`; command: `{result['command']}`\n")
+        tables.append(summary_table(result["summary"], title) + f"\nFrom `{path}`; command: `{result['command']}`\n")
     text = readme.read_text()
     block = START + "\n" + "\n".join(tables) + END
     if START in text:

@@ -19,6 +19,7 @@ from pathlib import Path
 from huggingface_hub import CardData, EvalResult
 from huggingface_hub.repocard_data import eval_results_to_model_index
 
+from ..modeling_lmindexer.configuration_lmindexer import RECOMMENDATION, RETRIEVAL, SEMANTIC_INDEXING
 from ..modeling_lmindexer.semantic_id_map import atomic_file
 
 CARD_DATA_FILE = "lmindexer_card.json"
@@ -28,9 +29,9 @@ DEFAULT_TAGS = ("lmindexer", "semantic-ids", "generative-retrieval", "custom_cod
 # Keys that go to the YAML header; `model-index` is derived from `eval_results`.
 METADATA_KEYS = ("language", "license", "library_name", "tags", "base_model", "datasets", "pipeline_tag")
 TASK_TITLES = {
-    "semantic-indexing": "Semantic indexing",
-    "recommendation": "Sequential recommendation",
-    "retrieval": "Generative retrieval",
+    SEMANTIC_INDEXING: "Semantic indexing",
+    RECOMMENDATION: "Sequential recommendation",
+    RETRIEVAL: "Generative retrieval",
 }
 
 
@@ -59,7 +60,7 @@ class LMIndexerCardData(CardData):
     license: str | None = None
     base_model: str | None = None
     datasets: list[str] = field(default_factory=list)
-    task: str = "semantic-indexing"
+    task: str = SEMANTIC_INDEXING
     tags: list[str] = field(default_factory=lambda: list(DEFAULT_TAGS))
     library_name: str = "transformers"
     stage_hyperparameters: dict[str, dict] = field(default_factory=dict)
@@ -115,7 +116,7 @@ class LMIndexerCardData(CardData):
             data_dict["model-index"] = eval_results_to_model_index(self.model_name or self.model_id or "lmindexer", results)
 
     def hub_eval_results(self) -> list[EvalResult]:
-        task_type = "semantic-indexing" if self.task == "semantic-indexing" else "generative-retrieval"
+        task_type = SEMANTIC_INDEXING if self.task == SEMANTIC_INDEXING else "generative-retrieval"
         return [
             EvalResult(
                 task_type=task_type, task_name=TASK_TITLES[self.task], dataset_type=entry["dataset"],

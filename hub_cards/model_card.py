@@ -10,6 +10,7 @@ import torch
 import transformers
 from huggingface_hub import ModelCard
 
+from ..modeling_lmindexer.configuration_lmindexer import RECOMMENDATION, RETRIEVAL, SEMANTIC_INDEXING
 from ..modeling_lmindexer import LMIndexerRetrievalConfig, __version__
 from .card_data import TASK_TITLES, LMIndexerCardData, label_distribution_table
 from .plots import PLOT_FOLDER, codebook_usage_plot, label_distribution_plot, prefix_density_plot
@@ -17,9 +18,9 @@ from .plots import PLOT_FOLDER, codebook_usage_plot, label_distribution_plot, pr
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 ID_MAP_TEMPLATE_PATH = Path(__file__).parent / "templates" / "id_map_card.md"
 INPUT_DESCRIPTIONS = {
-    "recommendation": "a user's history of item titles",
-    "retrieval": "a query",
-    "semantic-indexing": "a document",
+    RECOMMENDATION: "a user's history of item titles",
+    RETRIEVAL: "a query",
+    SEMANTIC_INDEXING: "a document",
 }
 HYPERPARAMETER_ORDER = ("epochs", "max_steps", "learning_rate", "per_device_batch_size", "effective_batch_size",
                         "optimizer", "lr_scheduler", "warmup", "weight_decay", "precision", "seed")
@@ -38,7 +39,7 @@ def default_card_data(model, card_data: LMIndexerCardData | None = None) -> LMIn
         card_data = LMIndexerCardData.load(model.name_or_path)  # a folder, or a Hub repo in the cache
     if card_data is None:
         card_data = LMIndexerCardData()
-    if is_retriever(model) and card_data.task == "semantic-indexing":
+    if is_retriever(model) and card_data.task == SEMANTIC_INDEXING:
         card_data.task = model.config.task
     return card_data
 

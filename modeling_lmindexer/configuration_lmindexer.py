@@ -16,6 +16,26 @@ from transformers.configuration_utils import SubConfigSpec
 __version__ = "0.1.0"
 
 CODE_GEOMETRIES = ("cosine", "dot")
+# What a retriever's inputs are (`LMIndexerRetrievalConfig.task`): queries, or users' histories of items.
+RETRIEVAL = "retrieval"
+RECOMMENDATION = "recommendation"
+TASKS = (RETRIEVAL, RECOMMENDATION)
+# What an indexer does, as its model card names it.
+SEMANTIC_INDEXING = "semantic-indexing"
+# What stands for each item of a history: its text (the paper's), its semantic ID as ID tokens (TIGER's), or both.
+HISTORY_FORMATS = ("text", "ids", "text+ids")
+# How an ID token reads in a downstream vocabulary (`LMIndexerConfig.id_token_template`); positions count from 1.
+ID_TOKEN_TEMPLATE = "<id_{position}_{code}>"
+
+
+def id_token_text(position: int, code: int, template: str = ID_TOKEN_TEMPLATE) -> str:
+    """The token text of `code` at 1-based `position` (the dedup position is `id_length + 1`): `<id_2_13>`."""
+    return template.format(position=position, code=int(code))
+
+
+def semantic_id_text(semantic_id, template: str = ID_TOKEN_TEMPLATE) -> str:
+    """A semantic ID as the string of its ID tokens, e.g. `<id_1_3><id_2_17><id_3_0>`."""
+    return "".join(id_token_text(position, code, template) for position, code in enumerate(semantic_id, start=1))
 ID_TOKEN_INITS = ("codebook", "random", "model", "mean")
 
 # Keys that must never travel inside a nested config: a backbone config copied from a Hub repo could
@@ -155,7 +175,7 @@ class LMIndexerConfig(PreTrainedConfig):
     reconstructor_position_norm: bool = False
     pooled_hidden: bool = False
     reconstruction_vocabulary: str = "full"
-    id_token_template: str = "<id_{position}_{code}>"
+    id_token_template: str = ID_TOKEN_TEMPLATE
     id_map_run_id: str | None = None
     indexing_max_length: int | None = None
     indexing_text_fields: list[str] | None = None
@@ -259,7 +279,11 @@ class LMIndexerConfig(PreTrainedConfig):
 
     def id_token(self, position: int, code: int) -> str:
         """The token text of `code` at 1-based `position` (the dedup position is `id_length + 1`)."""
-        return self.id_token_template.format(position=position, code=code)
+        return id_token_text(position, code, self.id_token_template)
+
+    def semantic_id_text(self, semantic_id) -> str:
+        """A semantic ID as the string of this model's ID tokens, e.g. `<id_1_3><id_2_17><id_3_0>`."""
+        return semantic_id_text(semantic_id, self.id_token_template)
 
 
 def _default_hint_ratios(id_length: int) -> list[float]:
@@ -322,7 +346,7 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
 
     id_token_offsets: list[int] | None = None
     max_query_length: int = 512
-    task: str = "retrieval"
+    task: str = RETRIEVAL
     history_separator: str = " ; "
     # Defaults below describe retrievers saved before these fields were recorded, so those keep rendering and
     # scoring as they were fine-tuned.
@@ -352,9 +376,7 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
             raise ValueError(f"`output_vocabulary` must be 'all' or 'ids', got {self.output_vocabulary!r}.")
         if self.id_token_init not in ID_TOKEN_INITS:
             raise ValueError(f"`id_token_init` must be one of {ID_TOKEN_INITS}, got {self.id_token_init!r}.")
-        if self.task not in ("retrieval", "recommendation"):
-            raise ValueError(f"`task` must be 'retrieval' or 'recommendation', got {self.task!r}.")
-        for name, allowed in (("history_format", ("text", "ids", "text+ids")), ("truncation_side", ("left", "right")),
+        for name, allowed in (("task", TASKS), ("history_format", HISTORY_FORMATS), ("truncation_side", ("left", "right")),
                               ("id_token_scoring", ("lm_head", "codebook"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")

@@ -7,8 +7,8 @@ logits (`id_token_scoring="codebook"`, see `CodebookIDScoring`), so that before 
 the IDs the indexer assigns, whatever LM head the backbone has. The semantic-ID map travels with the weights
 (`semantic_id_map.safetensors`) and the trie is rebuilt from it on load.
 
-Recommendation inputs are histories rendered by one rule, `render_history_items`, in fine-tuning and in serving
-(`render_history`), with the settings saved in the config; every input is encoded by `encode_queries`.
+Recommendation inputs are histories rendered by one rule, `HistoryFormat` (`history.py`), in fine-tuning and in
+serving (`render_history`), with the settings saved in the config; every input is encoded by `encode_queries`.
 
 This file is copied to the Hub: it imports only torch, transformers, the standard library and its siblings.
 
@@ -42,7 +42,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils.hub import is_offline_mode
 
 from .causal_decoding import causal_position_ids, prefix_shared_beam_search
-from .history import HISTORY_FORMATS, render_history_items, render_history_with, semantic_id_text  # noqa: F401
+from .history import render_history_with
 from .configuration_lmindexer import LMIndexerConfig, LMIndexerRetrievalConfig, strip_unsafe_config
 from .modeling_lmindexer import LMIndexerPreTrainedModel, code_similarity
 from .pipeline_generative_retrieval import TASK_NAME, GenerativeRetrievalPipeline
@@ -649,7 +649,7 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         free texts of items the map does not hold. An item's text is the one given in `item_texts` (a dict by document
         ID, or a list parallel to `history` with None where the map's text should serve), else the map's title. The
         config says how the items are cut, ordered, shown and joined (`history_format`, `history_max_items`,
-        `history_newest_first`, `history_separator`; see [`render_history_items`]), as fine-tuning saved it, so
+        `history_newest_first`, `history_separator`; see [`HistoryFormat`]), as fine-tuning saved it, so
         that serving renders exactly what training did. Fine-tuning joins `history_text_fields` into an item's text:
         when that is more than the title, pass the same texts in `item_texts`.
         """

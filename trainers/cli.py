@@ -96,7 +96,7 @@ def run_retrieve(args: RetrieveArguments) -> list:
     for query, ranked in zip(args.queries, results):
         print(f"# {query}")
         for rank, entry in enumerate(ranked, start=1):
-            readable = "".join(model.config.id_token(p, c) for p, c in enumerate(entry["semantic_id"], start=1))
+            readable = model.config.semantic_id_text(entry["semantic_id"])
             print(f"{rank:>3}. {entry['doc_id']}  {readable}  {entry['score']:.3f}  {entry.get('title', '')}")
     return results
 
@@ -178,7 +178,8 @@ class BenchArguments:
 
 def run_bench(bench: BenchArguments, ids: BenchIDsArguments, index_args: IndexArguments,
               training_args: IndexerTrainingArguments) -> dict:
-    from .bench.ids import bench_ids, command_line
+    from .bench.ids import bench_ids
+    from .bench.results import command_line
 
     if bench.suite != ["ids"]:
         raise ValueError(f"Unknown benchmark {' '.join(bench.suite) or '(none)'}: the benchmarks are `lmindexer bench ids` "
@@ -207,7 +208,7 @@ def downstream_bench_runner(module: str, function: str) -> Callable:
             training_args: RetrievalTrainingArguments) -> dict:
         import importlib
 
-        from .bench.ids import command_line
+        from .bench.results import command_line
 
         bench_function = getattr(importlib.import_module(f".{module}", __package__), function)
         result = bench_function(bench, finetune_args, data_args, training_args, command=command_line())

@@ -48,7 +48,7 @@ class RetrievalDemo:
         self._titles = dict(zip(self.id_map.doc_ids, titles))
 
     def readable_id(self, semantic_id) -> str:
-        return "".join(self.model.config.id_token(position, code) for position, code in enumerate(semantic_id, start=1))
+        return self.model.config.semantic_id_text(semantic_id)
 
     def query_text(self, query: str, history: list[str] | None) -> str:
         """The typed query, or the picked history (document IDs, in the order picked: oldest first) rendered by the

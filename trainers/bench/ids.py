@@ -11,10 +11,8 @@ means and standard deviations. Output: JSON (settings, seeds, command, records, 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
-import platform
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from ..indexer.diagnostics import code_diagnostics
 from ..id_methods import get_id_method
 from ..id_methods.indexing import index_corpus
 from ..indexer.stage_checkpoint import OPTIMISATION_FLAGS, SCHEDULE_PREFIXES
+from .results import earlier_result, finished_records, markdown_table, new_result, seed_list, write_result
 
 COLUMNS = [("ami_c1_coarse", "AMI(c1, coarse)"), ("ami_full_fine", "AMI(ID, fine)"), ("nmi_c2_c1", "NMI(c2;c1)"),
            ("diff_ratio_last", "diff ratio"), ("collision_rate", "collisions"), ("largest_dedup_group", "max group"),
@@ -48,44 +47,6 @@ class BenchIDsArguments:
         default=None, metadata={"help": 'JSON: quantiser settings per method, e.g. \'{"rqvae": {"epochs": 20}}\'.'}
     )
     output: str = field(default="benchmarks/ids.json", metadata={"help": "JSON results; the table goes beside it (.md)."})
-
-
-def earlier_result(output: Path) -> dict:
-    """The result an earlier run wrote to `output` ({} when there is none or it is unreadable)."""
-    if not output.is_file():
-        return {}
-    try:
-        return json.loads(output.read_text())
-    except json.JSONDecodeError:
-        return {}
-
-
-def finished_records(earlier: dict, settings: dict, key_fields: tuple[str, ...],
-                     varying: tuple[str, ...] = ("seeds",)) -> list[dict]:
-    """The records of an `earlier_result` made with the same settings (those named in `varying`, such as the seed
-    list, aside), so that a re-run, or a run with more seeds, goes on from them instead of redoing them. Other
-    settings: nothing is kept."""
-    comparable = lambda values: {key: value for key, value in json.loads(json.dumps(values)).items() if key not in varying}
-    if not earlier or comparable(earlier.get("settings", {})) != comparable(settings):
-        return []
-    records = earlier.get("records", [])
-    if records:
-        print(f"keeping {len(records)} finished run(s) of the same settings: "
-              + ", ".join("/".join(str(record[key]) for key in key_fields) for record in records))
-    return records
-
-
-# Training arguments that do not change what a run learns or how it is scored: left out when deciding whether a
-# finished run of a comparison can be kept.
-BOOKKEEPING_PREFIXES = ("output_dir", "overwrite", "logging", "save_", "save", "report_to", "run_name", "disable_tqdm",
-                        "push_to_hub", "hub_", "resume_from_checkpoint", "seed", "data_seed", "dataloader_",
-                        "eval_batch_queries", "local_rank", "ddp_", "trackio", "project")
-
-
-def comparable_training_settings(training_args) -> dict:
-    """Every training argument that can change a run's result, JSON-ready."""
-    return {key: value for key, value in json.loads(json.dumps(training_args.to_dict(), default=str)).items()
-            if not key.startswith(BOOKKEEPING_PREFIXES)}
 
 
 def category_labels(records, id_field: str, label_field: str, coarse_level: int, fine_levels: int) -> dict[str, tuple]:
@@ -134,9 +95,9 @@ def summarise(records: list[dict]) -> dict[str, dict]:
     return summary
 
 
-def markdown_table(summary: dict[str, dict], title: str) -> str:
-    lines = [f"### {title}", "", "| method | runs | " + " | ".join(name for _, name in COLUMNS) + " |",
-             "|:--|--:|" + "--:|" * len(COLUMNS)]
+def summary_table(summary: dict[str, dict], title: str) -> str:
+    """The bench's table: one row per method, means (and standard deviations over seeds) of every column."""
+    rows = []
     for method, row in summary.items():
         cells = []
         for key, _ in COLUMNS:
@@ -146,8 +107,8 @@ def markdown_table(summary: dict[str, dict], title: str) -> str:
                 cells.append(f"{row[key]['mean']:.0f}" + (f" ± {row[key]['std']:.0f}" if row["runs"] > 1 else ""))
             else:
                 cells.append(f"{row[key]['mean']:.4f}" + (f" ± {row[key]['std']:.4f}" if row["runs"] > 1 else ""))
-        lines.append(f"| {method} | {row['runs']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([method, str(row["runs"]), *cells])
+    return markdown_table(title, ["method", "runs", *(name for _, name in COLUMNS)], rows)
 
 
 def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_args: IndexerTrainingArguments,
@@ -156,8 +117,8 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
     items = Path(bench.data) / "items.jsonl"
     if not items.is_file():
         raise FileNotFoundError(f"{bench.data} has no items.jsonl: give a dataset folder in the shared/data layout.")
-    if not index_args.label_field:
-        index_args.label_field = "categories"
+    # The shared/data layout keeps its category path in `categories`; a copy, so that the caller's arguments stay as given.
+    index_args = dataclasses.replace(index_args, label_field=index_args.label_field or "categories")
     labels = category_labels(load_records(items), index_args.id_field, index_args.label_field, bench.coarse_level,
                              bench.fine_levels)
     per_method = json.loads(bench.settings_per_method) if bench.settings_per_method else {}
@@ -166,16 +127,14 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
         get_id_method(method)
     work = Path(training_args.output_dir)
     output = Path(bench.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    result = {"command": command, "data": str(bench.data), "machine": f"{platform.machine()} {platform.processor()}".strip(),
-              "settings": {**asdict(bench), "index": asdict(index_args),
-                           "training": {key: value for key, value in training_args.to_dict().items()
-                                        if key.startswith(SCHEDULE_PREFIXES) or key in OPTIMISATION_FLAGS}},
-              "records": []}
+    result = new_result(command, bench.data, {**asdict(bench), "index": asdict(index_args), "training": {
+        key: value for key, value in training_args.to_dict().items()
+        if key.startswith(SCHEDULE_PREFIXES) or key in OPTIMISATION_FLAGS}})
     result["records"] = finished_records(earlier_result(output), result["settings"], ("method", "seed"))
     done = {(record["method"], record["seed"]) for record in result["records"]}
+    title = f"{Path(bench.data).name}: {index_args.id_length} x {index_args.codebook_size} + dedup, text {index_args.text_fields}"
     for method in methods:
-        for seed in [int(seed) for seed in split_names(bench.seeds)]:
+        for seed in seed_list(bench.seeds):
             if (method, seed) in done:
                 continue
             method_args = copy.copy(index_args)
@@ -194,20 +153,10 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
                       "embed_s": stages.get("embed", {}).get("seconds"), "method_settings": stages.get("quantize")}
             result["records"].append(record)
             result["summary"] = summarise(result["records"])
-            output.write_text(json.dumps(result, indent=2))  # after every run: a cut-off loses nothing finished
+            write_result(result, output, summary_table(result["summary"], title))  # after every run
             print(json.dumps({key: record[key] for key in ("method", "seed", "ami_c1_coarse", "ami_full_fine", "wall_s")}))
     result["summary"] = summarise(result["records"])
-    table = markdown_table(result["summary"], f"{Path(bench.data).name}: {index_args.id_length} x "
-                                              f"{index_args.codebook_size} + dedup, text {index_args.text_fields}")
-    output.with_suffix(".md").write_text(f"{table}\nCommand: `{command}`\n")
+    table = summary_table(result["summary"], title)
+    write_result(result, output, table)
     print(table)
     return result
-
-
-def command_line() -> str:
-    """The command that is running, quoted so that it can be pasted into a shell."""
-    if sys.argv and Path(sys.argv[0]).name == "lmindexer":
-        return shlex.join(["lmindexer", *sys.argv[1:]])
-    if sys.argv and sys.argv[0].endswith(".py"):  # a script: python path/to/script.py ...
-        return shlex.join(["python", *sys.argv])
-    return shlex.join(sys.argv)

@@ -16,31 +16,31 @@ bench_rec(BenchRecArguments(data="../shared/data/amazon-beauty", indexers="runs/
 from __future__ import annotations
 
 import copy
-import json
-import platform
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from ...modeling_lmindexer import SemanticIDMap
-from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
+from ...modeling_lmindexer.configuration_lmindexer import RECOMMENDATION
+from ..data.corpus import load_records
 from ..data.lists import split_names
-from ..folders.inspection import folder_method
-from .ids import comparable_training_settings, earlier_result, finished_records
-from ..downstream.data import read_jsonl
+from ..downstream.data import sampled_test_rows
 from ..downstream.finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
 from ..downstream.ranking_metrics import ranking_metrics
+from .results import (
+    LMINDEXER_BACKBONE_FIELD,
+    comparable_training_settings,
+    earlier_result,
+    finished_records,
+    indexer_folders,
+    markdown_table,
+    new_result,
+    run_finetune_arguments,
+    seed_list,
+    write_result,
+)
 
 TABLE_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
-
-
-LMINDEXER_BACKBONE_FIELD = {
-    "help": "own: an LMIndexer folder fine-tunes its own backbone with codebook-initialised ID tokens (`lmindexer "
-            "finetune`'s path); shared: it uses --backbone like the two-stage folders, so that only the IDs differ.",
-    "choices": ["own", "shared"]}
 
 
 @dataclass
@@ -57,7 +57,7 @@ class BenchRecArguments:
 def test_sequences(sequences_path: str | Path) -> list[list[str]]:
     """The item sequences of the users that have a test sample (3 or more items), in file order: row i is the test
     split's row i when every item is in the ID map."""
-    users = [[str(item) for item in user["items"]] for user in read_jsonl(sequences_path)]
+    users = [[str(item) for item in user["items"]] for user in load_records(sequences_path)]
     return [items for items in users if len(items) >= 3]
 
 
@@ -69,34 +69,15 @@ def most_popular(users: list[list[str]], test_rows: list[int], ks: list[int]) ->
     return ranking_metrics([ranked] * len(test_rows), [{users[row][-1]} for row in test_rows], ks)
 
 
-def run_finetune_arguments(finetune_args: FinetuneArguments, indexer: str, lmindexer_backbone: str) -> FinetuneArguments:
-    """`finetune_args` for one indexer folder of a comparison: its IDs, and the backbone `lmindexer_backbone` says."""
-    if lmindexer_backbone not in ("own", "shared"):
-        raise ValueError(f"lmindexer_backbone must be 'own' or 'shared', got {lmindexer_backbone!r}.")
-    run = copy.copy(finetune_args)
-    run.indexer = indexer
-    if lmindexer_backbone == "own" and folder_method(indexer) == "lmindexer":
-        run.backbone = None
-    return run
-
-
-def sampled_test_rows(total: int, size: int, seed: int) -> list[int]:
-    """A seeded sample of `size` test rows (all rows when `size` is 0 or too large), in increasing order."""
-    if size <= 0 or size >= total:
-        return list(range(total))
-    return sorted(np.random.default_rng(seed).choice(total, size=size, replace=False).tolist())
-
-
-def markdown_table(records: list[dict], title: str) -> str:
-    lines = [f"### {title}", "", "| IDs | model | history | seed | " + " | ".join(TABLE_METRICS) + " | steps | batch | wall s |",
-             "|:--|:--|:--|--:|" + "--:|" * (len(TABLE_METRICS) + 3)]
+def records_table(records: list[dict], title: str) -> str:
+    rows = []
     for record in records:
         cells = [f"{record['metrics'][f'test_{name}']:.4f}" for name in TABLE_METRICS]
         budget = [str(record.get("max_steps", "")), str(record.get("batch_size", "")), f"{record['wall_s']:.0f}"]
         model = Path(record["backbone"]).name if record.get("backbone") else "-"
-        lines.append(f"| {record['ids']} | {model} | {record['history_format']} | {record['seed']} | "
-                     + " | ".join(cells + budget) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([record["ids"], model, record["history_format"], str(record["seed"]), *cells, *budget])
+    columns = ["IDs", "model", "history", "seed", *TABLE_METRICS, "steps", "batch", "wall s"]
+    return markdown_table(title, columns, rows, text_columns=3)
 
 
 def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
@@ -105,30 +86,18 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
     folder = Path(data_args.data)
     if not (folder / "sequences.jsonl").is_file() or not (folder / "items.jsonl").is_file():
         raise FileNotFoundError(f"{folder} needs items.jsonl and sequences.jsonl (the shared/data layout).")
-    indexers = split_names(bench.indexers)
-    if not indexers:
-        raise ValueError("Give --indexers: the indexer folders whose IDs the recommender is trained on.")
-    for indexer in indexers:
-        if not Path(indexer).is_dir():
-            raise FileNotFoundError(f"--indexers: {indexer} is not an indexer folder.")
     users = test_sequences(folder / "sequences.jsonl")
-    sequence_items = {item for items in users for item in items}
-    for indexer in indexers:
-        missing = sequence_items - set(SemanticIDMap.load(Path(indexer) / ID_MAP_FILE).doc_ids)
-        if missing:  # the test users must be the same for every ID method and for most-popular
-            raise ValueError(f"{indexer}'s ID map lacks {len(missing)} items of the sequences (e.g. {sorted(missing)[:3]}): "
-                             "index the whole catalogue, so that every method is evaluated on the same users.")
+    # The test users must be the same for every ID method and for most-popular.
+    indexers = indexer_folders(bench.indexers, {item for items in users for item in items}, "items of the sequences")
     formats = split_names(bench.history_formats)
     rows = sampled_test_rows(len(users), bench.test_users, bench.sample_seed)
     data_args = copy.copy(data_args)
-    data_args.task, data_args.eval_rows = "recommendation", rows
+    data_args.task, data_args.eval_rows = RECOMMENDATION, rows
     output = Path(bench.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    result = {"command": command, "data": str(folder), "machine": f"{platform.machine()} {platform.processor()}".strip(),
-              "settings": {**asdict(bench), "test_users_evaluated": len(rows), "finetune": asdict(finetune_args),
-                           "data": {key: value for key, value in asdict(data_args).items() if key != "eval_rows"},
-                           "training": comparable_training_settings(training_args)},
-              "most_popular": most_popular(users, rows, training_args.ks), "records": []}
+    result = new_result(command, folder, {
+        **asdict(bench), "test_users_evaluated": len(rows), "finetune": asdict(finetune_args),
+        "data": {key: value for key, value in asdict(data_args).items() if key != "eval_rows"},
+        "training": comparable_training_settings(training_args)}, most_popular=most_popular(users, rows, training_args.ks))
     earlier = earlier_result(output)
     result["records"] = finished_records(earlier, result["settings"], ("ids", "history_format", "seed"),
                                          varying=("seeds", "indexers", "history_formats"))
@@ -139,7 +108,7 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
     work = Path(training_args.output_dir)
     for indexer in indexers:
         for history_format in formats:
-            for seed in [int(seed) for seed in split_names(bench.seeds)]:
+            for seed in seed_list(bench.seeds):
                 if (str(Path(indexer).resolve()), history_format, seed) in done:
                     continue
                 run_data = copy.copy(data_args)
@@ -163,7 +132,6 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
 def write_bench_rec(result: dict, output: Path, dataset: str) -> None:
     popular = {"ids": "most-popular", "history_format": "-", "seed": "-", "wall_s": 0.0,
                "metrics": {f"test_{key}": value for key, value in result["most_popular"].items()}}
-    table = markdown_table([popular, *result.get("baselines", []), *result["records"]],
-                           f"{dataset}: leave-one-out, full ranking, {result['settings']['test_users_evaluated']} test users")
-    output.write_text(json.dumps(result, indent=2))
-    output.with_suffix(".md").write_text(f"{table}\nCommand: `{result['command']}`\n")
+    table = records_table([popular, *result.get("baselines", []), *result["records"]],
+                          f"{dataset}: leave-one-out, full ranking, {result['settings']['test_users_evaluated']} test users")
+    write_result(result, output, table)

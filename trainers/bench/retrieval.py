@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,14 +27,24 @@ from pathlib import Path
 import numpy as np
 
 from ...modeling_lmindexer import SemanticIDMap
+from ...modeling_lmindexer.configuration_lmindexer import RETRIEVAL
 from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-from ..data.lists import split_names
-from .ids import comparable_training_settings, earlier_result, finished_records
-from .rec import LMINDEXER_BACKBONE_FIELD, run_finetune_arguments
-from ..data.corpus import join_fields
-from ..downstream.data import read_jsonl, retrieval_splits
+from ..data.corpus import join_fields, load_records
+from ..downstream.data import retrieval_splits
 from ..downstream.finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
 from ..downstream.ranking_metrics import ranking_metrics
+from .results import (
+    LMINDEXER_BACKBONE_FIELD,
+    comparable_training_settings,
+    earlier_result,
+    finished_records,
+    indexer_folders,
+    markdown_table,
+    new_result,
+    run_finetune_arguments,
+    seed_list,
+    write_result,
+)
 
 
 @dataclass
@@ -52,7 +61,7 @@ class BenchRetrievalArguments:
 
 
 def corpus_texts(folder: Path, fields: tuple[str, ...] = ("title", "text")) -> tuple[list[str], list[str]]:
-    documents = read_jsonl(folder / "corpus.jsonl")
+    documents = load_records(folder / "corpus.jsonl")
     return [str(doc["_id"]) for doc in documents], [join_fields(doc, list(fields)) for doc in documents]
 
 
@@ -82,14 +91,9 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
     folder = Path(data_args.data)
     if not (folder / "corpus.jsonl").is_file() or not (folder / "qrels" / "test.tsv").is_file():
         raise FileNotFoundError(f"{folder} needs corpus.jsonl, queries.jsonl and qrels/test.tsv (the BEIR layout).")
-    indexers = split_names(bench.indexers)
     doc_ids, doc_texts = corpus_texts(folder)
-    for indexer in indexers:
-        if not Path(indexer).is_dir():
-            raise FileNotFoundError(f"--indexers: {indexer} is not an indexer folder.")
-        missing = set(doc_ids) - set(SemanticIDMap.load(Path(indexer) / ID_MAP_FILE).doc_ids)
-        if missing:  # every method must be able to return every document
-            raise ValueError(f"{indexer}'s ID map lacks {len(missing)} of the corpus's documents: index the whole corpus.")
+    # Every method must be able to return every document; with no folder, the bench ranks with BM25 and dense only.
+    indexers = indexer_folders(bench.indexers, set(doc_ids), "of the corpus's documents", required=False)
     if data_args.max_eval_queries or data_args.eval_rows:
         raise ValueError("bench retrieval scores every method on all test queries: drop --max_eval_queries / eval_rows.")
     ks = training_args.ks
@@ -97,14 +101,12 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
         raise ValueError(f"--eval_ks {max(ks)} exceeds --eval_num_beams {training_args.eval_num_beams}: beam search returns "
                          f"at most that many documents, so its recall@{max(ks)} would not match BM25's and dense's.")
     data_args = copy.copy(data_args)
-    data_args.task = "retrieval"
+    data_args.task = RETRIEVAL
     output = Path(bench.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    result = {"command": command, "data": str(folder), "machine": f"{platform.machine()} {platform.processor()}".strip(),
-              "settings": {**asdict(bench), "finetune": asdict(finetune_args), "data": asdict(data_args),
-                           "training": comparable_training_settings(training_args)},
-              "records": []}
-    result["records"] = finished_records(earlier_result(output), result["settings"], ("ids", "seed"), varying=("seeds", "indexers", "lexical", "dense_encoder", "dense_max_length"))
+    result = new_result(command, folder, {**asdict(bench), "finetune": asdict(finetune_args), "data": asdict(data_args),
+                                          "training": comparable_training_settings(training_args)})
+    result["records"] = finished_records(earlier_result(output), result["settings"], ("ids", "seed"),
+                                         varying=("seeds", "indexers", "lexical", "dense_encoder", "dense_max_length"))
     test = retrieval_splits(folder, set(doc_ids), indexing=False)[0]["test"]
     queries, relevant = list(test["input_text"]), [json.loads(row) for row in test["relevant"]]
     result["baselines"] = []
@@ -124,7 +126,7 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
     done = {(str(Path(record["indexer"]).resolve()), record["seed"]) for record in result["records"]}
     work = Path(training_args.output_dir)
     for indexer in indexers:
-        for seed in [int(seed) for seed in split_names(bench.seeds)]:
+        for seed in seed_list(bench.seeds):
             if (str(Path(indexer).resolve()), seed) in done:
                 continue
             run_args = copy.deepcopy(training_args)
@@ -151,14 +153,13 @@ def _baseline(name: str, hits: list[list[int]], doc_ids: list[str], relevant: li
 
 def _write(result: dict, output: Path, dataset: str, ks: list[int]) -> None:
     names = [f"ndcg@{ks[0]}", *[f"recall@{k}" for k in ks]]
-    lines = [f"### {dataset}: generative retrieval on each method's IDs, BM25 and dense", "",
-             "| IDs | model | seed | " + " | ".join(names) + " | collisions | epochs | batch | wall s |",
-             "|:--|:--|--:|" + "--:|" * (len(names) + 4)]
+    rows = []
     for record in [*result.get("baselines", []), *result["records"]]:
         cells = [f"{record['metrics'][name]:.4f}" for name in names]
         extra = [f"{record['collision_rate']:.3f}" if "collision_rate" in record else "-",
                  str(record.get("epochs", "-")), str(record.get("batch_size", "-")), f"{record['wall_s']:.0f}"]
         model = Path(record["backbone"]).name if record.get("backbone") else "-"
-        lines.append(f"| {record['ids']} | {model} | {record['seed']} | " + " | ".join(cells + extra) + " |")
-    output.write_text(json.dumps(result, indent=2))
-    output.with_suffix(".md").write_text("\n".join(lines) + f"\n\nCommand: `{result['command']}`\n")
+        rows.append([record["ids"], model, str(record["seed"]), *cells, *extra])
+    columns = ["IDs", "model", "seed", *names, "collisions", "epochs", "batch", "wall s"]
+    title = f"{dataset}: generative retrieval on each method's IDs, BM25 and dense"
+    write_result(result, output, markdown_table(title, columns, rows, text_columns=2))

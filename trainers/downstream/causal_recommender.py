@@ -90,11 +90,11 @@ def causal_training_split(sequences_path: str | Path, model, max_history: int):
     hold are dropped from the sequences, as `recommendation_splits` drops them)."""
     import datasets
 
-    from .data import read_jsonl
+    from ..data.corpus import load_records
     from .id_streams import causal_training_streams
 
     id_map = model.id_map
-    sequences = [[str(item) for item in user["items"] if str(item) in id_map] for user in read_jsonl(sequences_path)]
+    sequences = [[str(item) for item in user["items"] if str(item) in id_map] for user in load_records(sequences_path)]
     items = {item for sequence in sequences for item in sequence}
     rows = {item: id_map.semantic_id(item) for item in items}
     import torch

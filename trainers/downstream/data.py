@@ -9,87 +9,23 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 
-from ...modeling_lmindexer.modeling_retrieval import HISTORY_FORMATS, render_history_items, semantic_id_text
-from ..data.corpus import join_fields
+from ...modeling_lmindexer.history import HistoryFormat
+from ..data.corpus import join_fields, load_records
 
 logger = logging.getLogger("lmindexer")
 
 
-@dataclass
-class HistoryFormat:
-    """How a user's history becomes input text, through the same rule as the model's `render_history` at serving
-    time (`lmindexer.modeling_lmindexer.modeling_retrieval.render_history_items`).
-
-    Args:
-        max_history: most recent items kept (0: all).
-        newest_first: order of the kept items in the text; oldest to newest by default.
-        separator: between items.
-        text_fields: item fields joined into each item's text.
-        history_format: `"text"` (item texts, the paper's), `"ids"` (items' semantic IDs as ID tokens, TIGER's) or
-            `"text+ids"` (both per item: the ID tokens, a space, the text).
-        id_token_template: how an ID token reads, as in the model config.
-
-    A rendered history longer than the input limit is cut by the tokenizer at `truncation_side`: the left end when
-    items read oldest to newest, the right end when newest first, so that the newest items always survive.
-    """
-
-    max_history: int = 20
-    newest_first: bool = False
-    separator: str = " ; "
-    text_fields: tuple[str, ...] = ("title",)
-    history_format: str = "text"
-    id_token_template: str = "<id_{position}_{code}>"
-
-    def __post_init__(self):
-        if self.history_format not in HISTORY_FORMATS:
-            raise ValueError(f"`history_format` must be one of {HISTORY_FORMATS}, got {self.history_format!r}.")
-        if self.max_history < 0:
-            raise ValueError(f"`max_history` must not be negative (0 keeps every item), got {self.max_history}.")
-        self.text_fields = tuple(self.text_fields)
-
-    @property
-    def uses_ids(self) -> bool:
-        return self.history_format != "text"
-
-    @property
-    def truncation_side(self) -> str:
-        return "right" if self.newest_first else "left"
-
-    @classmethod
-    def from_config(cls, config) -> "HistoryFormat":
-        """The history settings a retriever saved in its config (`LMIndexerRetrievalConfig.history_*`)."""
-        return cls(max_history=config.history_max_items, newest_first=config.history_newest_first,
-                   separator=config.history_separator, text_fields=tuple(config.history_text_fields or ("title",)),
-                   history_format=config.history_format, id_token_template=config.id_token_template)
-
-    def config_fields(self) -> dict:
-        """These settings as retriever config fields, so that serving renders histories as fine-tuning did."""
-        return {"history_format": self.history_format, "history_max_items": self.max_history,
-                "history_newest_first": self.newest_first, "history_separator": self.separator,
-                "history_text_fields": list(self.text_fields), "truncation_side": self.truncation_side}
-
-    def render(self, history: list[str], item_text: dict[str, str], semantic_id=None) -> str:
-        """`history`: item IDs, oldest first; `item_text`: item ID -> text; `semantic_id`: item ID -> semantic ID (a
-        callable such as `SemanticIDMap.semantic_id`), needed by the `ids` and `text+ids` formats."""
-        kept = list(history)[-self.max_history :] if self.max_history else list(history)
-        texts = [item_text[item] for item in kept] if self.history_format != "ids" else [None] * len(kept)
-        if self.uses_ids:
-            if semantic_id is None:
-                raise ValueError(f"The {self.history_format!r} history format needs the items' semantic IDs (the ID map).")
-            id_texts = [semantic_id_text(semantic_id(item), self.id_token_template) for item in kept]
-        else:
-            id_texts = [None] * len(kept)
-        return render_history_items(texts, id_texts, history_format=self.history_format, max_items=0,
-                                    newest_first=self.newest_first, separator=self.separator)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+def sampled_test_rows(total: int, size: int, seed: int) -> list[int]:
+    """A seeded sample of `size` rows of an evaluation split (all rows when `size` is 0 or too large), in increasing
+    order: the users `bench rec` scores, the validation queries scored during training."""
+    if size <= 0 or size >= total:
+        return list(range(total))
+    return sorted(np.random.default_rng(seed).choice(total, size=size, replace=False).tolist())
 
 
 def recommendation_splits(
@@ -109,12 +45,12 @@ def recommendation_splits(
     if known_items is None and id_map is not None:
         known_items = set(id_map.doc_ids)
     semantic_id = id_map.semantic_id if id_map is not None else None
-    items = read_jsonl(items_path)
+    items = load_records(items_path)
     item_text = {str(item["item_id"]): join_fields(item, list(history.text_fields)) for item in items}
     known = set(item_text) if known_items is None else set(item_text) & set(known_items)
     splits = {"train": [], "validation": [], "test": []}
     dropped = 0
-    for user in read_jsonl(sequences_path):
+    for user in load_records(sequences_path):
         sequence = [str(item) for item in user["items"]]
         dropped += sum(item not in known for item in sequence)
         sequence = [item for item in sequence if item in known]
@@ -157,7 +93,7 @@ def retrieval_splits(
     Returns the splits and a report counting qrels that name unknown queries or documents (which are skipped).
     """
     folder = Path(folder)
-    queries = {str(q["_id"]): q["text"] for q in read_jsonl(folder / "queries.jsonl")}
+    queries = {str(q["_id"]): q["text"] for q in load_records(folder / "queries.jsonl")}
     report = {"unknown_queries": 0, "unknown_documents": 0}
     splits: dict[str, list[dict]] = {}
     for split, filename in (("train", "train.tsv"), ("validation", "dev.tsv"), ("test", "test.tsv")):
@@ -179,12 +115,12 @@ def retrieval_splits(
                 rows.append(_sample(queries[query_id], next(iter(relevant)), relevant))
         splits[split] = rows
     if indexing:
-        for doc in read_jsonl(folder / "corpus.jsonl"):
+        for doc in load_records(folder / "corpus.jsonl"):
             if str(doc["_id"]) in known_docs:
                 text = join_fields(doc, list(doc_text_fields))[:max_doc_chars]
                 splits.setdefault("train", []).append(_sample(text, str(doc["_id"])))
     if pseudo_queries is not None:
-        for row in read_jsonl(pseudo_queries):
+        for row in load_records(pseudo_queries):
             if str(row["doc_id"]) in known_docs:
                 splits.setdefault("train", []).append(_sample(row["query"], str(row["doc_id"])))
     if report["unknown_queries"] or report["unknown_documents"]:

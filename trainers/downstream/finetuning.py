@@ -203,7 +203,7 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     tokenizer = model.tokenizer
     splits = load_downstream_splits(data_args, model.id_map, model.config)
     if data_args.validation_users and "validation" in splits:
-        from ..bench.rec import sampled_test_rows
+        from .data import sampled_test_rows
 
         validation = splits["validation"]
         splits["validation"] = validation.select(sampled_test_rows(len(validation), data_args.validation_users, 0))

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import torch
 
+from ...modeling_lmindexer.configuration_lmindexer import ID_TOKEN_TEMPLATE, id_token_text
+
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 
-def id_vocabulary_tokenizer(id_vocabulary_sizes: list[int], id_token_template: str = "<id_{position}_{code}>"):
+def id_vocabulary_tokenizer(id_vocabulary_sizes: list[int], id_token_template: str = ID_TOKEN_TEMPLATE):
     """A tokenizer whose whole vocabulary is `<pad> <bos> <eos> <unk>` and the ID tokens of every position, in order.
 
     It reads rendered ID histories (`<id_1_3><id_2_17><id_3_0>...`, spaces ignored), puts `<bos>` first, pads and cuts
@@ -28,7 +30,7 @@ def id_vocabulary_tokenizer(id_vocabulary_sizes: list[int], id_token_template: s
     vocabulary = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
     for position, size in enumerate(id_vocabulary_sizes, start=1):
         for code in range(size):
-            vocabulary[id_token_template.format(position=position, code=code)] = len(vocabulary)
+            vocabulary[id_token_text(position, code, id_token_template)] = len(vocabulary)
     backend = Tokenizer(models.WordLevel(vocab=vocabulary, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"<[^<>]*>"), behavior="isolated")]

@@ -19,6 +19,7 @@ from transformers.utils.hub import PushInProgress
 from ...hub_cards import LMIndexerCardData, ModelCardCallback, write_model_card
 from ...hub_cards.plots import PLOT_FOLDER
 from ...hub_cards.publishing import FORBIDDEN_SUFFIXES, is_pickle_file
+from ...modeling_lmindexer.configuration_lmindexer import RETRIEVAL
 from .fault_points import crash_point
 
 logger = logging.getLogger("lmindexer")
@@ -54,7 +55,7 @@ class HubCardTrainerMixin(JSONTrainingArgumentsMixin):
 
     def __init__(self, *args, card_data: LMIndexerCardData | None = None, **kwargs):
         model = kwargs.get("model", args[0] if args else None)
-        self.card_data = card_data or LMIndexerCardData(task=getattr(getattr(model, "config", None), "task", "retrieval"))
+        self.card_data = card_data or LMIndexerCardData(task=getattr(getattr(model, "config", None), "task", RETRIEVAL))
         self.card_callback = ModelCardCallback(self.card_data)
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), self.card_callback]
         super().__init__(*args, **kwargs)

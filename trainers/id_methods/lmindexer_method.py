@@ -12,6 +12,7 @@ from ...modeling_lmindexer import LMIndexerConfig, LMIndexerForSemanticID, Seman
 from ..data.lists import number_list
 from ..indexer.arguments import IndexerTrainingArguments
 from .arguments import IndexArguments
+from ...modeling_lmindexer.configuration_lmindexer import SEMANTIC_INDEXING
 from ..data.corpus import TEXT_SEPARATOR, Corpus
 from ..indexer.corpus_passes import assign_new_documents
 from ..data.demo import TINY_BACKBONE, tiny_t5_config, train_tokenizer
@@ -64,7 +65,7 @@ def indexer_card_data(args: IndexArguments, training_args: IndexerTrainingArgume
         dataset = Path(args.corpus).name if Path(args.corpus).exists() else args.corpus
     return LMIndexerCardData(
         model_id=training_args.hub_model_id, base_model=None if args.backbone == TINY_BACKBONE else args.backbone,
-        datasets=[dataset], task="semantic-indexing", label_field=args.label_field,
+        datasets=[dataset], task=SEMANTIC_INDEXING, label_field=args.label_field,
     )
 
 

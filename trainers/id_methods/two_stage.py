@@ -16,6 +16,7 @@ import torch
 
 from ...hub_cards import LMIndexerCardData, first_code_label_table, write_id_map_card
 from ...modeling_lmindexer import SemanticIDMap
+from ...modeling_lmindexer.configuration_lmindexer import SEMANTIC_INDEXING
 from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
 from ..indexer.diagnostics import METRICS_FILE, code_diagnostics
 from ..data.embeddings import cached_embeddings, default_encoder, encode_texts
@@ -86,7 +87,7 @@ class TwoStageMethod(IDMethod):
             "id_map": id_map.statistics(),
             "final": final,
         }
-        card_data = LMIndexerCardData(model_id=training_args.hub_model_id, task="semantic-indexing",
+        card_data = LMIndexerCardData(model_id=training_args.hub_model_id, task=SEMANTIC_INDEXING,
                                       datasets=[Path(args.corpus).name if args.corpus else "lmindexer demo catalogue (generated)"],
                                       label_field=args.label_field)
         summary = {key: value for key, value in final.items()

@@ -31,6 +31,7 @@ from transformers import set_seed
 
 from ...hub_cards import LMIndexerCardData, ModelCardCallback, first_code_label_table, push_model_to_hub
 from ...modeling_lmindexer import LMIndexerForSemanticID, SemanticIDMap, __version__
+from ...modeling_lmindexer.configuration_lmindexer import SEMANTIC_INDEXING
 from ...modeling_lmindexer.semantic_id_map import prefix_keys
 from .arguments import IndexerTrainingArguments
 from .collators import IndexerDataCollator
@@ -91,7 +92,7 @@ class IndexerTrainer:
         self.max_length = min(max_length, model.config.reconstructor_max_positions)
         self.auto_dedup = auto_dedup
         self.output_dir = Path(args.output_dir)
-        self.card_data = card_data or LMIndexerCardData(task="semantic-indexing")
+        self.card_data = card_data or LMIndexerCardData(task=SEMANTIC_INDEXING)
         self.card_callback = ModelCardCallback(self.card_data)
         self.stages = plan_stages(model.config.id_length)
         self.codes = np.zeros((len(corpus), 0), dtype=np.int64)  # frozen codes c^1..c^t so far
