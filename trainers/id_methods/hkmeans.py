@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from .quantizer import Quantizer, register_quantizer, faiss_kmeans, nearest_l2
+from ..indexer.kmeans import kmeans_codebook
+from .quantizer import Quantizer, nearest_l2, register_quantizer
 
 
 @register_quantizer("hkmeans")
@@ -50,7 +51,7 @@ class HierarchicalKMeansQuantizer(Quantizer):
                 rows, stand_in = pending[prefix]
                 members = vectors[rows] if len(rows) else stand_in[None, :]
                 if len(members) > size:
-                    centroids = faiss_kmeans(members, size, self._rng_seed(len(self.groups)), self.settings["niter"])
+                    centroids = kmeans_codebook(members, size, "l2", seed=self._rng_seed(len(self.groups)), iterations=self.settings["niter"])
                     self.clustered_groups_per_level[level] += 1
                 else:
                     centroids = members.copy()

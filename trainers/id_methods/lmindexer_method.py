@@ -16,8 +16,8 @@ from ...modeling_lmindexer.configuration_lmindexer import SEMANTIC_INDEXING
 from ..data.corpus import TEXT_SEPARATOR, Corpus
 from ..indexer.corpus_passes import assign_new_documents
 from ..data.demo import TINY_BACKBONE, tiny_t5_config, train_tokenizer
-from ..indexer.trainer import IndexerTrainer, check_codebook_sizes
-from ..indexer.id_layout import resolve_codebook_sizes
+from ..indexer.id_layout import check_codebook_sizes, resolve_codebook_sizes
+from ..indexer.trainer import IndexerTrainer
 from ..folders.inspection import METHOD_FILE, folder_model_type
 from .base import IDMethod, IndexResult, register_id_method
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from .quantizer import Quantizer, register_quantizer, faiss_kmeans, nearest_l2
+from ..indexer.kmeans import kmeans_codebook
+from .quantizer import Quantizer, nearest_l2, register_quantizer
 
 
 @register_quantizer("rqkmeans")
@@ -31,7 +32,7 @@ class RQKMeansQuantizer(Quantizer):
         codes = np.empty((len(vectors), self.id_length), dtype=np.int64)
         self.codebooks: list[np.ndarray] = []
         for level in tqdm(range(self.id_length), desc="RQ-KMeans levels", disable=not self.progress, leave=False):
-            codebook = faiss_kmeans(residuals, self.codebook_sizes[level], self._rng_seed(level), self.settings["niter"])
+            codebook = kmeans_codebook(residuals, self.codebook_sizes[level], "l2", seed=self._rng_seed(level), iterations=self.settings["niter"])
             self.codebooks.append(codebook)
             # The same nearest-centroid step as `_assign`, on the same residuals, so fit and assign agree exactly.
             codes[:, level] = nearest_l2(codebook, residuals)

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .quantizer import Quantizer, register_quantizer, faiss_kmeans, nearest_l2
+from ..indexer.kmeans import kmeans_codebook
+from .quantizer import Quantizer, nearest_l2, register_quantizer
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class RQVAEQuantizer(Quantizer):
         sample = np.sort(np.random.default_rng(self.seed).choice(len(data), size=count, replace=False))
         residual = self.model.encoder(data[torch.from_numpy(sample).to(data.device)]).cpu().numpy()
         for level, codebook in enumerate(self.model.codebooks):
-            centroids = faiss_kmeans(residual, len(codebook), self._rng_seed(level), self.settings["kmeans_niter"])
+            centroids = kmeans_codebook(residual, len(codebook), "l2", seed=self._rng_seed(level), iterations=self.settings["kmeans_niter"])
             codebook.copy_(torch.from_numpy(centroids))
             residual = residual - centroids[nearest_l2(centroids, residual)]
 

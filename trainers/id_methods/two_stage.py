@@ -20,7 +20,7 @@ from ...modeling_lmindexer.configuration_lmindexer import SEMANTIC_INDEXING
 from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
 from ..indexer.diagnostics import METRICS_FILE, code_diagnostics
 from ..data.embeddings import cached_embeddings, default_encoder, encode_texts
-from ..indexer.id_layout import automatic_dedup_size, resolve_codebook_sizes
+from ..indexer.id_layout import automatic_dedup_size, check_codebook_sizes, resolve_codebook_sizes
 from ..folders.model_folder import write_model_folder
 from ..folders.inspection import method_record
 from .base import IDMethod, IndexResult, register_id_method
@@ -63,10 +63,7 @@ class TwoStageMethod(IDMethod):
         embedding = embedding_settings(args)
         cache_dir = Path(args.embedding_cache_dir) if args.embedding_cache_dir else output_dir.parent / ".embeddings"
         sizes = resolve_codebook_sizes(args.codebook_size, len(corpus))
-        largest = max(sizes) if isinstance(sizes, list) else sizes
-        if largest > len(corpus):  # before the embedding pass, not after it
-            raise ValueError(f"{self.name} cannot make {largest} codes from {len(corpus)} documents: lower "
-                             f"--codebook_size to {len(corpus)} or less, or index more documents.")
+        check_codebook_sizes(sizes, args.id_length, len(corpus))  # before the embedding pass, not after it
         started = time.perf_counter()
         vectors = cached_embeddings(corpus.doc_ids, corpus.texts, cache_dir, embedding["encoder"], embedding["pooling"],
                                     embedding["normalize"], embedding["max_length"], embedding["text_fields"],

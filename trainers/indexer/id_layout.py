@@ -26,6 +26,21 @@ def automatic_dedup_size(codes: np.ndarray, codebook_sizes: list[int]) -> int:
     return 1 << int(group_sizes.max()).bit_length()
 
 
+def check_codebook_fits(subject: str, codes: int, documents: int) -> None:
+    """Raise when `subject` (k-means, a quantiser, a codebook) is asked for more codes than there are documents to
+    cluster into them: every code needs at least one document."""
+    if codes > documents:
+        raise ValueError(f"{subject} cannot make {codes} codes from {documents} documents: it needs at least {codes} "
+                         f"documents, got {documents}; add documents or lower the codebook size to {documents} or less.")
+
+
+def check_codebook_sizes(codebook_sizes: int | list[int], id_length: int, num_documents: int) -> None:
+    """Raise before any training (or embedding pass) when a codebook has more codes than there are documents."""
+    sizes = [codebook_sizes] * id_length if isinstance(codebook_sizes, int) else list(codebook_sizes)
+    for position, size in enumerate(sizes, start=1):
+        check_codebook_fits(f"--codebook_size: codebook {position}", size, num_documents)
+
+
 def resolve_codebook_sizes(codebook_size: str | None, num_documents: int) -> int | list[int]:
     """`--codebook_size` as given (`"256"` or `"256,128"`), or the default for the corpus size."""
     sizes = number_list(codebook_size, int)

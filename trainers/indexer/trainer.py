@@ -37,7 +37,7 @@ from .arguments import IndexerTrainingArguments
 from .collators import IndexerDataCollator
 from ..data.corpus import Corpus, text_digests
 from .corpus_passes import DistributedPasses, assign_corpus, collect_hidden_states
-from .id_layout import automatic_dedup_size
+from .id_layout import automatic_dedup_size, check_codebook_sizes
 from .encoder_cache import EncoderStateCache
 from .diagnostics import METRICS_FILE, IndexerDiagnosticsCallback, code_diagnostics, collapse_warnings, reconstruction_f1
 from .kmeans import kmeans_codebook
@@ -48,17 +48,6 @@ from .stages import Phase, Stage, plan_stages
 
 logger = logging.getLogger("lmindexer")
 
-
-
-def check_codebook_sizes(codebook_sizes: int | list[int], id_length: int, num_documents: int) -> None:
-    """Raise before any training when a codebook has more codes than there are documents to cluster into them."""
-    sizes = [codebook_sizes] * id_length if isinstance(codebook_sizes, int) else list(codebook_sizes)
-    for position, size in enumerate(sizes, start=1):
-        if size > num_documents:
-            raise ValueError(
-                f"--codebook_size: codebook {position} cannot make {size} codes from {num_documents} documents: give "
-                f"the corpus at least {size} documents or lower the codebook size to {num_documents} or less."
-            )
 
 
 class IndexerTrainer:
