@@ -43,7 +43,7 @@ from transformers.utils.hub import is_offline_mode
 
 from .causal_decoding import causal_position_ids, prefix_shared_beam_search
 from .history import render_history_with
-from .configuration_lmindexer import LMIndexerConfig, LMIndexerRetrievalConfig, strip_unsafe_config
+from .configuration_lmindexer import RECOMMENDATION, LMIndexerConfig, LMIndexerRetrievalConfig, strip_unsafe_config
 from .modeling_lmindexer import LMIndexerPreTrainedModel, code_similarity
 from .pipeline_generative_retrieval import TASK_NAME, GenerativeRetrievalPipeline
 from .semantic_id_map import ID_MAP_FILE, SemanticIDMap
@@ -375,9 +375,10 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
 
     @classmethod
     def from_indexer(
-        cls, indexer, tokenizer=None, id_map: SemanticIDMap | None = None
+        cls, indexer, tokenizer=None, id_map: SemanticIDMap | None = None, **config_kwargs
     ) -> "LMIndexerForGenerativeRetrieval":
-        """From a trained indexer (model, directory or Hub repo): backbone, codebook-initialised ID tokens, ID map."""
+        """From a trained indexer (model, directory or Hub repo): backbone, codebook-initialised ID tokens, ID map.
+        `config_kwargs` set other retriever config fields (the task, how inputs are rendered and cut)."""
         if isinstance(indexer, (str, os.PathLike)):
             from .modeling_lmindexer import LMIndexerForSemanticID
 
@@ -390,7 +391,7 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         # ID tokens are scored as the indexer scores codes (see `CodebookIDScoring`), so that the untrained retriever
         # already decodes the indexer's IDs whatever LM head the backbone has.
         model = cls.from_backbone_and_map(indexer.backbone, tokenizer, id_map, config=indexer.config,
-                                          id_token_scoring="codebook", id_token_init="codebook")
+                                          **{**config_kwargs, "id_token_scoring": "codebook", "id_token_init": "codebook"})
         # The tokenizer now holds the ID tokens; keep it on the model so `retrieve` and `save` find it.
         model.tokenizer = tokenizer
         # The decoder's input table and the output projection get the codebooks as they are: the decoder was fed
@@ -440,7 +441,7 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             setattr(backbone_config, name, getattr(tokenizer, name))
         backbone_config.vocab_size = len(tokenizer)
         settings = dict(id_length=id_map.id_length, codebook_sizes=id_map.codebook_sizes, dedup_size=id_map.dedup_size,
-                        id_map_run_id=id_map.run_id, task="recommendation", history_format="ids", history_separator="",
+                        id_map_run_id=id_map.run_id, task=RECOMMENDATION, history_format="ids", history_separator="",
                         truncation_side="left", id_token_init="model")
         settings.update(config_kwargs)
         config = LMIndexerRetrievalConfig(backbone_config=backbone_config.to_dict(), **settings)
@@ -451,6 +452,7 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         model.id_map = id_map
         model.tokenizer = tokenizer
         model._set_generation_defaults(tokenizer)
+        model.install_id_token_scoring()  # again, now that the generation config names EOS
         return model
 
     def _set_generation_defaults(self, tokenizer=None) -> None:

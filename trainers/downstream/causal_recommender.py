@@ -58,8 +58,9 @@ def causal_backbone_config(sizes: CausalModelArguments, max_positions: int, sour
 
 
 def build_causal_recommender(indexer: str, sizes: CausalModelArguments, max_history: int, backbone: str | None = None,
-                             seed: int = 0):
-    """A fresh causal recommender on the ID map of the indexer folder `indexer` (any ID method's)."""
+                             seed: int = 0, config_fields: dict | None = None):
+    """A fresh causal recommender on the ID map of the indexer folder `indexer` (any ID method's); `config_fields` set
+    other retriever config fields (the prompt length and history limit are its own)."""
     import torch
 
     from ...modeling_lmindexer import LMIndexerForGenerativeRetrieval, SemanticIDMap
@@ -76,8 +77,8 @@ def build_causal_recommender(indexer: str, sizes: CausalModelArguments, max_hist
     longest = 1 + (max_history + 1) * depth if max_history else 4096
     torch.manual_seed(seed)  # the backbone's initialisation: the same for every ID method of one layout
     model = LMIndexerForGenerativeRetrieval.from_causal_config(
-        causal_backbone_config(sizes, longest, backbone), tokenizer, id_map, history_max_items=max_history,
-        max_query_length=longest,
+        causal_backbone_config(sizes, longest, backbone), tokenizer, id_map,
+        **{**(config_fields or {}), "history_max_items": max_history, "max_query_length": longest},
     )
     parameters = sum(parameter.numel() for parameter in model.parameters())
     logger.info("Causal recommender: %s, %d parameters, vocabulary of %d tokens (ID tokens and 4 specials only).",

@@ -14,6 +14,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from ...modeling_lmindexer.configuration_lmindexer import RECOMMENDATION, RETRIEVAL
 from ...modeling_lmindexer.history import HistoryFormat
 from ..data.corpus import join_fields, load_records
 
@@ -129,3 +130,50 @@ def retrieval_splits(
             report["unknown_queries"], report["unknown_documents"],
         )
     return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()}), report
+
+
+def recommendation_task_splits(data_args, id_map, config=None) -> datasets.DatasetDict:
+    """Leave-one-out splits of `data_args.data` (items.jsonl, sequences.jsonl). With `config` (a retriever's
+    `LMIndexerRetrievalConfig`), histories are rendered by the settings it saved, as the model renders them when
+    serving; otherwise by `data_args`."""
+    folder = Path(data_args.data)
+    history = data_args.history()
+    if config is not None:
+        saved = HistoryFormat.from_config(config)
+        if saved != history:
+            logger.warning("Histories are rendered as the model was fine-tuned (%s), not as the arguments say (%s).",
+                           saved, history)
+        history = saved
+    return recommendation_splits(folder / "sequences.jsonl", folder / "items.jsonl", history, set(id_map.doc_ids),
+                                 id_map=id_map)
+
+
+def retrieval_task_splits(data_args, id_map, config=None) -> datasets.DatasetDict:
+    """Query -> document splits of the BEIR folder `data_args.data`."""
+    splits, report = retrieval_splits(data_args.data, set(id_map.doc_ids), data_args.indexing, data_args.pseudo_queries)
+    logger.info("qrels report: %s", report)
+    return splits
+
+
+# What each task's samples are made of.
+TASK_SPLITS = {RECOMMENDATION: recommendation_task_splits, RETRIEVAL: retrieval_task_splits}
+
+
+def load_downstream_splits(data_args, id_map, config=None) -> datasets.DatasetDict:
+    """The splits of `data_args.task` over the documents of `id_map` (`data_args`: `DownstreamDataArguments`)."""
+    if data_args.task not in TASK_SPLITS:
+        raise ValueError(f"Unknown task {data_args.task!r}: use {' or '.join(TASK_SPLITS)}.")
+    return TASK_SPLITS[data_args.task](data_args, id_map, config)
+
+
+def evaluation_split(splits: datasets.DatasetDict, data_args) -> datasets.Dataset:
+    """The test split, narrowed to `data_args.eval_rows` and to its first `data_args.max_eval_queries` rows."""
+    split = splits["test"]
+    if data_args.eval_rows:
+        outside = [row for row in data_args.eval_rows if not 0 <= row < len(split)]
+        if outside:
+            raise ValueError(f"eval_rows {outside[:5]} lie outside the test split's {len(split)} rows.")
+        split = split.select(data_args.eval_rows)
+    if data_args.max_eval_queries:
+        split = split.select(range(min(data_args.max_eval_queries, len(split))))
+    return split

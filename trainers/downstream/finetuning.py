@@ -11,13 +11,18 @@ metrics = finetune_retriever(FinetuneArguments(indexer="runs/idx"), DownstreamDa
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...modeling_lmindexer.configuration_lmindexer import HISTORY_FORMATS, RECOMMENDATION, TASKS
+from ...modeling_lmindexer.history import HistoryFormat
+from ..data.lists import split_names
 from .causal_recommender import CausalModelArguments
+from .data import evaluation_split, load_downstream_splits
+from .evaluation import parse_ks, retrieval_metrics
 
 logger = logging.getLogger("lmindexer")
 
@@ -26,7 +31,7 @@ METRICS_FILE = "retrieval_metrics.json"
 
 @dataclass
 class DownstreamDataArguments:
-    task: str = field(default="recommendation", metadata={"help": "recommendation or retrieval."})
+    task: str = field(default=RECOMMENDATION, metadata={"help": " or ".join(TASKS) + "."})
     data: str = field(
         default="",
         metadata={"help": "recommendation: folder with items.jsonl and sequences.jsonl; retrieval: a BEIR folder."},
@@ -42,7 +47,7 @@ class DownstreamDataArguments:
     history_format: str = field(
         default="text",
         metadata={"help": "How each history item reads: text (its text, the paper's), ids (its semantic ID as ID tokens, "
-                          "TIGER's: short inputs) or text+ids (both).", "choices": ["text", "ids", "text+ids"]},
+                          "TIGER's: short inputs) or text+ids (both).", "choices": list(HISTORY_FORMATS)},
     )
     indexing: bool = field(default=True, metadata={"help": "retrieval: add document text -> ID samples."})
     pseudo_queries: str | None = field(default=None, metadata={"help": "retrieval: jsonl of {doc_id, query}."})
@@ -59,10 +64,9 @@ class DownstreamDataArguments:
 
     def history(self):
         """The `HistoryFormat` these arguments describe."""
-        from .data import HistoryFormat
 
         return HistoryFormat(max_history=self.max_history, newest_first=self.newest_first, separator=self.history_separator,
-                             text_fields=tuple(f.strip() for f in self.item_text_fields.split(",") if f.strip()),
+                             text_fields=tuple(split_names(self.item_text_fields)),
                              history_format=self.history_format)
 
     def retriever_config_fields(self) -> dict:
@@ -70,7 +74,7 @@ class DownstreamDataArguments:
         `retrieve`, `render_history`, the pipeline and the Space read inputs as fine-tuning did: the task, the input
         length and the end an over-long input is cut at, and for recommendation how histories are rendered."""
         fields = {"task": self.task, "max_query_length": self.max_length, "truncation_side": "right"}
-        if self.task == "recommendation":
+        if self.task == RECOMMENDATION:
             fields.update(self.history().config_fields())
         return fields
 
@@ -111,57 +115,23 @@ class FinetuneArguments(CausalModelArguments):
     lora_rank: int = field(default=8)
 
 
-def load_downstream_splits(data_args: DownstreamDataArguments, id_map, config=None):
-    """The task's splits over the documents of `id_map`. With `config` (a retriever's `LMIndexerRetrievalConfig`),
-    histories are rendered by the settings it saved, as the model renders them when serving; otherwise by `data_args`."""
-    from .data import HistoryFormat, recommendation_splits, retrieval_splits
-
-    folder = Path(data_args.data)
-    if data_args.task == "recommendation":
-        history = data_args.history()
-        if config is not None:
-            saved = HistoryFormat.from_config(config)
-            if saved != history:
-                logger.warning("Histories are rendered as the model was fine-tuned (%s), not as the arguments say (%s).",
-                               saved, history)
-            history = saved
-        return recommendation_splits(folder / "sequences.jsonl", folder / "items.jsonl", history, set(id_map.doc_ids),
-                                     id_map=id_map)
-    if data_args.task == "retrieval":
-        splits, report = retrieval_splits(folder, set(id_map.doc_ids), data_args.indexing, data_args.pseudo_queries)
-        logger.info("qrels report: %s", report)
-        return splits
-    raise ValueError(f"Unknown task {data_args.task!r}: use recommendation or retrieval.")
-
-
-def _evaluation_split(splits, data_args):
-    split = splits["test"]
-    if data_args.eval_rows:
-        outside = [row for row in data_args.eval_rows if not 0 <= row < len(split)]
-        if outside:
-            raise ValueError(f"eval_rows {outside[:5]} lie outside the test split's {len(split)} rows.")
-        split = split.select(data_args.eval_rows)
-    if data_args.max_eval_queries:
-        split = split.select(range(min(data_args.max_eval_queries, len(split))))
-    return split
-
-
-def build_retriever(finetune_args: FinetuneArguments):
+def build_retriever(finetune_args: FinetuneArguments, config_fields: dict | None = None):
     """The untrained retriever: from an LMIndexer folder (its backbone and codebook-initialised ID tokens), or from
     `backbone` and a folder's ID map (a two-stage method's, or an LMIndexer's when `backbone` is given, so that
     every ID method is compared on one model; ID tokens start at random: there is no codebook in the backbone's
-    space)."""
+    space). `config_fields` are the retriever config fields it is built with (`retriever_config_fields`)."""
+    config_fields = config_fields or {}
     from transformers import AutoTokenizer
 
     from ...modeling_lmindexer import LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
     from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-    from ..folders.inspection import folder_method
+    from ..folders.inspection import UNRECORDED_METHOD, folder_method
 
     folder = Path(finetune_args.indexer)
-    method = folder_method(folder) if folder.is_dir() else "lmindexer"  # a Hub repo id is an LMIndexer
-    if method == "lmindexer":
+    method = folder_method(folder) if folder.is_dir() else UNRECORDED_METHOD  # a Hub repo id is an LMIndexer
+    if method == UNRECORDED_METHOD:
         if not finetune_args.backbone:
-            return LMIndexerForGenerativeRetrieval.from_indexer(finetune_args.indexer)
+            return LMIndexerForGenerativeRetrieval.from_indexer(finetune_args.indexer, **config_fields)
         if not folder.is_dir():
             raise ValueError(f"--backbone with a Hub indexer ({folder}): download it first (`huggingface-cli download`) "
                              "and pass the local folder, or drop --backbone to fine-tune the indexer's own backbone.")
@@ -178,7 +148,9 @@ def build_retriever(finetune_args: FinetuneArguments):
         finetune_args.backbone, tokenizer=tokenizer, id_length=id_map.id_length, codebook_sizes=id_map.codebook_sizes,
         dedup_size=id_map.dedup_size,
     ).backbone
-    model = LMIndexerForGenerativeRetrieval.from_backbone_and_map(backbone, tokenizer, id_map)
+    model = LMIndexerForGenerativeRetrieval.from_backbone_and_map(backbone, tokenizer, id_map, **config_fields)
+    # `from_backbone_and_map` leaves the tokenizer to its caller; the one built here goes with its model, as
+    # `from_indexer` keeps its own.
     model.tokenizer = tokenizer
     return model
 
@@ -194,12 +166,7 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     if causal:
         model, data_args = build_causal(finetune_args, data_args, training_args.seed)
     else:
-        model = build_retriever(finetune_args)
-    # Saved with the model: serving renders, cuts and encodes inputs as these training samples are.
-    for name, value in data_args.retriever_config_fields().items():
-        setattr(model.config, name, value)
-    model.config.output_vocabulary = finetune_args.output_vocabulary
-    model.install_id_token_scoring()
+        model = build_retriever(finetune_args, retriever_config_fields(finetune_args, data_args))
     tokenizer = model.tokenizer
     splits = load_downstream_splits(data_args, model.id_map, model.config)
     if data_args.validation_users and "validation" in splits:
@@ -232,7 +199,7 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if finetune_args.lora_target_modules:
         model = trained.merge_and_unload()
-    metrics = trainer.evaluate(_evaluation_split(splits, data_args), metric_key_prefix="test")
+    metrics = trainer.evaluate(evaluation_split(splits, data_args), metric_key_prefix="test")
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
         model.card_data = trainer.card_data
@@ -256,17 +223,22 @@ def build_causal(finetune_args: FinetuneArguments, data_args: DownstreamDataArgu
     oldest first, with nothing between them, cut to the model's prompt length."""
     from .causal_recommender import build_causal_recommender
 
-    if data_args.task != "recommendation":
+    if data_args.task != RECOMMENDATION:
         raise ValueError("--architecture causal is a recommender over ID streams: use it with --task recommendation.")
     if finetune_args.lora_target_modules:
         raise ValueError("--lora_target_modules: a causal recommender is trained whole (it is small and has no "
                          "pretrained weights); drop LoRA.")
+    data_args = dataclasses.replace(data_args, history_format="ids", history_separator="", newest_first=False)
     model = build_causal_recommender(finetune_args.indexer, finetune_args, data_args.max_history,
-                                     backbone=finetune_args.backbone, seed=seed)
-    data_args = copy.copy(data_args)
-    data_args.history_format, data_args.history_separator, data_args.newest_first = "ids", "", False
-    data_args.max_length = model.config.max_query_length
-    return model, data_args
+                                     backbone=finetune_args.backbone, seed=seed,
+                                     config_fields=retriever_config_fields(finetune_args, data_args))
+    return model, dataclasses.replace(data_args, max_length=model.config.max_query_length)
+
+
+def retriever_config_fields(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments) -> dict:
+    """The retriever config fields a fine-tuning run decides, set when the model is built and saved with it, so that
+    serving renders, cuts, encodes and scores inputs as these training samples are."""
+    return {**data_args.retriever_config_fields(), "output_vocabulary": finetune_args.output_vocabulary}
 
 
 def with_token_lengths(split, tokenizer, column: str, max_length: int):
@@ -319,13 +291,8 @@ def load_retriever(path: str):
 
 
 def evaluate_retriever(args: EvaluateArguments, data_args: DownstreamDataArguments) -> dict:
-    """Recall, NDCG, MAP and MRR at each k of a saved retriever on the test split of `data_args`."""
-    from .ranking_metrics import ranking_metrics
-
+    """Recall, NDCG, MAP and MRR at each k, and `prefix_right_dedup_wrong@1`, of a saved retriever on the test split
+    of `data_args`, as fine-tuning scores it (`evaluation.retrieval_metrics`)."""
     model, tokenizer = load_retriever(args.model)
-    split = _evaluation_split(load_downstream_splits(data_args, model.id_map, model.config), data_args)
-    ks = [int(k) for k in args.ks.split(",")]
-    results = model.retrieve(split["input_text"], tokenizer=tokenizer, top_k=min(max(ks), args.num_beams),
-                             num_beams=args.num_beams, batch_size=args.batch_size)
-    rankings = [[entry["doc_id"] for entry in ranked] for ranked in results]
-    return ranking_metrics(rankings, [json.loads(r) for r in split["relevant"]], ks)
+    split = evaluation_split(load_downstream_splits(data_args, model.id_map, model.config), data_args)
+    return retrieval_metrics(model, tokenizer, split, parse_ks(args.ks), args.num_beams, args.batch_size)

@@ -2,20 +2,19 @@
 
 `Seq2SeqTrainer` passes no generation kwargs to `generate` during training-time evaluation, so its default
 `evaluate` would decode with one beam. This trainer evaluates through `model.retrieve` with its own beam
-settings instead, and reports Recall, NDCG, MAP and MRR at each k, and `prefix_right_dedup_wrong@1` (see
-`dedup_confusion_at_1`).
+settings instead (`evaluation.retrieval_metrics`, as `lmindexer evaluate` does), and reports Recall, NDCG, MAP and
+MRR at each k, and `prefix_right_dedup_wrong@1`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from ..folders.trainer_saves import HubCardTrainerMixin
-from .ranking_metrics import ranking_metrics
+from .evaluation import parse_ks, retrieval_metrics
 
 
 @dataclass
@@ -34,7 +33,7 @@ class RetrievalTrainingArguments(Seq2SeqTrainingArguments):
 
     @property
     def ks(self) -> list[int]:
-        return [int(k) for k in self.eval_ks.split(",") if k.strip()]
+        return parse_ks(self.eval_ks)
 
 
 class GenerativeRetrievalTrainer(HubCardTrainerMixin, Seq2SeqTrainer):
@@ -56,25 +55,12 @@ class GenerativeRetrievalTrainer(HubCardTrainerMixin, Seq2SeqTrainer):
             model = model.get_base_model() if not hasattr(model.base_model, "retrieve") else model.base_model
         was_training = model.training
         model.eval()
-        ks = getattr(self.args, "ks", [5, 10])
+        # Plain `Seq2SeqTrainingArguments` lack the evaluation settings: their defaults then apply.
         num_beams = gen_kwargs.get("num_beams", getattr(self.args, "eval_num_beams", 20))
-        top_k = min(max(ks), num_beams)
-        rankings, top_ids = [], []
-        texts = dataset["input_text"]
-        batch = getattr(self.args, "eval_batch_queries", 32)
-        for start in range(0, len(texts), batch):
-            results = model.retrieve(texts[start : start + batch], tokenizer=self.processing_class, top_k=top_k,
-                                     num_beams=num_beams, batch_size=batch)
-            rankings += [[entry["doc_id"] for entry in ranked] for ranked in results]
-            top_ids += [tuple(ranked[0]["semantic_id"]) if ranked else None for ranked in results]
+        metrics = retrieval_metrics(model, self.processing_class, dataset, getattr(self.args, "ks", [5, 10]), num_beams,
+                                    getattr(self.args, "eval_batch_queries", 32))
         model.train(was_training)
-        relevants = [json.loads(relevant) for relevant in dataset["relevant"]]
-        metrics = {f"{metric_key_prefix}_{name}": value for name, value in ranking_metrics(rankings, relevants, ks).items()}
-        id_map = model.id_map
-        relevant_ids = [[id_map.semantic_id(doc) for doc, grade in relevant.items() if grade > 0 and doc in id_map]
-                        for relevant in relevants]
-        metrics[f"{metric_key_prefix}_prefix_right_dedup_wrong@1"] = dedup_confusion_at_1(top_ids, relevant_ids,
-                                                                                          model.config.id_length)
+        metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
         if getattr(self, "_train_started", None) is not None:
             trained = evaluation_started - self._train_started - self._evaluation_seconds
             metrics[f"{metric_key_prefix}_train_seconds"] = round(trained, 1)
@@ -82,29 +68,6 @@ class GenerativeRetrievalTrainer(HubCardTrainerMixin, Seq2SeqTrainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
-
-
-def dedup_confusion_at_1(top_ids, relevant_ids, id_length: int) -> float:
-    """Share of queries whose top-1 ID is not relevant but has a relevant document's learned prefix (its first
-    `id_length` codes): the model found the right group and then picked the wrong dedup token.
-
-    Dedup tokens only number the documents that share all learned codes, so nothing in a document's text tells them
-    apart; a high value means those groups cost accuracy (larger codebooks, or more positions, would split them).
-    `top_ids`: per query, the top-1 semantic ID (None when nothing was returned); `relevant_ids`: per query, the
-    semantic IDs of its relevant documents.
-    """
-    if len(top_ids) != len(relevant_ids):
-        raise ValueError(f"Got {len(top_ids)} top-1 IDs for {len(relevant_ids)} queries.")
-    if not top_ids:
-        return 0.0
-    confused = 0
-    for top, relevant in zip(top_ids, relevant_ids):
-        if top is None:
-            continue
-        top, relevant = tuple(top), {tuple(ids) for ids in relevant}
-        if top not in relevant and any(ids[:id_length] == top[:id_length] for ids in relevant):
-            confused += 1
-    return confused / len(top_ids)
 
 
 def apply_lora(model, target_modules: list[str], rank: int = 8, alpha: int = 16, dropout: float = 0.05):
