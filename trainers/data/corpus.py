@@ -26,19 +26,22 @@ TEXT_SEPARATOR = "; "
 
 @dataclass
 class Corpus:
-    """Documents ready to index: IDs, the joined text, and an optional label for diagnostics."""
+    """Documents ready to index: IDs, the joined text, and an optional label for diagnostics (read from
+    `label_field`)."""
 
     doc_ids: list[str]
     texts: list[str]
     labels: list[str] | None = None
     titles: list[str] | None = None
+    label_field: str | None = None
 
     def __len__(self) -> int:
         return len(self.doc_ids)
 
     def select(self, rows: list[int]) -> "Corpus":
         pick = lambda values: None if values is None else [values[row] for row in rows]  # noqa: E731
-        return Corpus([self.doc_ids[r] for r in rows], [self.texts[r] for r in rows], pick(self.labels), pick(self.titles))
+        return Corpus([self.doc_ids[r] for r in rows], [self.texts[r] for r in rows], pick(self.labels), pick(self.titles),
+                      self.label_field)
 
 
 def load_records(source: str | os.PathLike, split: str = "train") -> datasets.Dataset:
@@ -188,7 +191,7 @@ def build_corpus(
         check_unique_doc_ids(doc_ids)
     except ValueError as error:
         raise ValueError(f"{error} (field {id_field!r})") from None
-    return Corpus(doc_ids, texts, labels if label_field else None, titles if title_field else None)
+    return Corpus(doc_ids, texts, labels if label_field else None, titles if title_field else None, label_field or None)
 
 
 def _columns_of(records: list[dict]) -> set[str]:

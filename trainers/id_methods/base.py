@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...hub_cards import LMIndexerCardData
 from ...modeling_lmindexer import SemanticIDMap
+from ...modeling_lmindexer.configuration_lmindexer import SEMANTIC_INDEXING
 from ..folders.inspection import METHOD_FILE, folder_method
 from .registry import ID_METHODS
 
@@ -43,6 +45,16 @@ class IDMethod:
 
     def stamp(self, folder: Path, settings: dict | None = None) -> None:
         (Path(folder) / METHOD_FILE).write_text(self.record(settings))
+
+
+def indexer_card_data(args, training_args, corpus, base_model: str | None = None) -> LMIndexerCardData:
+    """What an indexer folder's card says before the IDs are known: its dataset, base model and label field."""
+    if args.corpus is None:
+        dataset = "lmindexer demo catalogue (generated)"
+    else:
+        dataset = Path(args.corpus).name if Path(args.corpus).exists() else args.corpus  # a file, or a Hub dataset
+    return LMIndexerCardData(model_id=training_args.hub_model_id, base_model=base_model, datasets=[dataset],
+                             task=SEMANTIC_INDEXING, label_field=corpus.label_field)
 
 
 def register_id_method(name: str):

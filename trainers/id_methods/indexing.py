@@ -38,13 +38,13 @@ DEFAULT_TEXT_FIELDS = ["title", "brand"]
 
 
 def load_index_corpus(args: IndexArguments) -> Corpus:
-    """The corpus `args` names, or the generated demo catalogue (labelled by subcategory) when it names none."""
+    """The corpus `args` names, or the generated demo catalogue (labelled by subcategory) when it names none; the
+    label field it was read with is `Corpus.label_field`."""
     if args.corpus is None:
-        records = generate_demo_corpus()
-        args.label_field = args.label_field or DEMO_LABEL_FIELD
+        records, label_field = generate_demo_corpus(), args.label_field or DEMO_LABEL_FIELD
     else:
-        records = load_records(args.corpus)
-    return build_corpus(records, args.id_field, args.text_field_list, args.label_field, args.label_level, args.title_field)
+        records, label_field = load_records(args.corpus), args.label_field
+    return build_corpus(records, args.id_field, args.text_field_list, label_field, args.label_level, args.title_field)
 
 
 def index_corpus(args: IndexArguments, training_args: IndexerTrainingArguments) -> IndexResult:

@@ -7,19 +7,17 @@ from pathlib import Path
 
 from transformers import AutoModel, AutoTokenizer
 
-from ...hub_cards import LMIndexerCardData
 from ...modeling_lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
 from ..data.lists import number_list
 from ..indexer.arguments import IndexerTrainingArguments
 from .arguments import IndexArguments
-from ...modeling_lmindexer.configuration_lmindexer import SEMANTIC_INDEXING
 from ..data.corpus import TEXT_SEPARATOR, Corpus
 from ..indexer.corpus_passes import assign_new_documents
 from ..data.demo import TINY_BACKBONE, tiny_t5_config, train_tokenizer
 from ..indexer.id_layout import check_codebook_sizes, resolve_codebook_sizes
 from ..indexer.trainer import IndexerTrainer
 from ..folders.inspection import METHOD_FILE, folder_model_type
-from .base import IDMethod, IndexResult, register_id_method
+from .base import IDMethod, IndexResult, indexer_card_data, register_id_method
 
 logger = logging.getLogger("lmindexer")
 
@@ -58,24 +56,14 @@ def build_indexer(args: IndexArguments, corpus: Corpus) -> tuple[LMIndexerForSem
     return LMIndexerForSemanticID.from_backbone(args.backbone, tokenizer=tokenizer, **settings), tokenizer
 
 
-def indexer_card_data(args: IndexArguments, training_args: IndexerTrainingArguments) -> LMIndexerCardData:
-    if args.corpus is None:
-        dataset = "lmindexer demo catalogue (generated)"
-    else:
-        dataset = Path(args.corpus).name if Path(args.corpus).exists() else args.corpus
-    return LMIndexerCardData(
-        model_id=training_args.hub_model_id, base_model=None if args.backbone == TINY_BACKBONE else args.backbone,
-        datasets=[dataset], task=SEMANTIC_INDEXING, label_field=args.label_field,
-    )
-
-
 @register_id_method("lmindexer")
 class LMIndexerMethod(IDMethod):
     def index(self, corpus: Corpus, args: IndexArguments, training_args: IndexerTrainingArguments) -> IndexResult:
         model, tokenizer = build_indexer(args, corpus)
         trainer = IndexerTrainer(
             model, tokenizer, corpus, training_args, max_length=args.max_length, auto_dedup=args.dedup_size is None,
-            card_data=indexer_card_data(args, training_args),
+            card_data=indexer_card_data(args, training_args, corpus,
+                                        base_model=None if args.backbone == TINY_BACKBONE else args.backbone),
         )
         # The method stamp is one of the final folder's files, swapped in with the rest by `trainer.save()`.
         trainer.extra_files[METHOD_FILE] = self.record()

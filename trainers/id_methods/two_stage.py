@@ -14,16 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...hub_cards import LMIndexerCardData, first_code_label_table, write_id_map_card
+from ...hub_cards import first_code_label_table, write_id_map_card
 from ...modeling_lmindexer import SemanticIDMap
-from ...modeling_lmindexer.configuration_lmindexer import SEMANTIC_INDEXING
 from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
 from ..indexer.diagnostics import METRICS_FILE, code_diagnostics
 from ..data.embeddings import cached_embeddings, default_encoder, encode_texts
 from ..indexer.id_layout import automatic_dedup_size, check_codebook_sizes, resolve_codebook_sizes
 from ..folders.model_folder import write_model_folder
 from ..folders.inspection import method_record
-from .base import IDMethod, IndexResult, register_id_method
+from .base import IDMethod, IndexResult, indexer_card_data, register_id_method
 from .quantizer import load_quantizer, quantizer_class
 from .registry import QUANTIZERS
 
@@ -84,9 +83,7 @@ class TwoStageMethod(IDMethod):
             "id_map": id_map.statistics(),
             "final": final,
         }
-        card_data = LMIndexerCardData(model_id=training_args.hub_model_id, task=SEMANTIC_INDEXING,
-                                      datasets=[Path(args.corpus).name if args.corpus else "lmindexer demo catalogue (generated)"],
-                                      label_field=args.label_field)
+        card_data = indexer_card_data(args, training_args, corpus)
         summary = {key: value for key, value in final.items()
                    if key.startswith(("ami_", "perplexity_", "utilisation_")) or key == "collision_rate"}
         card_data.add_evaluation(card_data.datasets[0], "train", summary)
