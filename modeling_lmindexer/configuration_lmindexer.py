@@ -74,6 +74,14 @@ def strip_unsafe_config(config):
     return config
 
 
+# The recipe fields as indexers trained before each was added: what a saved config that lacks one means.
+BEFORE_RECIPE = {
+    "later_position_input": "raw", "center_hidden": False, "contrastive_positive": "self",
+    "reconstructor_warmup_input": "zeros", "reconstructor_position_norm": False, "pooled_hidden": False,
+    "reconstruction_vocabulary": "full",
+}
+
+
 class LMIndexerConfig(PreTrainedConfig):
     r"""Configuration of [`LMIndexerForSemanticID`].
 
@@ -108,27 +116,27 @@ class LMIndexerConfig(PreTrainedConfig):
         code_temperature (`float`, defaults to 0.1):
             Divides the code logits (the similarity of `h^t` to every codebook vector). With cosine geometry the
             similarities live in [-1, 1], so a temperature below 1 keeps the softmax from being flat.
-        later_position_input (`str`, defaults to `"raw"`):
+        later_position_input (`str`, defaults to `"residual"`):
             What codebook t >= 2 scores, k-means clusters and the contrastive loss spreads: `"raw"`, the decoder
             state `h^t`, which is dominated by the vector of `c^{t-1}` fed at that step (so `c^t` tends to copy
             `c^{t-1}`); or `"residual"`, `h^t` minus that code vector.
         center_hidden (`bool`, defaults to `False`):
             Subtract the corpus mean of `h^t` (measured when codebook t is initialised) before scoring and
             clustering, so that a component shared by every document does not dominate cosine similarity.
-        contrastive_positive (`str`, defaults to `"self"`):
+        contrastive_positive (`str`, defaults to `"dropout"`):
             `"self"`: the contrastive loss's only positive is the document itself (pure uniformity within a prefix
             group); `"dropout"`: a second forward pass with other dropout masks is the positive (SimCSE-style).
-        reconstructor_warmup_input (`str`, defaults to `"zeros"`):
+        reconstructor_warmup_input (`str`, defaults to `"hidden"`):
             What the reconstructor reads as the ID vector during its warm-up: `"zeros"`, or `"hidden"`, the frozen
             backbone's `h^1`, so that the reconstructor meets the kind of vector it will read later.
-        reconstructor_position_norm (`bool`, defaults to `False`):
+        reconstructor_position_norm (`bool`, defaults to `True`):
             Layer-normalise the reconstructor's position embeddings before adding them to the ID query, so that
             every target position starts with a query stream of its own (unnormalised, they are ~50x smaller).
-        pooled_hidden (`bool`, defaults to `False`):
+        pooled_hidden (`bool`, defaults to `True`):
             Add the masked mean of the encoder's last hidden states to every decoder state `h^t`. A bert2bert
             decoder's cross-attention is new and random, so its `h^1` starts as one vector shared by every document;
             the pooled path makes the untrained indexer start from the pretrained encoder's sentence representation.
-        reconstruction_vocabulary (`str`, defaults to `"full"`):
+        reconstruction_vocabulary (`str`, defaults to `"batch"`):
             What the reconstructor's softmax ranges over while training: `"full"`, the whole vocabulary; or
             `"batch"`, the distinct tokens of the batch (an in-batch sampled softmax: a ~30k-row output projection
             shrinks to the ~1k tokens present, the costliest part of a step on CPU). Evaluation always uses the
@@ -168,13 +176,15 @@ class LMIndexerConfig(PreTrainedConfig):
     contrastive_temperature: float = 0.1
     code_geometry: str = "cosine"
     code_temperature: float = 0.1
-    later_position_input: str = "raw"
+    # The recipe: each default fixes a defect measured on Amazon Beauty (README, "The recipe"); `lmindexer index` takes
+    # its defaults from here. Checkpoints saved before a field existed load with `BEFORE_RECIPE` (see `from_dict`).
+    later_position_input: str = "residual"
     center_hidden: bool = False
-    contrastive_positive: str = "self"
-    reconstructor_warmup_input: str = "zeros"
-    reconstructor_position_norm: bool = False
-    pooled_hidden: bool = False
-    reconstruction_vocabulary: str = "full"
+    contrastive_positive: str = "dropout"
+    reconstructor_warmup_input: str = "hidden"
+    reconstructor_position_norm: bool = True
+    pooled_hidden: bool = True
+    reconstruction_vocabulary: str = "batch"
     id_token_template: str = ID_TOKEN_TEMPLATE
     id_map_run_id: str | None = None
     indexing_max_length: int | None = None
@@ -197,6 +207,13 @@ class LMIndexerConfig(PreTrainedConfig):
         self.codebook_sizes = [int(size) for size in self.codebook_sizes]
         self.hint_ratios = [float(ratio) for ratio in self.hint_ratios]
         self.check_lmindexer_fields()
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """A saved config. A recipe field it lacks was saved before that field existed, when the indexer trained
+        without the fix: it loads as `BEFORE_RECIPE` says, so the model computes what it was trained to."""
+        before = {name: value for name, value in BEFORE_RECIPE.items() if name not in config_dict}
+        return super().from_dict({**before, **config_dict}, **kwargs)
 
     def to_dict(self) -> dict:
         # Also on save: `backbone_config` may have been replaced, or given the keys, after construction. Only the

@@ -10,6 +10,7 @@ import torch
 from transformers import T5Config
 
 from lmindexer import LMIndexerConfig, LMIndexerForSemanticID
+from lmindexer.modeling_lmindexer.configuration_lmindexer import BEFORE_RECIPE
 from lmindexer.trainers.data.demo import generate_demo_corpus, train_tokenizer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -23,7 +24,10 @@ def tiny_t5(vocab_size: int = 120, d_model: int = 32) -> T5Config:
 
 
 def tiny_indexer_config(**overrides) -> LMIndexerConfig:
-    settings = dict(backbone_config=tiny_t5().to_dict(), id_length=3, codebook_sizes=[6, 5, 4], dedup_size=16)
+    # The recipe fields as a Python-built config defaulted to them when these tests were written (`BEFORE_RECIPE`);
+    # the recipe itself is tested by turning each fix on.
+    settings = dict(BEFORE_RECIPE, backbone_config=tiny_t5().to_dict(), id_length=3, codebook_sizes=[6, 5, 4],
+                    dedup_size=16)
     settings.update(overrides)
     return LMIndexerConfig(**settings)
 

@@ -17,6 +17,7 @@ from transformers import TrainingArguments
 
 from conftest import interrupt_at_step, one_torch_thread
 from lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
+from lmindexer.modeling_lmindexer.configuration_lmindexer import BEFORE_RECIPE
 from lmindexer.trainers.indexer.arguments import IndexerTrainingArguments
 from lmindexer.trainers.data.corpus import build_corpus
 from lmindexer.modeling_lmindexer.semantic_id_map import prefix_keys
@@ -36,7 +37,8 @@ def demo_corpus(items, count=None):
 
 def tiny_model(tokenizer, **overrides):
     torch.manual_seed(0)
-    settings = dict(backbone_config=tiny_t5_config(len(tokenizer), d_model=32).to_dict(), id_length=2,
+    # The recipe as Python-built configs defaulted to it when the demo map was pinned (DEMO_MAP_SHA256).
+    settings = dict(BEFORE_RECIPE, backbone_config=tiny_t5_config(len(tokenizer), d_model=32).to_dict(), id_length=2,
                     codebook_sizes=[4, 4], dedup_size=64, reconstructor_max_positions=64)
     settings.update(overrides)
     return LMIndexerForSemanticID(LMIndexerConfig(**settings))

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...modeling_lmindexer.configuration_lmindexer import LMIndexerConfig
 from ..data.demo import TINY_BACKBONE
 from ..data.lists import split_names
+
+
+def from_config(name: str, help: str | None = None):
+    """An argument whose default is the `LMIndexerConfig` field of that name: one source of defaults."""
+    return field(default=getattr(LMIndexerConfig, name), metadata={"help": help} if help else {})
 
 
 @dataclass
@@ -37,7 +43,7 @@ class IndexArguments:
         default=TINY_BACKBONE,
         metadata={"help": f"Seq2seq or BERT-style checkpoint, or `{TINY_BACKBONE}` (random, tokenizer trained on the corpus)."},
     )
-    id_length: int = field(default=3, metadata={"help": "Learned ID positions T."})
+    id_length: int = from_config("id_length", "Learned ID positions T.")
     codebook_size: str | None = field(
         default=None,
         metadata={
@@ -47,27 +53,26 @@ class IndexArguments:
     )
     dedup_size: int | None = field(default=None, metadata={"help": "Dedup capacity; unset: sized to the data."})
     max_length: int = field(default=512, metadata={"help": "Tokens per document."})
-    code_geometry: str = field(default="cosine", metadata={"help": "cosine or dot."})
-    contrastive_temperature: float = field(default=0.1)
-    code_temperature: float = field(default=0.1)
-    reconstructor_layers: int = field(default=1)
+    code_geometry: str = from_config("code_geometry", "cosine or dot.")
+    contrastive_temperature: float = from_config("contrastive_temperature")
+    code_temperature: float = from_config("code_temperature")
+    reconstructor_layers: int = from_config("reconstructor_layers")
     hint_ratios: str | None = field(default=None, metadata={"help": "Visible fraction per position, e.g. 0.5,0.3,0.2."})
-    # The recipe (see LMIndexerConfig for each option); the defaults are the measured fixes of the quality issue.
-    later_position_input: str = field(default="residual", metadata={"help": "raw or residual (h^t minus c^{t-1}'s vector)."})
-    center_hidden: bool = field(
-        default=False,
-        metadata={"help": "Score h^t minus its corpus mean (measured at k-means time). Off by default: with the pooled "
-                          "path h^1 is no longer one shared vector, and a centre fixed at k-means time goes stale while "
-                          "the decoder trains (ablation: trained AMI(c1) 0.299 with it, 0.324 without)."},
-    )
-    pooled_hidden: bool = field(default=True, metadata={"help": "Add the mean-pooled encoder states to h^t."})
-    contrastive_positive: str = field(default="dropout", metadata={"help": "self or dropout (SimCSE positive view)."})
-    reconstructor_warmup_input: str = field(default="hidden", metadata={"help": "zeros or hidden (the frozen h^1)."})
-    reconstructor_position_norm: bool = field(default=True, metadata={"help": "Layer-normalise the query positions."})
-    reconstruction_vocabulary: str = field(default="batch", metadata={"help": "full or batch (in-batch softmax)."})
-    reconstruction_weight: float = field(default=1.0)
-    contrastive_weight: float = field(default=1.0)
-    commitment_weight: float = field(default=1.0)
+    # The recipe: each default is the config's (`LMIndexerConfig` documents every option), so that an indexer built in
+    # Python (`LMIndexerForSemanticID.from_backbone`) trains what `lmindexer index` trains.
+    later_position_input: str = from_config("later_position_input", "raw or residual (h^t minus c^{t-1}'s vector).")
+    center_hidden: bool = from_config(
+        "center_hidden", "Score h^t minus its corpus mean (measured at k-means time). Off by default: with the pooled path "
+        "h^1 is no longer one shared vector, and a centre fixed at k-means time goes stale while the decoder trains "
+        "(ablation: trained AMI(c1) 0.299 with it, 0.324 without).")
+    pooled_hidden: bool = from_config("pooled_hidden", "Add the mean-pooled encoder states to h^t.")
+    contrastive_positive: str = from_config("contrastive_positive", "self or dropout (SimCSE positive view).")
+    reconstructor_warmup_input: str = from_config("reconstructor_warmup_input", "zeros or hidden (the frozen h^1).")
+    reconstructor_position_norm: bool = from_config("reconstructor_position_norm", "Layer-normalise the query positions.")
+    reconstruction_vocabulary: str = from_config("reconstruction_vocabulary", "full or batch (in-batch softmax).")
+    reconstruction_weight: float = from_config("reconstruction_weight")
+    contrastive_weight: float = from_config("contrastive_weight")
+    commitment_weight: float = from_config("commitment_weight")
     # Two-stage methods (rqkmeans, rqvae, hkmeans): the sentence encoder and the quantiser's own settings.
     encoder: str | None = field(
         default=None, metadata={"help": "Sentence encoder of two-stage methods; unset: the offline all-MiniLM-L6-v2."}
