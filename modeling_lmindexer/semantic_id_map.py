@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +46,8 @@ import torch
 # file free of imports beyond torch and transformers.
 from transformers.modeling_utils import safe_open, safe_save_file
 from transformers.utils import logging
+
+from .atomic_writes import atomic_file
 
 logger = logging.get_logger(__name__)
 
@@ -576,27 +577,3 @@ def _dedup_indices(
         if offsets:
             dedup = dedup + torch.tensor([offsets.get(key, 0) for key in group_keys.tolist()], dtype=torch.long)
     return dedup
-
-
-class atomic_file:
-    """Context manager yielding a temporary path beside `path` that replaces `path` only on success."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(handle)
-        self.temporary = Path(name)
-        return self.temporary
-
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is not None:
-            self.temporary.unlink(missing_ok=True)
-            return
-        with open(self.temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        # mkstemp creates owner-only files; a map is meant to be shared like the weights next to it.
-        os.chmod(self.temporary, 0o644)
-        os.replace(self.temporary, self.path)

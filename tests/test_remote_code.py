@@ -63,7 +63,8 @@ def test_remote_code_path_without_the_package(tiny_model, tmp_path):
         "AutoModel": "modeling_lmindexer.LMIndexerForSemanticID",
     }
     copied = {p.name for p in folder.glob("*.py")}
-    assert copied == {"configuration_lmindexer.py", "modeling_lmindexer.py", "reconstructor.py", "losses.py", "semantic_id_map.py"}
+    assert copied == {"configuration_lmindexer.py", "modeling_lmindexer.py", "reconstructor.py", "losses.py", "semantic_id_map.py",
+                      "atomic_writes.py"}
     for source in folder.glob("*.py"):  # Hub code imports only torch, transformers, stdlib and siblings
         for line in source.read_text().splitlines():
             if line.startswith(("import ", "from ")) and not line.startswith("from ."):
@@ -111,6 +112,7 @@ def test_retrieval_model_through_remote_code(tmp_path, demo_items, demo_tokenize
     assert {p.name for p in folder.glob("*.py")} == {
         "configuration_lmindexer.py", "modeling_lmindexer.py", "modeling_retrieval.py", "reconstructor.py", "losses.py",
         "semantic_id_map.py", "trie.py", "pipeline_generative_retrieval.py", "causal_decoding.py", "history.py",
+        "atomic_writes.py",
     }
     expected = model.retrieve(["gentle cleanser"], tokenizer=tokenizer, top_k=3, num_beams=6)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")

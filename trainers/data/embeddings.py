@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from ...modeling_lmindexer.semantic_id_map import atomic_file
+from ...modeling_lmindexer.atomic_writes import atomic_file
 
 logger = logging.getLogger(__name__)
 

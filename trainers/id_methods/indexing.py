@@ -19,7 +19,8 @@ import torch
 from transformers import set_seed
 
 from ...modeling_lmindexer.modeling_lmindexer import check_model_folder
-from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE, DedupCapacityError, SemanticIDMap, atomic_file
+from ...modeling_lmindexer.atomic_writes import atomic_file
+from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE, DedupCapacityError, SemanticIDMap
 from ..data.lists import split_names
 from ..indexer.arguments import IndexerTrainingArguments
 from .arguments import AssignArguments, IndexArguments

@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from ...modeling_lmindexer.semantic_id_map import atomic_file
+from ...modeling_lmindexer.atomic_writes import atomic_file
 from ..indexer.id_layout import check_codebook_fits
 from .registry import QUANTIZERS
 

@@ -29,7 +29,8 @@ from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_s
 
 from ...modeling_lmindexer import LMIndexerForSemanticID
 from ...modeling_lmindexer.modeling_lmindexer import code_similarity
-from ...modeling_lmindexer.semantic_id_map import atomic_file, prefix_keys
+from ...modeling_lmindexer.atomic_writes import atomic_file
+from ...modeling_lmindexer.semantic_id_map import prefix_keys
 from ...modeling_lmindexer.reconstructor import sample_hint_mask
 from ..data.lists import split_names
 from ..data.corpus import TEXT_SEPARATOR, build_corpus, load_records
