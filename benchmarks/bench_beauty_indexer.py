@@ -26,8 +26,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lmindexer import LMIndexerForSemanticID, SemanticIDMap  # noqa: E402
+from lmindexer.trainers.data.corpus import build_corpus  # noqa: E402
 from lmindexer.trainers.indexer.arguments import IndexerTrainingArguments  # noqa: E402
-from lmindexer.trainers.data.corpus import build_corpus, load_records  # noqa: E402
 from lmindexer.trainers.indexer.diagnostics import code_diagnostics  # noqa: E402
 from lmindexer.trainers.indexer.kmeans import kmeans_codebook  # noqa: E402
 from lmindexer.trainers.indexer.trainer import IndexerTrainer  # noqa: E402

@@ -76,8 +76,8 @@ def step_ratio(batch_size: int, length: int, repeats: int) -> dict:
 
 def assignment_child(documents: int, batch_size: int) -> None:
     """Runs in a fresh process: assign `documents` generated documents and report time and peak memory."""
-    from lmindexer.trainers.indexer.corpus_passes import assign_corpus
     from lmindexer.trainers.data.demo import generate_demo_corpus, tiny_t5_config, train_tokenizer
+    from lmindexer.trainers.indexer.corpus_passes import assign_corpus
 
     torch.manual_seed(0)
     items = generate_demo_corpus(documents)

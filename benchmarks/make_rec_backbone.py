@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from lmindexer.trainers.data.demo import train_tokenizer
 from lmindexer.trainers.data.corpus import load_records
+from lmindexer.trainers.data.demo import train_tokenizer
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score  # noqa: E402
 
 from lmindexer import LMIndexerForSemanticID  # noqa: E402
-from lmindexer.trainers.indexer.arguments import IndexerTrainingArguments  # noqa: E402
 from lmindexer.trainers.data.corpus import build_corpus, load_records  # noqa: E402
+from lmindexer.trainers.indexer.arguments import IndexerTrainingArguments  # noqa: E402
 from lmindexer.trainers.indexer.trainer import IndexerTrainer  # noqa: E402
 
 VARIANTS = {

@@ -10,7 +10,6 @@ from transformers import TrainerCallback
 
 from .card_data import LMIndexerCardData
 
-
 # `Trainer.evaluate(metric_key_prefix=...)` prefixes -> the split named in the card.
 SPLIT_OF_PREFIX = {"eval": "validation", "test": "test"}
 

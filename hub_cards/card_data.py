@@ -19,8 +19,8 @@ from pathlib import Path
 from huggingface_hub import CardData, EvalResult
 from huggingface_hub.repocard_data import eval_results_to_model_index
 
-from ..modeling_lmindexer.configuration_lmindexer import RECOMMENDATION, RETRIEVAL, SEMANTIC_INDEXING
 from ..modeling_lmindexer.atomic_writes import atomic_file
+from ..modeling_lmindexer.configuration_lmindexer import RECOMMENDATION, RETRIEVAL, SEMANTIC_INDEXING
 
 CARD_DATA_FILE = "lmindexer_card.json"
 HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # namespaced, as models are

@@ -1,4 +1,5 @@
-"""Render the model card (README.md and its PNG plots) of an indexer or retriever through `huggingface_hub.ModelCard`."""
+"""Render the model card (README.md and its PNG plots) of an indexer or retriever through
+`huggingface_hub.ModelCard`."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch
 import transformers
 from huggingface_hub import ModelCard
 
-from ..modeling_lmindexer.configuration_lmindexer import RECOMMENDATION, RETRIEVAL, SEMANTIC_INDEXING
 from ..modeling_lmindexer import LMIndexerRetrievalConfig, __version__
+from ..modeling_lmindexer.configuration_lmindexer import RECOMMENDATION, RETRIEVAL, SEMANTIC_INDEXING
 from .card_data import TASK_TITLES, LMIndexerCardData, label_distribution_table
 from .plots import PLOT_FOLDER, codebook_usage_plot, label_distribution_plot, prefix_density_plot
 
@@ -74,7 +75,8 @@ def id_map_plots(id_map, folder: Path, card_data: LMIndexerCardData) -> list[dic
     if card_data.label_distribution:
         path = label_distribution_plot(card_data.label_distribution, folder / PLOT_FOLDER / "label_distribution.png", card_data.label_field)
         plots.append(_plot(path, folder, "Labels per first code",
-                           f"Share of each {card_data.label_field or 'label'} among the documents of the most populated first codes."))
+                           f"Share of each {card_data.label_field or 'label'} among the documents of the most populated "
+                           "first codes."))
     return plots
 
 

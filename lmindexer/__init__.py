@@ -16,6 +16,6 @@ from .modeling_lmindexer import (
     SemanticIDTrie,
     SemanticIndexerOutput,
     TrieConstrainedLogitsProcessor,
+    __all__,
     __version__,
 )
-from .modeling_lmindexer import __all__

@@ -278,7 +278,8 @@ class LMIndexerConfig(PreTrainedConfig):
         hidden_size = self.decoder_hidden_size
         if hidden_size % self.reconstructor_heads:
             raise ValueError(
-                f"`reconstructor_heads` ({self.reconstructor_heads}) must divide the decoder hidden size ({hidden_size})."
+                f"`reconstructor_heads` ({self.reconstructor_heads}) must divide the decoder hidden size "
+                f"({hidden_size})."
             )
 
     # Only a retriever may sit on a decoder-only backbone; the indexer needs an encoder for its documents.

@@ -452,7 +452,8 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         if attention_mask.shape != input_ids.shape:
             raise ValueError(
-                f"`attention_mask` has shape {tuple(attention_mask.shape)} but `input_ids` has {tuple(input_ids.shape)}."
+                f"`attention_mask` has shape {tuple(attention_mask.shape)} but `input_ids` has "
+                f"{tuple(input_ids.shape)}."
             )
         empty_rows = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
         if empty_rows:

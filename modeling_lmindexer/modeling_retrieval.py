@@ -42,8 +42,8 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils.hub import is_offline_mode
 
 from .causal_decoding import causal_position_ids, prefix_shared_beam_search
-from .history import render_history_with
 from .configuration_lmindexer import RECOMMENDATION, LMIndexerConfig, LMIndexerRetrievalConfig, strip_unsafe_config
+from .history import render_history_with
 from .modeling_lmindexer import LMIndexerPreTrainedModel, code_similarity
 from .pipeline_generative_retrieval import TASK_NAME, GenerativeRetrievalPipeline
 from .semantic_id_map import ID_MAP_FILE, SemanticIDMap
@@ -181,7 +181,8 @@ class CodebookIDScoring:
 
 
 class IDOutputVocabulary:
-    """Forward hook on the backbone's LM head that leaves only the ID tokens and EOS scorable (`output_vocabulary="ids"`).
+    """Forward hook on the backbone's LM head that leaves only the ID tokens and EOS scorable
+    (`output_vocabulary="ids"`).
 
     Every other logit becomes the dtype's lowest value, so the softmax that the training loss, beam search and
     `retrieve`'s scores take is over ID tokens and EOS alone: the same normalisation in training and decoding, with no
@@ -559,9 +560,9 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         Every ID is `trie.depth` ID tokens then EOS, after the decoder start token. transformers counts
         `min_new_tokens` before EOS may appear, and `min_length` / `max_length` with the start token, hence the bounds
         below. Settings are read the way `generate` reads them: keyword arguments first, then `generation_config`, then
-        the backbone's `generation_config` (the model's own, shared). Nothing is overridden silently: no default that transformers injects conflicts (its
-        fallback `max_length` of 20 is longer than any ID, and decoding stops at EOS), so every conflict is the
-        caller's setting and an error.
+        the backbone's `generation_config` (the model's own, shared). Nothing is overridden silently: no default that
+        transformers injects conflicts (its fallback `max_length` of 20 is longer than any ID, and decoding stops at
+        EOS), so every conflict is the caller's setting and an error.
         """
         depth = self.trie.depth
         if self.config.is_causal:
@@ -597,19 +598,24 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         max_new_tokens, max_length = setting("max_new_tokens"), setting("max_length")
         ids = f"every semantic ID is {depth} tokens then EOS"
         if min_new_tokens is not None and min_new_tokens > depth:
-            raise ValueError(f"`min_new_tokens={min_new_tokens}` conflicts with the ID trie: {ids}, so it must be at most {depth} (or unset).")
+            raise ValueError(
+                f"`min_new_tokens={min_new_tokens}` conflicts with the ID trie: {ids}, so it must be at most {depth} "
+                "(or unset)."
+            )
         if min_length is not None and min_length > depth + 1:
             raise ValueError(
-                f"`min_length={min_length}` conflicts with the ID trie: {ids}, and `min_length` counts the decoder start "
-                f"token, so it must be at most {depth + 1} (or unset)."
+                f"`min_length={min_length}` conflicts with the ID trie: {ids}, and `min_length` counts the decoder "
+                f"start token, so it must be at most {depth + 1} (or unset)."
             )
         # As in `generate`, `max_new_tokens` wins over `max_length` when both are set.
         if max_new_tokens is not None and max_new_tokens < depth + 1:
-            raise ValueError(f"`max_new_tokens={max_new_tokens}` would cut IDs short: {ids}, so it must be at least {depth + 1}.")
+            raise ValueError(
+                f"`max_new_tokens={max_new_tokens}` would cut IDs short: {ids}, so it must be at least {depth + 1}."
+            )
         if max_new_tokens is None and max_length is not None and max_length < depth + 2:
             raise ValueError(
-                f"`max_length={max_length}` would cut IDs short: {ids}, and `max_length` counts the decoder start token, "
-                f"so it must be at least {depth + 2}."
+                f"`max_length={max_length}` would cut IDs short: {ids}, and `max_length` counts the decoder start "
+                f"token, so it must be at least {depth + 2}."
             )
 
     @torch.no_grad()
@@ -760,8 +766,8 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         broken = int((scored & ~complete).sum())
         if broken:
             raise ValueError(
-                f"Decoding returned {broken} scored sequence(s) that are not a whole semantic ID ({depth} tokens) then EOS: "
-                "a generation setting conflicts with the ID trie (see `check_generation_settings`)."
+                f"Decoding returned {broken} scored sequence(s) that are not a whole semantic ID ({depth} tokens) "
+                "then EOS: a generation setting conflicts with the ID trie (see `check_generation_settings`)."
             )
         valid = complete & scored
         rows = torch.full((tokens.shape[0],), -1, dtype=torch.long)

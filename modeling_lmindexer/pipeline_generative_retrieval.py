@@ -55,10 +55,12 @@ class GenerativeRetrievalPipeline(Pipeline):
 
     def preprocess(self, text):
         if not isinstance(text, str):
-            # A list or a generator of texts never gets here (the base pipeline iterates it), so this is a single bad input.
+            # A list or a generator of texts never gets here (the base pipeline iterates it), so this is a single bad
+            # input.
             hint = ": decode it first, e.g. `text.decode('utf-8')`" if isinstance(text, (bytes, bytearray)) else ""
             raise TypeError(
-                f"A generative-retrieval query must be a str (or pass a list or generator of str), got {type(text).__name__}{hint}."
+                "A generative-retrieval query must be a str (or pass a list or generator of str), got "
+                f"{type(text).__name__}{hint}."
             )
         if not text.strip():
             raise ValueError(f"A generative-retrieval query must be a non-empty string, got {text!r}.")

@@ -155,7 +155,8 @@ class SemanticIDMap:
             raise ValueError(f"Expected learned codes of shape [{len(doc_ids)}, T], got {tuple(learned_codes.shape)}.")
         if learned_codes.shape[1] != len(codebook_sizes):
             raise ValueError(
-                f"Learned codes have {learned_codes.shape[1]} positions but {len(codebook_sizes)} codebook sizes were given."
+                f"Learned codes have {learned_codes.shape[1]} positions but {len(codebook_sizes)} codebook sizes were "
+                "given."
             )
         check_unique_doc_ids(doc_ids)
         check_code_ranges(learned_codes, list(codebook_sizes))

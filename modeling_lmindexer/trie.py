@@ -42,7 +42,8 @@ class SemanticIDTrie:
         next_free = 1
         sources, tokens, targets = [], [], []
         for level in range(self.depth):
-            # Rows are sorted, so rows sharing (parent node, token) are adjacent: a new child starts where either changes.
+            # Rows are sorted, so rows sharing (parent node, token) are adjacent: a new child starts where either
+            # changes.
             pair_changes = torch.ones(token_ids.shape[0], dtype=torch.bool)
             pair_changes[1:] = (node_of_row[1:] != node_of_row[:-1]) | (token_ids[1:, level] != token_ids[:-1, level])
             child_index = torch.cumsum(pair_changes.long(), 0) - 1 + next_free
@@ -195,7 +196,7 @@ class TrieConstrainedLogitsProcessor(LogitsProcessor):
             " at the EOS step" if depth == self.trie.depth else f" at ID token {depth + 1} of {self.trie.depth}"
         )
         return (
-            f"Trie-constrained decoding reached a dead end{where}: another generation setting or logits processor banned "
-            f"every token the trie allows (each ID is {self.trie.depth} ID tokens then EOS); check `min_new_tokens`, "
-            "`min_length`, `bad_words_ids`, `suppress_tokens` and custom processors."
+            f"Trie-constrained decoding reached a dead end{where}: another generation setting or logits processor "
+            f"banned every token the trie allows (each ID is {self.trie.depth} ID tokens then EOS); check "
+            "`min_new_tokens`, `min_length`, `bad_words_ids`, `suppress_tokens` and custom processors."
         )

@@ -132,8 +132,8 @@ class FakeHub:
         from concurrent.futures import Future
 
         from huggingface_hub import CommitInfo, CommitOperationAdd, ModelCard
-        from huggingface_hub.utils import filter_repo_objects
         from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
+        from huggingface_hub.utils import filter_repo_objects
 
         folder = Path(folder_path)
         files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())

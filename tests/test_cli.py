@@ -10,14 +10,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import demo_corpus_file, one_torch_thread
 from transformers import AutoTokenizer
 
-from conftest import demo_corpus_file, one_torch_thread
 from lmindexer import LMIndexerForSemanticID, SemanticIDMap
 from lmindexer.trainers.cli import main
 from lmindexer.trainers.data.corpus import build_corpus, load_records
+from lmindexer.trainers.data.demo import write_jsonl
 from lmindexer.trainers.indexer.corpus_passes import assign_corpus
-from lmindexer.trainers.data.demo import generate_demo_corpus, write_jsonl
 
 SMALL = [
     "--id_length", "2", "--codebook_size", "4", "--report_to", "none", "--disable_tqdm", "true",

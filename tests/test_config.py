@@ -1,10 +1,10 @@
 import json
 
 import pytest
+from conftest import tiny_indexer_config, tiny_t5
 from transformers import AutoConfig, BartConfig, BertConfig, EncoderDecoderConfig
 
 from lmindexer import LMIndexerConfig, __version__
-from conftest import tiny_indexer_config, tiny_t5
 
 
 def test_defaults_expand_per_position():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_indexer_config
+
 from lmindexer import LMIndexerForSemanticID
 from lmindexer.trainers.indexer.diagnose import reconstruction_losses, shared_component_share, verdicts
 

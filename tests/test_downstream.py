@@ -7,10 +7,14 @@ from transformers import T5ForConditionalGeneration
 
 from lmindexer import LMIndexerForGenerativeRetrieval, SemanticIDMap
 from lmindexer.trainers.data.demo import tiny_t5_config, write_jsonl
-from lmindexer.trainers.downstream.ranking_metrics import query_metrics, ranking_metrics
 from lmindexer.trainers.downstream.collators import RetrievalCollator
 from lmindexer.trainers.downstream.data import HistoryFormat, recommendation_splits, retrieval_splits
-from lmindexer.trainers.downstream.retrieval_trainer import GenerativeRetrievalTrainer, RetrievalTrainingArguments, apply_lora
+from lmindexer.trainers.downstream.ranking_metrics import query_metrics, ranking_metrics
+from lmindexer.trainers.downstream.retrieval_trainer import (
+    GenerativeRetrievalTrainer,
+    RetrievalTrainingArguments,
+    apply_lora,
+)
 
 
 def test_metrics_by_hand():

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from conftest import build_tiny_retriever
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import (
     AutoModel,
@@ -20,10 +21,10 @@ from transformers import (
     T5Config,
 )
 
-from conftest import build_tiny_retriever
 from lmindexer import LMIndexerConfig, LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
-from lmindexer.trainers.downstream.collators import RetrievalCollator
+from lmindexer.modeling_lmindexer.configuration_lmindexer import BEFORE_RECIPE
 from lmindexer.trainers.data.demo import write_jsonl
+from lmindexer.trainers.downstream.collators import RetrievalCollator
 from lmindexer.trainers.downstream.data import HistoryFormat, recommendation_splits
 from lmindexer.trainers.downstream.finetuning import DownstreamDataArguments, load_downstream_splits
 from lmindexer.trainers.downstream.retrieval_trainer import GenerativeRetrievalTrainer, RetrievalTrainingArguments
@@ -49,7 +50,8 @@ def tiny_indexer(kind: str, tokenizer, folder, geometry: str = "cosine") -> LMIn
     bert2bert made by `from_backbone` from a saved BERT without any `cls.*` weights (as all-MiniLM). BART and BERT
     start with large weights: at their usual scale, random decoders give every document nearly the same state."""
     torch.manual_seed(0)
-    settings = dict(id_length=2, codebook_sizes=CODEBOOK_SIZES, dedup_size=128, code_geometry=geometry)
+    # The recipe as Python-built configs defaulted to it when these tests were written (`BEFORE_RECIPE`).
+    settings = dict(BEFORE_RECIPE, id_length=2, codebook_sizes=CODEBOOK_SIZES, dedup_size=128, code_geometry=geometry)
     common = dict(vocab_size=len(tokenizer), pad_token_id=0, decoder_start_token_id=0, eos_token_id=1)
     if kind in ("t5", "t5-untied"):
         t5 = T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_rate=0.0, **common,

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import build_tiny_retriever
 from test_remote_code import LOADER, REPO_ROOT
 

@@ -4,7 +4,6 @@ import json
 import re
 
 import pytest
-
 from test_cli import SMALL
 
 from lmindexer.hub_cards import LMIndexerCardData

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import one_torch_thread
 from transformers import BertConfig, BertModel, T5ForConditionalGeneration
 
-from conftest import one_torch_thread
 from lmindexer import SemanticIDMap
 from lmindexer.trainers.cli import main
 from lmindexer.trainers.data.demo import generate_demo_corpus, tiny_t5_config, train_tokenizer, write_jsonl

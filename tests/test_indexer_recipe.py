@@ -3,12 +3,11 @@ later positions read the earlier codes, the commitment loss is what the paper sa
 the stages at t >= 2, and the CPU options (in-batch vocabulary, pooled path, frozen encoder layers) do what they say.
 """
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import tiny_indexer_config
+
 from lmindexer import LMIndexerForSemanticID
 from lmindexer.modeling_lmindexer.reconstructor import sample_hint_mask
 from lmindexer.trainers.indexer.stage_trainers import encoder_layer_stack, frozen_encoder_parameters
@@ -127,9 +126,9 @@ def test_encoder_trainable_layers_freezes_the_lower_layers_and_embeddings():
 
 
 def test_cached_frozen_encoder_states_give_the_losses_of_running_the_encoder(demo_items, demo_tokenizer):
+    from lmindexer.trainers.data.demo import tiny_t5_config
     from lmindexer.trainers.indexer.collators import IndexerDataCollator
     from lmindexer.trainers.indexer.encoder_cache import EncoderStateCache
-    from lmindexer.trainers.data.demo import tiny_t5_config
 
     torch.manual_seed(0)
     model = LMIndexerForSemanticID(tiny_indexer_config(backbone_config=tiny_t5_config(len(demo_tokenizer), d_model=32).to_dict(),

@@ -2,12 +2,12 @@ import math
 
 import pytest
 import torch
+from conftest import random_batch, tiny_indexer_config
 from transformers import AutoModel, BartConfig, BertConfig, EncoderDecoderConfig
 
 from lmindexer import IndexerMode, LMIndexerConfig, LMIndexerForSemanticID
 from lmindexer.modeling_lmindexer.losses import prefix_contrastive_loss
 from lmindexer.modeling_lmindexer.reconstructor import sample_hint_mask
-from conftest import random_batch, tiny_indexer_config
 
 PREFIX = torch.tensor([[1, 2], [1, 2], [0, 4], [1, 3]])
 
@@ -162,9 +162,8 @@ def test_other_backbones_train_and_round_trip(backbone, tmp_path):
 
 
 def test_from_pretrained_accepts_a_bare_backbone(tmp_path):
-    from transformers import T5ForConditionalGeneration
-
     from conftest import tiny_t5
+    from transformers import T5ForConditionalGeneration
 
     backbone = T5ForConditionalGeneration(tiny_t5())
     backbone.save_pretrained(tmp_path)

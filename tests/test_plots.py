@@ -3,7 +3,6 @@
 import sys
 
 import matplotlib
-
 from conftest import build_tiny_retriever
 
 from lmindexer.hub_cards import label_distribution_table, write_model_card

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 import pytrec_eval
 
-from lmindexer.trainers.downstream.ranking_metrics import METRIC_PATH, load_ranking_metric, query_metrics, ranking_metrics
+from lmindexer.trainers.downstream.ranking_metrics import (
+    METRIC_PATH,
+    load_ranking_metric,
+    query_metrics,
+    ranking_metrics,
+)
 
 # Four queries: several relevant documents (more than k=2), graded relevance, a miss, the first hit at rank 3.
 RANKINGS = [

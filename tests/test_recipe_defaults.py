@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import torch
+from conftest import tiny_t5
 from transformers import AutoConfig, T5ForConditionalGeneration
 
-from conftest import tiny_t5
 from lmindexer import LMIndexerConfig, LMIndexerForSemanticID
 from lmindexer.modeling_lmindexer.configuration_lmindexer import BEFORE_RECIPE
 from lmindexer.trainers.cli import parse

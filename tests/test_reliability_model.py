@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import build_tiny_retriever
 from transformers import BertConfig, EncoderDecoderConfig, GenerationConfig, T5ForConditionalGeneration, pipeline
 
-from conftest import build_tiny_retriever
 from lmindexer import (
     LMIndexerConfig,
     LMIndexerForGenerativeRetrieval,

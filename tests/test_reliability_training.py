@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import build_tiny_retriever, interrupt_at_step, tiny_indexer_config
+
 from lmindexer import LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
 from lmindexer.modeling_lmindexer import semantic_id_map
 from lmindexer.modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-from lmindexer.trainers.id_methods.arguments import AssignArguments
 from lmindexer.trainers.cli import main
 from lmindexer.trainers.data.demo import generate_demo_corpus, write_jsonl
+from lmindexer.trainers.id_methods.arguments import AssignArguments
 
 SMALL = [
     "--id_length", "2", "--codebook_size", "4", "--report_to", "none", "--disable_tqdm", "true",
@@ -70,11 +70,11 @@ def folder(trained, tmp_path):
 # ---------------------------------------------------------------------------------------- 1. atomic final save
 def saving_trainer(folder: Path, corpus_file: Path):
     """An `IndexerTrainer` writing to `folder` whose model has other weights and another map than the folder's."""
+    from test_training import tiny_args
     from transformers import AutoTokenizer
 
     from lmindexer.trainers.data.corpus import build_corpus, load_records
     from lmindexer.trainers.indexer.trainer import IndexerTrainer
-    from test_training import tiny_args
 
     model = LMIndexerForSemanticID.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -119,11 +119,11 @@ def test_final_save_killed_between_weights_and_map_keeps_the_previous_folder(fol
 
 
 def test_a_swap_interrupted_between_the_renames_is_named_and_recovered(folder, corpus_file, caplog):
+    from test_training import tiny_args
     from transformers import AutoTokenizer
 
     from lmindexer.trainers.data.corpus import build_corpus, load_records
     from lmindexer.trainers.indexer.trainer import IndexerTrainer
-    from test_training import tiny_args
 
     old_weights = file_digest(folder / "model.safetensors")
     previous = folder.with_name(folder.name + ".old")

@@ -7,8 +7,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import torch
-
 from conftest import random_batch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,6 @@ import torch
 from transformers import AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer, T5ForConditionalGeneration
 
 from lmindexer import LMIndexerConfig, LMIndexerForGenerativeRetrieval, LMIndexerForSemanticID, SemanticIDMap
-from lmindexer.modeling_lmindexer.modeling_retrieval import add_id_tokens
 from lmindexer.trainers.data.demo import tiny_t5_config
 
 
@@ -129,8 +128,8 @@ def test_long_query_truncated_with_one_warning(retriever, caplog):
 def test_bert2bert_indexer_becomes_a_retriever(tmp_path):
     """An encoder-decoder (bert2bert) backbone keeps separate encoder/decoder tables: both grow, and the decoder's
     input table and the LM head get the codebook rows, since generated ID tokens are fed back to the decoder."""
-    from transformers import BertConfig, EncoderDecoderConfig, PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, EncoderDecoderConfig, PreTrainedTokenizerFast
 
     vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{f"w{i}": 4 + i for i in range(60)}}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

@@ -3,9 +3,9 @@ import random
 
 import pytest
 import torch
+from conftest import tiny_indexer_config
 
 from lmindexer import SemanticIDMap
-from conftest import tiny_indexer_config
 
 SIZES = [4, 3]
 

@@ -12,8 +12,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
-
 from conftest import build_tiny_retriever
 from test_remote_code import REPO_ROOT
 

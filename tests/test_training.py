@@ -13,22 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import interrupt_at_step, one_torch_thread
 from transformers import TrainingArguments
 
-from conftest import interrupt_at_step, one_torch_thread
 from lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
 from lmindexer.modeling_lmindexer.configuration_lmindexer import BEFORE_RECIPE
-from lmindexer.trainers.indexer.arguments import IndexerTrainingArguments
 from lmindexer.trainers.data.corpus import build_corpus
-from lmindexer.modeling_lmindexer.semantic_id_map import prefix_keys
-from lmindexer.trainers.indexer.collators import IndexerDataCollator
-from lmindexer.trainers.indexer.samplers import PrefixGroupBatchSampler
 from lmindexer.trainers.data.demo import tiny_t5_config
+from lmindexer.trainers.indexer.arguments import IndexerTrainingArguments
+from lmindexer.trainers.indexer.collators import IndexerDataCollator
 from lmindexer.trainers.indexer.diagnostics import code_diagnostics, collapse_warnings
-from lmindexer.trainers.indexer.trainer import IndexerTrainer
+from lmindexer.trainers.indexer.samplers import PrefixGroupBatchSampler
 from lmindexer.trainers.indexer.stage_checkpoint import StageCheckpoints
-from lmindexer.trainers.indexer.stages import plan_stages
 from lmindexer.trainers.indexer.stage_trainers import CodebookTrainer, EncoderWarmupTrainer, ReconstructorWarmupTrainer
+from lmindexer.trainers.indexer.stages import plan_stages
+from lmindexer.trainers.indexer.trainer import IndexerTrainer
 
 
 def demo_corpus(items, count=None):

@@ -18,7 +18,7 @@ def test_every_step_matches_a_python_reference(seed):
     depth = rng.randint(1, 5)
     sizes = [rng.randint(1, 9) for _ in range(depth)]
     offsets = [3 + sum(sizes[:level]) for level in range(depth)]  # disjoint token range per position, like <id_t_k>
-    sequences = sorted({tuple(offsets[l] + rng.randrange(sizes[l]) for l in range(depth)) for _ in range(rng.randint(1, 60))})
+    sequences = sorted({tuple(offsets[level] + rng.randrange(sizes[level]) for level in range(depth)) for _ in range(rng.randint(1, 60))})
     trie = SemanticIDTrie(torch.tensor(sequences))
     assert trie.num_sequences == len(sequences)
     prefixes = {seq[:cut] for seq in sequences for cut in range(depth)}

@@ -1,20 +1,22 @@
 """`lmindexer` command line: it only parses arguments (`HfArgumentParser`, one dataclass set per command), calls
 the Python API named in each command's help, and prints the result.
 
-| command | Python equivalent |
-| --- | --- |
-| `index` | `lmindexer.trainers.id_methods.indexing.index_corpus(IndexArguments, IndexerTrainingArguments)` |
-| `assign` | `lmindexer.trainers.id_methods.indexing.assign_documents(AssignArguments)` |
-| `finetune` | `lmindexer.trainers.downstream.finetuning.finetune_retriever(FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments)` |
-| `evaluate` | `lmindexer.trainers.downstream.finetuning.evaluate_retriever(EvaluateArguments, DownstreamDataArguments)` |
-| `retrieve` | `LMIndexerForGenerativeRetrieval.from_pretrained(path).retrieve(queries, top_k=..., num_beams=...)` |
-| `push` | `AutoModel.from_pretrained(path).push_to_hub(repo_id, card_data=...)` / `lmindexer.hub_cards.save_for_hub` |
-| `space` | `lmindexer.hub_cards.launch_space` / `export_space` / `push_space` |
-| `diagnose` | `lmindexer.trainers.indexer.diagnose.diagnose_indexer(DiagnoseArguments)` |
-| `bench rec` | `lmindexer.trainers.bench.rec.bench_rec(BenchRecArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments)` |
-| `bench retrieval` | `lmindexer.trainers.bench.retrieval.bench_retrieval(BenchRetrievalArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments)` |
-| `bench ids` | `lmindexer.trainers.bench.ids.bench_ids(BenchIDsArguments, IndexArguments, IndexerTrainingArguments)` |
-| `demo` | `lmindexer.trainers.data.demo.build_untrained_demo_indexer(output_dir, num_items, seed)` |
+Each command and its Python equivalent (functions in `lmindexer.trainers`; `Finetune`, `DownstreamData`,
+`RetrievalTraining` stand for the `...Arguments` dataclasses of `downstream`):
+
+- `index`: `id_methods.indexing.index_corpus(IndexArguments, IndexerTrainingArguments)`
+- `assign`: `id_methods.indexing.assign_documents(AssignArguments)`
+- `finetune`: `downstream.finetuning.finetune_retriever(Finetune, DownstreamData, RetrievalTraining)`
+- `evaluate`: `downstream.finetuning.evaluate_retriever(EvaluateArguments, DownstreamData)`
+- `retrieve`: `LMIndexerForGenerativeRetrieval.from_pretrained(path).retrieve(queries, top_k=..., num_beams=...)`
+- `push`: `AutoModel.from_pretrained(path).push_to_hub(repo_id, card_data=...)` / `lmindexer.hub_cards.save_for_hub`
+- `space`: `lmindexer.hub_cards.launch_space` / `export_space` / `push_space`
+- `diagnose`: `indexer.diagnose.diagnose_indexer(DiagnoseArguments)`
+- `bench rec`: `bench.rec.bench_rec(BenchRecArguments, Finetune, DownstreamData, RetrievalTraining)`
+- `bench retrieval`: `bench.retrieval.bench_retrieval(BenchRetrievalArguments, Finetune, DownstreamData,
+  RetrievalTraining)`
+- `bench ids`: `bench.ids.bench_ids(BenchIDsArguments, IndexArguments, IndexerTrainingArguments)`
+- `demo`: `data.demo.build_untrained_demo_indexer(output_dir, num_items, seed)`
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from .id_methods.arguments import AssignArguments, IndexArguments
-from .indexer.arguments import IndexerTrainingArguments
-from .indexer.diagnose import DiagnoseArguments
 from .bench.ids import BenchIDsArguments
 from .bench.rec import BenchRecArguments
 from .bench.retrieval import BenchRetrievalArguments
 from .downstream.finetuning import DownstreamDataArguments, EvaluateArguments, FinetuneArguments
 from .downstream.retrieval_trainer import RetrievalTrainingArguments
+from .id_methods.arguments import AssignArguments, IndexArguments
+from .indexer.arguments import IndexerTrainingArguments
+from .indexer.diagnose import DiagnoseArguments
 
 
 # ------------------------------------------------------------------------------------------------- runners
@@ -272,7 +274,8 @@ COMMANDS: dict[str, Command] = {
                          "Compare ID methods downstream: lmindexer bench rec --data DIR --indexers A,B."),
     "bench retrieval": Command((BenchRetrievalArguments, FinetuneArguments, DownstreamDataArguments,
                                 RetrievalTrainingArguments), downstream_bench_runner("bench.retrieval", "bench_retrieval"),
-                               "Compare ID methods for retrieval, with BM25 and dense: lmindexer bench retrieval --data BEIR_DIR --indexers A,B."),
+                               "Compare ID methods for retrieval, with BM25 and dense: "
+                               "lmindexer bench retrieval --data BEIR_DIR --indexers A,B."),
     "demo": Command((DemoArguments,), run_demo, "Build, save, reload and run a small untrained indexer on the demo corpus."),
 }
 

@@ -21,13 +21,13 @@ import numpy as np
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from ...modeling_lmindexer.semantic_id_map import prefix_keys
-from ..data.lists import split_names
-from ..id_methods.arguments import IndexArguments
-from ..indexer.arguments import IndexerTrainingArguments
 from ..data.corpus import load_records
-from ..indexer.diagnostics import code_diagnostics
+from ..data.lists import split_names
 from ..id_methods import get_id_method
+from ..id_methods.arguments import IndexArguments
 from ..id_methods.indexing import index_corpus
+from ..indexer.arguments import IndexerTrainingArguments
+from ..indexer.diagnostics import code_diagnostics
 from ..indexer.stage_checkpoint import OPTIMISATION_FLAGS, SCHEDULE_PREFIXES
 from .results import earlier_result, finished_records, markdown_table, new_result, seed_list, write_result
 
@@ -117,7 +117,7 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
     items = Path(bench.data) / "items.jsonl"
     if not items.is_file():
         raise FileNotFoundError(f"{bench.data} has no items.jsonl: give a dataset folder in the shared/data layout.")
-    # The shared/data layout keeps its category path in `categories`; a copy, so that the caller's arguments stay as given.
+    # The shared/data layout keeps its category path in `categories`; on a copy: the caller's arguments stay as given.
     index_args = dataclasses.replace(index_args, label_field=index_args.label_field or "categories")
     labels = category_labels(load_records(items), index_args.id_field, index_args.label_field, bench.coarse_level,
                              bench.fine_levels)
@@ -132,7 +132,8 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
         if key.startswith(SCHEDULE_PREFIXES) or key in OPTIMISATION_FLAGS}})
     result["records"] = finished_records(earlier_result(output), result["settings"], ("method", "seed"))
     done = {(record["method"], record["seed"]) for record in result["records"]}
-    title = f"{Path(bench.data).name}: {index_args.id_length} x {index_args.codebook_size} + dedup, text {index_args.text_fields}"
+    layout = f"{index_args.id_length} x {index_args.codebook_size} + dedup"
+    title = f"{Path(bench.data).name}: {layout}, text {index_args.text_fields}"
     for method in methods:
         for seed in seed_list(bench.seeds):
             if (method, seed) in done:

@@ -59,7 +59,9 @@ def finished_records(earlier: dict, settings: dict, key_fields: tuple[str, ...],
     """The records of an `earlier_result` made with the same settings (those named in `varying`, such as the seed
     list, aside), so that a re-run, or a run with more seeds, goes on from them instead of redoing them. Other
     settings: nothing is kept."""
-    comparable = lambda values: {key: value for key, value in json.loads(json.dumps(values)).items() if key not in varying}  # noqa: E731
+    def comparable(values: dict) -> dict:  # as read back from JSON, without the settings that may vary
+        return {key: value for key, value in json.loads(json.dumps(values)).items() if key not in varying}
+
     if not earlier or comparable(earlier.get("settings", {})) != comparable(settings):
         return []
     records = earlier.get("records", [])
@@ -89,7 +91,8 @@ def markdown_table(title: str, columns: list[str], rows: list[list[str]], text_c
 
 
 def write_result(result: dict, output: Path, table: str) -> None:
-    """The JSON result and its Markdown table beside it (`.md`), both rewritten whole: a cut-off loses no finished run."""
+    """The JSON result and its Markdown table beside it (`.md`), both rewritten whole: a cut-off loses no finished
+    run."""
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2))
     output.with_suffix(".md").write_text(f"{table}\nCommand: `{result['command']}`\n")

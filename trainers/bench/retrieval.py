@@ -3,8 +3,9 @@ dense retrieval, in one table.
 
 Every indexer folder given (an LMIndexer trained on the corpus, a two-stage baseline with `--backbone`, or atomic
 IDs: `lmindexer index --method random --id_length 1 --codebook_size 2`, a random bit and then a dedup token that
-alone names the document: arbitrary unique IDs, DSI's atomic docids) is fine-tuned under the same budget on the train queries plus
-DSI-style indexing samples (document text -> ID), then evaluated by constrained beam search on the test queries.
+alone names the document: arbitrary unique IDs, DSI's atomic docids) is fine-tuned under the same budget on the train
+queries plus DSI-style indexing samples (document text -> ID), then evaluated by constrained beam search on the test
+queries.
 BM25 (`bm25s`, English stopwords) and dense retrieval (cosine over the mean-pooled, normalised embeddings of
 `--dense_encoder`, all-MiniLM-L6-v2 by default) rank the whole corpus for the same queries. Output: JSON
 (settings, command, one record per run with budget and wall time) and a Markdown table, rewritten after every
@@ -12,7 +13,8 @@ run; a re-run with the same settings keeps finished runs.
 
 ```python
 from lmindexer.trainers.bench.retrieval import BenchRetrievalArguments, bench_retrieval
-bench_retrieval(BenchRetrievalArguments(indexers="runs/lmi,runs/rq,runs/atomic"), finetune_args, data_args, training_args)
+bench = BenchRetrievalArguments(indexers="runs/lmi,runs/rq,runs/atomic")
+bench_retrieval(bench, finetune_args, data_args, training_args)
 ```
 """
 

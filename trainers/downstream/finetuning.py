@@ -2,7 +2,8 @@
 fine-tuned from a trained indexer, its card, and its ranking metrics.
 
 ```python
-from lmindexer.trainers.downstream.finetuning import DownstreamDataArguments, FinetuneArguments, evaluate_retriever, finetune_retriever
+from lmindexer.trainers.downstream.finetuning import (
+    DownstreamDataArguments, FinetuneArguments, evaluate_retriever, finetune_retriever)
 from lmindexer.trainers.downstream.retrieval_trainer import RetrievalTrainingArguments
 metrics = finetune_retriever(FinetuneArguments(indexer="runs/idx"), DownstreamDataArguments(task="recommendation",
                              data="data/beauty"), RetrievalTrainingArguments(output_dir="runs/rec"))

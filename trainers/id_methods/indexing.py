@@ -4,7 +4,8 @@
 from lmindexer.trainers.id_methods.arguments import AssignArguments, IndexArguments
 from lmindexer.trainers.indexer.arguments import IndexerTrainingArguments
 from lmindexer.trainers.id_methods.indexing import assign_documents, index_corpus
-result = index_corpus(IndexArguments(corpus="items.jsonl", method="lmindexer"), IndexerTrainingArguments(output_dir="runs/x"))
+result = index_corpus(IndexArguments(corpus="items.jsonl", method="lmindexer"),
+                      IndexerTrainingArguments(output_dir="runs/x"))
 assign_documents(AssignArguments(model="runs/x", corpus="new_items.jsonl"))
 ```
 """
@@ -18,18 +19,18 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from ...modeling_lmindexer.modeling_lmindexer import check_model_folder
 from ...modeling_lmindexer.atomic_writes import atomic_file
+from ...modeling_lmindexer.modeling_lmindexer import check_model_folder
 from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE, DedupCapacityError, SemanticIDMap
-from ..data.lists import split_names
-from ..indexer.arguments import IndexerTrainingArguments
-from .arguments import AssignArguments, IndexArguments
 from ..data.corpus import TEXT_SEPARATOR, Corpus, build_corpus, load_records, text_digests
+from ..data.demo import DEMO_LABEL_FIELD, generate_demo_corpus
+from ..data.lists import split_names
+from ..folders.fault_points import crash_point
 from ..folders.inspection import folder_config, indexed_text_fields
 from ..folders.model_folder import MAP_LOCK_FILE, folder_lock
-from ..data.demo import DEMO_LABEL_FIELD, generate_demo_corpus
-from ..folders.fault_points import crash_point
+from ..indexer.arguments import IndexerTrainingArguments
 from . import IndexResult, get_id_method, method_of_folder
+from .arguments import AssignArguments, IndexArguments
 
 logger = logging.getLogger("lmindexer")
 

@@ -8,15 +8,15 @@ from pathlib import Path
 from transformers import AutoModel, AutoTokenizer
 
 from ...modeling_lmindexer import LMIndexerConfig, LMIndexerForSemanticID, SemanticIDMap
-from ..data.lists import number_list
-from ..indexer.arguments import IndexerTrainingArguments
-from .arguments import IndexArguments
 from ..data.corpus import TEXT_SEPARATOR, Corpus
-from ..indexer.corpus_passes import assign_new_documents
 from ..data.demo import TINY_BACKBONE, tiny_t5_config, train_tokenizer
+from ..data.lists import number_list
+from ..folders.inspection import METHOD_FILE, folder_model_type
+from ..indexer.arguments import IndexerTrainingArguments
+from ..indexer.corpus_passes import assign_new_documents
 from ..indexer.id_layout import check_codebook_sizes, resolve_codebook_sizes
 from ..indexer.trainer import IndexerTrainer
-from ..folders.inspection import METHOD_FILE, folder_model_type
+from .arguments import IndexArguments
 from .base import IDMethod, IndexResult, indexer_card_data, register_id_method
 
 logger = logging.getLogger("lmindexer")

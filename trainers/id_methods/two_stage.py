@@ -17,11 +17,11 @@ import torch
 from ...hub_cards import first_code_label_table, write_id_map_card
 from ...modeling_lmindexer import SemanticIDMap
 from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
-from ..indexer.diagnostics import METRICS_FILE, code_diagnostics
 from ..data.embeddings import cached_embeddings, default_encoder, encode_texts
-from ..indexer.id_layout import automatic_dedup_size, check_codebook_sizes, resolve_codebook_sizes
-from ..folders.model_folder import write_model_folder
 from ..folders.inspection import method_record
+from ..folders.model_folder import write_model_folder
+from ..indexer.diagnostics import METRICS_FILE, code_diagnostics
+from ..indexer.id_layout import automatic_dedup_size, check_codebook_sizes, resolve_codebook_sizes
 from .base import IDMethod, IndexResult, indexer_card_data, register_id_method
 from .quantizer import load_quantizer, quantizer_class
 from .registry import QUANTIZERS

@@ -14,7 +14,6 @@ from transformers import TrainingArguments
 
 from .stages import TRAINED_PHASES, Phase
 
-
 # Set per phase by `phase_arguments`, never shared across phases.
 PER_PHASE_FLAGS = ("output_dir", "push_to_hub", "num_train_epochs", "learning_rate", "per_device_train_batch_size",
                    "seed", "data_seed")

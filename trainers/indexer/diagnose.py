@@ -28,12 +28,12 @@ import torch
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from ...modeling_lmindexer import LMIndexerForSemanticID
-from ...modeling_lmindexer.modeling_lmindexer import code_similarity
 from ...modeling_lmindexer.atomic_writes import atomic_file
-from ...modeling_lmindexer.semantic_id_map import prefix_keys
+from ...modeling_lmindexer.modeling_lmindexer import code_similarity
 from ...modeling_lmindexer.reconstructor import sample_hint_mask
-from ..data.lists import split_names
+from ...modeling_lmindexer.semantic_id_map import prefix_keys
 from ..data.corpus import TEXT_SEPARATOR, build_corpus, load_records
+from ..data.lists import split_names
 from .corpus_passes import assign_corpus, collect_hidden_states
 from .diagnostics import code_diagnostics
 from .kmeans import kmeans_codebook

@@ -63,7 +63,8 @@ def collapse_warnings(metrics: dict, position: int) -> list[str]:
     if perplexity is not None and perplexity < COLLAPSE_PERPLEXITY:
         warnings.append(
             f"Position {position} has collapsed: its codes have perplexity {perplexity:.2f}, so nearly every document "
-            "got the same code. Train the encoder warm-up longer, raise the contrastive weight, or lower the learning rate."
+            "got the same code. Train the encoder warm-up longer, raise the contrastive weight, or lower the learning "
+            "rate."
         )
     if utilisation is not None and utilisation < COLLAPSE_UTILISATION:
         warnings.append(

@@ -184,7 +184,8 @@ class StageCheckpoints:
                 raise ValueError(
                     f"{folder} holds Trainer checkpoints of a run with a different "
                     f"{describe_difference(differing, found.get('config_values'), self.config)}; refusing "
-                    "to resume from them. Resume with the original settings, or delete that folder to restart the stage."
+                    "to resume from them. Resume with the original settings, or delete that folder to restart the "
+                    "stage."
                 )
             checkpoint = self._newest_complete_checkpoint(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -201,7 +202,7 @@ class StageCheckpoints:
             for path in folder.iterdir()
             if path.is_dir() and (match := TRAINER_CHECKPOINT.match(path.name))
         )
-        for step, path in reversed(steps):
+        for _, path in reversed(steps):
             # The Trainer writes trainer_state.json last: without it, the save was cut off.
             if (path / "trainer_state.json").exists():
                 return str(path)

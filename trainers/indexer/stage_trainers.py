@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 from transformers import Trainer
 
 from ...modeling_lmindexer import IndexerMode
-from .collators import HintEpochCallback, IndexerDataCollator
 from ..folders.trainer_saves import JSONTrainingArgumentsMixin
+from .collators import HintEpochCallback, IndexerDataCollator
 from .samplers import PrefixGroupBatchSampler
 from .stages import Phase, Stage
 

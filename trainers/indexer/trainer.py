@@ -33,15 +33,21 @@ from ...hub_cards import LMIndexerCardData, ModelCardCallback, first_code_label_
 from ...modeling_lmindexer import LMIndexerForSemanticID, SemanticIDMap, __version__
 from ...modeling_lmindexer.configuration_lmindexer import SEMANTIC_INDEXING
 from ...modeling_lmindexer.semantic_id_map import prefix_keys
+from ..data.corpus import Corpus, text_digests
+from ..folders.model_folder import recover_model_folder, write_model_folder
 from .arguments import IndexerTrainingArguments
 from .collators import IndexerDataCollator
-from ..data.corpus import Corpus, text_digests
 from .corpus_passes import DistributedPasses, assign_corpus, collect_hidden_states
-from .id_layout import automatic_dedup_size, check_codebook_sizes
+from .diagnostics import (
+    METRICS_FILE,
+    IndexerDiagnosticsCallback,
+    code_diagnostics,
+    collapse_warnings,
+    reconstruction_f1,
+)
 from .encoder_cache import EncoderStateCache
-from .diagnostics import METRICS_FILE, IndexerDiagnosticsCallback, code_diagnostics, collapse_warnings, reconstruction_f1
+from .id_layout import automatic_dedup_size, check_codebook_sizes
 from .kmeans import kmeans_codebook
-from ..folders.model_folder import recover_model_folder, write_model_folder
 from .stage_checkpoint import StageCheckpoints, run_config, run_fingerprint
 from .stage_trainers import STAGE_TRAINERS
 from .stages import Phase, Stage, plan_stages
