@@ -156,10 +156,16 @@ def test_decoding_emits_only_ids_whatever_the_prompt_length_and_beam_count():
 def test_save_load_and_pipeline_round_trip(tmp_path):
     from transformers import pipeline
 
+    from lmindexer.hub_cards import LMIndexerCardData
+
     model = tiny_causal(tiny_id_map())
+    model.card_data = LMIndexerCardData(task="recommendation", datasets=["walks"])
     folder = tmp_path / "causal"
     model.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
+    card = (folder / "README.md").read_text()
+    # The card's usage renders a history of map items, as the model reads them, not free text.
+    assert 'query = model.render_history(["item0", "item1"])' in card and "semantic-ID tokens" in card
     text = model.render_history(["item3", "item8"])
     expected = model.retrieve([text], top_k=4, num_beams=6)[0]
     loaded = AutoModel.from_pretrained(folder).eval()

@@ -191,7 +191,7 @@ model-index:
 
 # tiny-retriever
 
-A generative sequential recommendation model built with [lmindexer](https://pypi.org/project/lmindexer/): it reads a user's history of item titles and generates the **semantic ID** of a document, decoding under a prefix trie so that only IDs of real documents come out. The ID map (120 documents) and the trie travel with the weights.
+A generative sequential recommendation model built with [lmindexer](https://pypi.org/project/lmindexer/): it reads a user's history of item titles (an encoder-decoder) and generates the **semantic ID** of a document, decoding under a prefix trie so that only IDs of real documents come out. The ID map (120 documents) and the trie travel with the weights.
 
 ## Usage
 
@@ -205,7 +205,8 @@ revision = "main"  # replace with a commit SHA of this repository
 model = AutoModel.from_pretrained(repo, trust_remote_code=True, revision=revision)
 tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True, revision=revision)
 
-results = model.retrieve([{ANY}], tokenizer=tokenizer, top_k=10)
+query = model.render_history({ANY})  # the user's items, oldest first, rendered as in training
+results = model.retrieve([query], tokenizer=tokenizer, top_k=10)
 for hit in results[0]:
     print(hit["doc_id"], hit["semantic_id"], round(hit["score"], 3), hit.get("title"))
 ```
@@ -216,7 +217,7 @@ The same through a `transformers` pipeline:
 from transformers import pipeline
 
 retriever = pipeline("generative-retrieval", model="org/tiny-retriever", trust_remote_code=True, revision=revision)
-retriever({ANY}, top_k=5)
+retriever(query, top_k=5)
 ```
 
 ## Model details
