@@ -115,7 +115,8 @@ def launch(name: str, args: argparse.Namespace, command: str, argv: list[str]) -
             process.join()
             return None, time.monotonic() - start
         return process.exitcode, time.monotonic() - start
-    child = subprocess.Popen([sys.executable, str(HERE / "suite.py"), *argv, "--part", name, "--seconds", str(limit)],
+    child = subprocess.Popen([sys.executable, str(HERE / "suite.py"), *argv, "--out", args.out, "--part", name,
+                              "--seconds", str(limit)],
                              start_new_session=True, env=dict(os.environ, GPU_SUITE_COMMAND=command))
     try:
         return child.wait(timeout=limit), time.monotonic() - start
