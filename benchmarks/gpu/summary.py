@@ -44,7 +44,7 @@ def _trie_steps(data: dict) -> list[str]:
 def _decoding(data: dict) -> list[str]:
     lines = []
     rec = data.get("recommendation")
-    if rec:
+    if rec and "users" in rec:
         lines.append(f"Recommendation ({rec['weights']}): {rec['users']:,} users, {rec['beams']} beams, "
                      f"{rec['histories']} (mean {rec['mean_history_items']} items).")
         lines.append("")
