@@ -16,7 +16,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUITE = REPO_ROOT / "benchmarks" / "gpu"
 sys.path.insert(0, str(SUITE))
-from suite_common import (  # noqa: E402
+from suite_common import (
     BEAUTY_TEST_HISTORY_LENGTHS,
     HostSyncCounter,
     RegionTimer,

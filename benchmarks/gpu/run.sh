@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU suite (benchmarks/gpu/suite.py): CUDA tests and every GPU figure, each part under its own time limit.
-#   bash benchmarks/gpu/run.sh --out "$OUT" [--rec_model runs/rec-causal/beauty]   # on a GPU machine, a few minutes
+#   bash benchmarks/gpu/run.sh --out "$OUT" [--rec_model runs/rec-causal/beauty]   # on a GPU machine, 7 minutes at most
 #   bash benchmarks/gpu/run.sh --smoke                                              # on a CPU, toy sizes, < 1 minute
 # Needs torch, transformers, tokenizers, safetensors and pytest, nothing else (no pip, no network): the package is
 # imported from this checkout through a folder of links, put first on PYTHONPATH, that mirrors setup.cfg's mapping

@@ -2,7 +2,7 @@
 limit, so that one slow or broken part cannot eat the others. Run it through `run.sh` (which makes the package
 importable first):
 
-    bash benchmarks/gpu/run.sh --out "$OUT"           # on a GPU: the whole suite, about 6 minutes on one H100
+    bash benchmarks/gpu/run.sh --out "$OUT"           # on a GPU: the whole suite, 7 minutes at most (the limits)
     bash benchmarks/gpu/run.sh --smoke                # on a CPU: the same code at toy sizes, under a minute
 
 Parts (one JSON each in the output folder, then `summary.md`): `cuda_tests` (pytest -m cuda), `trie_steps` (the trie
