@@ -544,8 +544,12 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
 
     def trie_processor(self, raise_on_dead_end: bool = True, prompt_length: int = 1) -> TrieConstrainedLogitsProcessor:
         """The trie constraint; `prompt_length` tokens of each row precede the ID (the decoder start token of a seq2seq
-        model, the whole left-padded prompt of a causal one)."""
+        model, the whole left-padded prompt of a causal one).
+
+        The trie is moved to the model's device here, before decoding: moved by the processor at its first step, the
+        copy would synchronise the host inside `generate` (the processor's steps themselves never do)."""
         pad = self.generation_config.pad_token_id
+        self.trie.to(self.device)
         return TrieConstrainedLogitsProcessor(
             self.trie, eos_token_id=self.eos_token_id, pad_token_id=pad, prompt_length=prompt_length,
             raise_on_dead_end=raise_on_dead_end,

@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import build_tiny_retriever
 from test_remote_code import LOADER, REPO_ROOT
@@ -450,13 +449,13 @@ def test_no_code_path_unpickles():
     assert offenders == []
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_pushed_retriever_on_cuda_matches_cpu(retriever, fake_hub):
+@pytest.mark.cuda
+def test_pushed_retriever_on_cuda_matches_cpu(retriever, fake_hub, cuda_device):
     from transformers import AutoModel
 
     model, tokenizer = retriever
     model.push_to_hub("org/tiny-cuda", tokenizer=tokenizer)
-    loaded = AutoModel.from_pretrained(fake_hub.commits[0]["folder"]).eval().to("cuda")
+    loaded = AutoModel.from_pretrained(fake_hub.commits[0]["folder"]).eval().to(cuda_device)
     queries = ["gentle cleanser", "lip balm", "hair spray"]
     on_gpu = loaded.retrieve(queries, tokenizer=tokenizer, top_k=5, num_beams=8)
     on_cpu = model.retrieve(queries, tokenizer=tokenizer, top_k=5, num_beams=8)
