@@ -115,6 +115,14 @@ def write_id_map_card(folder: str | Path, id_map, card_data: LMIndexerCardData, 
     return card
 
 
+def history_description(config) -> str:
+    """What a recommender reads, by the history format it was fine-tuned on."""
+    reads = {"text": "item titles", "ids": "items as their semantic-ID tokens", "text+ids": "items as ID tokens and titles"}
+    items = reads.get(getattr(config, "history_format", "text"), "item titles")
+    shape = "one decoder-only stream" if getattr(config, "is_causal", False) else "an encoder-decoder"
+    return f"a user's history of {items} ({shape})"
+
+
 def card_context(model, card_data: LMIndexerCardData, plots: list[dict], example_query: str | None = None) -> dict:
     """Everything the template reads besides the card data's own fields."""
     config = model.config
@@ -128,8 +136,11 @@ def card_context(model, card_data: LMIndexerCardData, plots: list[dict], example
         "model_id": model_id,
         "is_retriever": retriever,
         "task_title": TASK_TITLES[card_data.task],
-        "input_description": INPUT_DESCRIPTIONS[card_data.task],
+        "input_description": history_description(config) if card_data.task == "recommendation" and retriever
+        else INPUT_DESCRIPTIONS[card_data.task],
         "example_query": example,
+        # A recommender's input is a rendered history of items the map holds, not free text.
+        "example_history": list(model.id_map.doc_ids[:2]) if retriever and card_data.task == "recommendation" else None,
         "model_class": type(model).__name__,
         "base_model_text": card_data.base_model or "not recorded",
         "backbone_type": config.backbone_config.model_type,

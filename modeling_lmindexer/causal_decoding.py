@@ -32,16 +32,31 @@ def _returned_cache(output):
     return cache if cache is not None else output.past_key_values
 
 
-def causal_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only, so that a left-padded prompt gets the positions it gets alone (and
-    training on right-padded streams, which passes the same ids, sees what decoding sees)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+POSITION_ALIGNMENTS = ("start", "end")
+
+
+def causal_position_ids(attention_mask: torch.Tensor, alignment: str = "start", tokens_after: int = 0) -> torch.Tensor:
+    """Position ids counted over real tokens only, so that padding on either side changes nothing.
+
+    `"start"`: the first token is position 0, as in text LMs. `"end"`: a token's position is the number of tokens that
+    follow it in the whole stream (`tokens_after` more follow the given ones, e.g. the ID still to be decoded), as
+    SASRec's left-padded windows have it: the item being predicted always sits at the same, most trained positions,
+    however long the history, whereas with `"start"` the newest items of a long history sit at positions only long
+    histories ever trained.
+    """
+    mask = attention_mask.long()
+    if alignment == "start":
+        return (mask.cumsum(-1) - 1).clamp(min=0)
+    if alignment != "end":
+        raise ValueError(f"Position alignment must be one of {POSITION_ALIGNMENTS}, got {alignment!r}.")
+    after = mask.flip(-1).cumsum(-1).flip(-1) - mask  # real tokens after each one in the given rows
+    return after + tokens_after
 
 
 @torch.no_grad()
 def prefix_shared_beam_search(backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                               processor: TrieConstrainedLogitsProcessor, num_beams: int,
-                              length_penalty: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                              length_penalty: float = 1.0, alignment: str = "start") -> tuple[torch.Tensor, torch.Tensor]:
     """Beam search for the ID that follows each (left-padded) prompt.
 
     Returns `(tokens, scores)`: `[batch * num_beams, depth]` ID tokens and `[batch * num_beams]` scores, the summed
@@ -52,8 +67,9 @@ def prefix_shared_beam_search(backbone, input_ids: torch.Tensor, attention_mask:
         raise ValueError("Causal decoding needs left-padded prompts: the last position of every row must be a token.")
     batch = input_ids.shape[0]
     depth = processor.trie.depth
-    output = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=causal_position_ids(attention_mask),
-                      use_cache=True)
+    # The stream ends with the ID: `depth` tokens follow the prompt (see `causal_position_ids`).
+    positions = causal_position_ids(attention_mask, alignment, tokens_after=depth)
+    output = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True)
     cache = _returned_cache(output)
     cache_keyword = _cache_keyword(backbone)
     log_probs = output.logits[:, -1, :].float().log_softmax(-1)
@@ -62,7 +78,8 @@ def prefix_shared_beam_search(backbone, input_ids: torch.Tensor, attention_mask:
     cache.batch_repeat_interleave(num_beams)
     log_probs = log_probs.repeat_interleave(num_beams, 0)
     mask = attention_mask.repeat_interleave(num_beams, 0)
-    next_position = causal_position_ids(mask)[:, -1:] + 1
+    step_position = 1 if alignment == "start" else -1  # counting up from the start, or down to the end
+    next_position = positions.repeat_interleave(num_beams, 0)[:, -1:] + step_position
     beam_scores = torch.full((batch, num_beams), float("-inf"), device=input_ids.device)
     beam_scores[:, 0] = 0.0
     beam_scores = beam_scores.view(-1)
@@ -84,6 +101,6 @@ def prefix_shared_beam_search(backbone, input_ids: torch.Tensor, attention_mask:
         output = backbone(input_ids=tokens, attention_mask=mask, position_ids=next_position, use_cache=True,
                           **{cache_keyword: cache})
         cache = _returned_cache(output)
-        next_position = next_position + 1
+        next_position = next_position + step_position
         log_probs = output.logits[:, -1, :].float().log_softmax(-1)
     return generated, beam_scores / (depth**length_penalty)

@@ -351,6 +351,10 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
             Which tokens the output softmax spans, in training and decoding alike: `"all"` (the whole vocabulary) or
             `"ids"` (the ID tokens and EOS only; every text logit is masked). A causal ID-stream model has no text rows
             at all, so the two are the same there.
+        causal_positions (`str`, defaults to `"start"`):
+            Causal retrievers only: position ids count from the stream's first token (`"start"`) or down to its last
+            (`"end"`: a token's position is how many tokens follow it, the predicted ID's always the same ones, as in
+            SASRec's left-padded windows). Training and decoding place them the same way.
         id_token_scoring (`str`, defaults to `"lm_head"`):
             How the logits of ID tokens are computed. `"lm_head"`: by the backbone's own LM head, like any token.
             `"codebook"`: as the indexer scores codes, the similarity (`code_geometry`, over `code_temperature`) of
@@ -376,6 +380,7 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
     id_token_scoring: str = "lm_head"
     id_token_init: str = "mean"
     output_vocabulary: str = "all"
+    causal_positions: str = "start"
 
     allows_causal_backbone: ClassVar[bool] = True
 
@@ -390,6 +395,8 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
 
     def check_lmindexer_fields(self) -> None:
         super().check_lmindexer_fields()
+        if self.causal_positions not in ("start", "end"):
+            raise ValueError(f"`causal_positions` must be 'start' or 'end', got {self.causal_positions!r}.")
         if self.output_vocabulary not in ("all", "ids"):
             raise ValueError(f"`output_vocabulary` must be 'all' or 'ids', got {self.output_vocabulary!r}.")
         if self.id_token_init not in ID_TOKEN_INITS:

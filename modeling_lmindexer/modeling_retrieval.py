@@ -533,7 +533,7 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         if self.config.is_causal:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
-            kwargs.setdefault("position_ids", causal_position_ids(attention_mask))
+            kwargs.setdefault("position_ids", causal_position_ids(attention_mask, self.config.causal_positions))
             return self.backbone(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
         return self.backbone(
             input_ids=input_ids, attention_mask=attention_mask, labels=labels, decoder_input_ids=decoder_input_ids, **kwargs
@@ -547,8 +547,12 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
 
     def trie_processor(self, raise_on_dead_end: bool = True, prompt_length: int = 1) -> TrieConstrainedLogitsProcessor:
         """The trie constraint; `prompt_length` tokens of each row precede the ID (the decoder start token of a seq2seq
-        model, the whole left-padded prompt of a causal one)."""
+        model, the whole left-padded prompt of a causal one).
+
+        The trie is moved to the model's device here, before decoding: moved by the processor at its first step, the
+        copy would synchronise the host inside `generate` (the processor's steps themselves never do)."""
         pad = self.generation_config.pad_token_id
+        self.trie.to(self.device)
         return TrieConstrainedLogitsProcessor(
             self.trie, eos_token_id=self.eos_token_id, pad_token_id=pad, prompt_length=prompt_length,
             raise_on_dead_end=raise_on_dead_end,
@@ -633,6 +637,10 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             return self.backbone.generate(*args, logits_processor=processors, **kwargs)
         self.check_generation_settings(**kwargs)
         prompt_length = 1
+        if self.config.is_causal and self.config.causal_positions != "start":
+            raise ValueError("`generate` counts positions from the start of the prompt, but this model was trained with "
+                             "positions counted to the end of the stream (`causal_positions='end'`): decode with "
+                             "`retrieve` or `decode_rows`, which place them as training did.")
         if self.config.is_causal:  # the constraint starts where the ID starts, after the whole prompt
             prompt = kwargs.get("input_ids", args[0] if args else None)
             prompt_length = prompt.shape[1]
@@ -783,7 +791,7 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         processor = self.trie_processor(raise_on_dead_end=False, prompt_length=0)
         tokens, sequence_scores = prefix_shared_beam_search(
             self.backbone, input_ids, attention_mask, processor, num_beams,
-            length_penalty=1.0 if length_penalty is None else length_penalty,
+            length_penalty=1.0 if length_penalty is None else length_penalty, alignment=self.config.causal_positions,
         )
         processor.raise_if_dead_end()
         valid = self.trie.contains(tokens) & torch.isfinite(sequence_scores)

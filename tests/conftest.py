@@ -53,6 +53,38 @@ def one_torch_thread_in_slow_tests(request):
         yield
 
 
+# `cuda` tests run on a CUDA device; without one they skip, unless this variable asks for the CPU rehearsal that
+# `bash benchmarks/gpu/run.sh --smoke` runs (the same code on device "cpu", so the GPU tests cannot rot unseen).
+CUDA_TESTS_ON_CPU = "LMINDEXER_CUDA_TESTS_ON_CPU"
+
+
+def cuda_test_device() -> str | None:
+    """The device `cuda` tests run on: "cuda" when there is one, "cpu" in the rehearsal, else None (skip)."""
+    import os
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu" if os.environ.get(CUDA_TESTS_ON_CPU) == "1" else None
+
+
+def pytest_collection_modifyitems(config, items):
+    if cuda_test_device() is not None:
+        return
+    skip = pytest.mark.skip(reason=f"needs a CUDA device (or {CUDA_TESTS_ON_CPU}=1 for the CPU rehearsal)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def cuda_device() -> str:
+    """"cuda", or "cpu" in the rehearsal of the `cuda` tests (see `cuda_test_device`)."""
+    device = cuda_test_device()
+    if device is None:
+        pytest.skip("needs a CUDA device")
+    return device
+
+
 @pytest.fixture
 def tiny_model() -> LMIndexerForSemanticID:
     torch.manual_seed(0)

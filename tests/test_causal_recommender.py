@@ -30,7 +30,8 @@ def tiny_id_map(count: int = 24, titles: bool = True) -> SemanticIDMap:
     return SemanticIDMap.from_codes(ids, codes, [3, 4], 4, doc_titles=[f"title {i}" for i in ids] if titles else None)
 
 
-def tiny_causal(id_map: SemanticIDMap, family: str = "gpt2", seed: int = 0) -> LMIndexerForGenerativeRetrieval:
+def tiny_causal(id_map: SemanticIDMap, family: str = "gpt2", seed: int = 0, positions: str = "start"
+                ) -> LMIndexerForGenerativeRetrieval:
     tokenizer = id_vocabulary_tokenizer(id_map.vocabulary_sizes)
     if family == "gpt2":
         config = GPT2Config(n_layer=1, n_embd=32, n_head=4, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
@@ -39,7 +40,7 @@ def tiny_causal(id_map: SemanticIDMap, family: str = "gpt2", seed: int = 0) -> L
                              num_key_value_heads=2, max_position_embeddings=64)
     torch.manual_seed(seed)
     return LMIndexerForGenerativeRetrieval.from_causal_config(config, tokenizer, id_map, history_max_items=5,
-                                                              max_query_length=1 + 5 * 3).eval()
+                                                              max_query_length=1 + 5 * 3, causal_positions=positions).eval()
 
 
 def teacher_forced_score(model, history: list[str], doc_id: str) -> float:
@@ -79,6 +80,15 @@ def test_id_vocabulary_tokenizer_reads_rendered_histories():
     assert tokenizer.padding_side == "left" and tokenizer.truncation_side == "left"
 
 
+def test_end_aligned_positions_count_the_tokens_that_follow():
+    from lmindexer.modeling_lmindexer.causal_decoding import causal_position_ids
+
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    assert causal_position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 1, 2, 2, 2]]
+    end = causal_position_ids(mask, "end", tokens_after=4)
+    assert end[0, 2:].tolist() == [6, 5, 4] and end[1].tolist() == [8, 7, 6, 5, 4] and end[2, :3].tolist() == [6, 5, 4]
+
+
 def test_stream_windows_make_every_item_but_the_first_a_target_once():
     for length in range(2, 30):
         for window in (0, 2, 3, 5, 21):
@@ -113,10 +123,10 @@ def test_training_streams_target_items_1_to_n_minus_3_and_never_the_held_out_ite
     assert bool((batch["labels"][batch["attention_mask"] == 0] == -100).all())
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_scores_are_teacher_forced_log_probabilities_with_left_padded_prompts(family):
+@pytest.mark.parametrize("family, positions", [("gpt2", "start"), ("llama", "start"), ("gpt2", "end")])
+def test_scores_are_teacher_forced_log_probabilities_with_left_padded_prompts(family, positions):
     id_map = tiny_id_map()
-    model = tiny_causal(id_map, family)
+    model = tiny_causal(id_map, family, positions=positions)
     histories = [["item3"], ["item5", "item7", "item1"], ["item2", "item9", "item4", "item11", "item0", "item6", "item8"]]
     texts = [model.render_history(history) for history in histories]
     results = model.retrieve(texts, top_k=5, num_beams=8, batch_size=3)
@@ -156,10 +166,16 @@ def test_decoding_emits_only_ids_whatever_the_prompt_length_and_beam_count():
 def test_save_load_and_pipeline_round_trip(tmp_path):
     from transformers import pipeline
 
+    from lmindexer.hub_cards import LMIndexerCardData
+
     model = tiny_causal(tiny_id_map())
+    model.card_data = LMIndexerCardData(task="recommendation", datasets=["walks"])
     folder = tmp_path / "causal"
     model.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
+    card = (folder / "README.md").read_text()
+    # The card's usage renders a history of map items, as the model reads them, not free text.
+    assert 'query = model.render_history(["item0", "item1"])' in card and "semantic-ID tokens" in card
     text = model.render_history(["item3", "item8"])
     expected = model.retrieve([text], top_k=4, num_beams=6)[0]
     loaded = AutoModel.from_pretrained(folder).eval()

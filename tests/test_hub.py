@@ -190,7 +190,7 @@ model-index:
 
 # tiny-retriever
 
-A generative sequential recommendation model built with [lmindexer](https://pypi.org/project/lmindexer/): it reads a user's history of item titles and generates the **semantic ID** of a document, decoding under a prefix trie so that only IDs of real documents come out. The ID map (120 documents) and the trie travel with the weights.
+A generative sequential recommendation model built with [lmindexer](https://pypi.org/project/lmindexer/): it reads a user's history of item titles (an encoder-decoder) and generates the **semantic ID** of a document, decoding under a prefix trie so that only IDs of real documents come out. The ID map (120 documents) and the trie travel with the weights.
 
 ## Usage
 
@@ -204,7 +204,8 @@ revision = "main"  # replace with a commit SHA of this repository
 model = AutoModel.from_pretrained(repo, trust_remote_code=True, revision=revision)
 tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True, revision=revision)
 
-results = model.retrieve([{ANY}], tokenizer=tokenizer, top_k=10)
+query = model.render_history({ANY})  # the user's items, oldest first, rendered as in training
+results = model.retrieve([query], tokenizer=tokenizer, top_k=10)
 for hit in results[0]:
     print(hit["doc_id"], hit["semantic_id"], round(hit["score"], 3), hit.get("title"))
 ```
@@ -215,7 +216,7 @@ The same through a `transformers` pipeline:
 from transformers import pipeline
 
 retriever = pipeline("generative-retrieval", model="org/tiny-retriever", trust_remote_code=True, revision=revision)
-retriever({ANY}, top_k=5)
+retriever(query, top_k=5)
 ```
 
 ## Model details
@@ -448,13 +449,13 @@ def test_no_code_path_unpickles():
     assert offenders == []
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_pushed_retriever_on_cuda_matches_cpu(retriever, fake_hub):
+@pytest.mark.cuda
+def test_pushed_retriever_on_cuda_matches_cpu(retriever, fake_hub, cuda_device):
     from transformers import AutoModel
 
     model, tokenizer = retriever
     model.push_to_hub("org/tiny-cuda", tokenizer=tokenizer)
-    loaded = AutoModel.from_pretrained(fake_hub.commits[0]["folder"]).eval().to("cuda")
+    loaded = AutoModel.from_pretrained(fake_hub.commits[0]["folder"]).eval().to(cuda_device)
     queries = ["gentle cleanser", "lip balm", "hair spray"]
     on_gpu = loaded.retrieve(queries, tokenizer=tokenizer, top_k=5, num_beams=8)
     on_cpu = model.retrieve(queries, tokenizer=tokenizer, top_k=5, num_beams=8)

@@ -37,6 +37,7 @@ INDEX_GPU = {
 
 PRESETS: dict[str, dict[str, dict]] = {
     "finetune": {"cpu": FINETUNE_CPU},
+    "bench rec": {"cpu": FINETUNE_CPU},
     "index": {"cpu": INDEX_CPU, "gpu": INDEX_GPU},
 }
 

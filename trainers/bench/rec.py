@@ -73,7 +73,9 @@ def records_table(records: list[dict], title: str) -> str:
     rows = []
     for record in records:
         cells = [f"{record['metrics'][f'test_{name}']:.4f}" for name in TABLE_METRICS]
-        budget = [str(record.get("max_steps", "")), str(record.get("batch_size", "")), f"{record['wall_s']:.0f}"]
+        steps = record.get("max_steps", "")
+        steps = f"{record['epochs']:g} epochs" if record.get("epochs") and (steps in ("", -1, None)) else str(steps)
+        budget = [steps, str(record.get("batch_size", "")), f"{record['wall_s']:.0f}"]
         model = Path(record["backbone"]).name if record.get("backbone") else "-"
         rows.append([record["ids"], model, record["history_format"], str(record["seed"]), *cells, *budget])
     columns = ["IDs", "model", "history", "seed", *TABLE_METRICS, "steps", "batch", "wall s"]
@@ -121,7 +123,9 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
                 metrics = finetune_retriever(run_finetune, run_data, run_args)
                 result["records"].append({
                     "ids": Path(indexer).name, "indexer": indexer, "history_format": history_format, "seed": seed,
-                    "backbone": run_finetune.backbone or "own",
+                    "backbone": run_finetune.backbone or (
+                        f"{run_finetune.causal_model_type} (causal)" if run_finetune.architecture == "causal" else "own"),
+                    "architecture": run_finetune.architecture, "epochs": run_args.num_train_epochs,
                     "metrics": metrics, "max_steps": run_args.max_steps, "batch_size": run_args.per_device_train_batch_size,
                     "wall_s": round(time.perf_counter() - started, 1)})
                 write_bench_rec(result, output, folder.name)

@@ -25,6 +25,12 @@ class CausalModelArguments:
     causal_heads: int = field(default=4, metadata={"help": "Attention heads of the causal recommender."})
     causal_dropout: float = field(default=0.1, metadata={"help": "Dropout of the causal recommender (residual, "
                                                                    "embedding and attention, where the family has them)."})
+    causal_positions: str = field(
+        default="start",
+        metadata={"help": "Position ids of the causal recommender: counted from the stream's start, or down to its end "
+                          "(the predicted item always at the same positions, as SASRec's left-padded windows).",
+                  "choices": ["start", "end"]},
+    )
 
 
 # Generic config names and the family-specific attributes they set (each family's `attribute_map` covers some).
@@ -78,7 +84,8 @@ def build_causal_recommender(indexer: str, sizes: CausalModelArguments, max_hist
     torch.manual_seed(seed)  # the backbone's initialisation: the same for every ID method of one layout
     model = LMIndexerForGenerativeRetrieval.from_causal_config(
         causal_backbone_config(sizes, longest, backbone), tokenizer, id_map,
-        **{**(config_fields or {}), "history_max_items": max_history, "max_query_length": longest},
+        **{**(config_fields or {}), "history_max_items": max_history, "max_query_length": longest,
+           "causal_positions": sizes.causal_positions},
     )
     parameters = sum(parameter.numel() for parameter in model.parameters())
     logger.info("Causal recommender: %s, %d parameters, vocabulary of %d tokens (ID tokens and 4 specials only).",
