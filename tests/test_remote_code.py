@@ -109,7 +109,7 @@ def test_retrieval_model_through_remote_code(tmp_path, demo_items, demo_tokenize
     tokenizer.save_pretrained(folder)
     assert {p.name for p in folder.glob("*.py")} == {
         "configuration_lmindexer.py", "modeling_lmindexer.py", "modeling_retrieval.py", "reconstructor.py", "losses.py",
-        "semantic_id_map.py", "trie.py", "pipeline_generative_retrieval.py", "causal_decoding.py", "history.py",
+        "semantic_id_map.py", "trie.py", "pipeline_generative_retrieval.py", "causal_decoding.py", "history.py", "id_tokens.py",
         "atomic_writes.py",
     }
     expected = model.retrieve(["gentle cleanser"], tokenizer=tokenizer, top_k=3, num_beams=6)
