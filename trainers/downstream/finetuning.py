@@ -23,7 +23,7 @@ from ...modeling_lmindexer.history import HistoryFormat
 from ..data.lists import split_names
 from .causal_recommender import CausalModelArguments
 from .data import evaluation_split, load_downstream_splits
-from .evaluation import parse_ks, retrieval_metrics
+from .evaluation import check_evaluation_settings, parse_ks, retrieval_metrics
 
 logger = logging.getLogger("lmindexer")
 
@@ -162,7 +162,10 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     from ...hub_cards import push_model_to_hub
     from .collators import RetrievalCollator
     from .retrieval_trainer import GenerativeRetrievalTrainer, apply_lora
+    from .run_guard import FinetuneRunGuard, check_splits, finetune_fingerprint
 
+    # Settings that would fail or mislead only after training are refused before the first step.
+    check_evaluation_settings(training_args.ks, training_args.eval_num_beams)
     causal = finetune_args.architecture == "causal"
     if causal:
         model, data_args = build_causal(finetune_args, data_args, training_args.seed)
@@ -185,6 +188,10 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
         collator = CausalStreamCollator(tokenizer.pad_token_id)
     else:
         collator = RetrievalCollator(tokenizer, model, data_args.max_length)
+    check_splits(splits, data_args, needs_validation=training_args.eval_strategy != "no")
+    evaluation_split(splits, data_args)  # --eval_rows outside the test split are refused now, not after training
+    guard = FinetuneRunGuard(finetune_fingerprint(finetune_args, data_args, training_args), training_args.output_dir)
+    resume_from = guard.resume_checkpoint(training_args.resume_from_checkpoint, training_args.overwrite_output_dir)
     if not causal and training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
         splits["train"] = with_token_lengths(splits["train"], tokenizer, training_args.length_column_name,
                                              data_args.max_length)
@@ -197,15 +204,20 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
         data_collator=collator, processing_class=tokenizer,
         card_data=retriever_card_data(finetune_args, data_args, training_args),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.run_guard = guard
+    trainer.train(resume_from_checkpoint=resume_from)
     if finetune_args.lora_target_modules:
         model = trained.merge_and_unload()
-    metrics = trainer.evaluate(evaluation_split(splits, data_args), metric_key_prefix="test")
+    output_dir = Path(training_args.output_dir)
+    try:
+        metrics = trainer.evaluate(evaluation_split(splits, data_args), metric_key_prefix="test")
+    except Exception as error:  # the trained model is kept, whatever went wrong in scoring it
+        if trainer.is_world_process_zero():
+            save_retriever(model, tokenizer, trainer.card_data, output_dir, guard)
+        raise ValueError(f"evaluation after training failed ({type(error).__name__}: {error}); the trained model is "
+                         f"saved in {output_dir}: score it with `lmindexer evaluate`.") from error
     if trainer.is_world_process_zero():
-        output_dir = Path(training_args.output_dir)
-        model.card_data = trainer.card_data
-        model.save_pretrained(output_dir)  # with the ID map and the card
-        tokenizer.save_pretrained(output_dir)
+        save_retriever(model, tokenizer, trainer.card_data, output_dir, guard)
         curve = [entry for entry in trainer.state.log_history if "eval_train_seconds" in entry]
         (output_dir / METRICS_FILE).write_text(json.dumps({**metrics, "preset": finetune_args.preset,
                                                            "learning_curve": curve}, indent=2))
@@ -217,6 +229,14 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
             )
             logger.info("Pushed the retriever (commit %s)", getattr(commit, "oid", commit))
     return metrics
+
+
+def save_retriever(model, tokenizer, card_data, output_dir: Path, guard) -> None:
+    """The fine-tuned model with its ID map, card, tokenizer and run fingerprint, in `output_dir`."""
+    model.card_data = card_data
+    model.save_pretrained(output_dir)  # with the ID map and the card
+    tokenizer.save_pretrained(output_dir)
+    guard.stamp(output_dir)
 
 
 def build_causal(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, seed: int = 0):
@@ -294,6 +314,12 @@ def load_retriever(path: str):
 def evaluate_retriever(args: EvaluateArguments, data_args: DownstreamDataArguments) -> dict:
     """Recall, NDCG, MAP and MRR at each k, and `prefix_right_dedup_wrong@1`, of a saved retriever on the test split
     of `data_args`, as fine-tuning scores it (`evaluation.retrieval_metrics`)."""
+    ks = parse_ks(args.ks, "--ks")
+    check_evaluation_settings(ks, args.num_beams, "--ks", "--num_beams")
     model, tokenizer = load_retriever(args.model)
-    split = evaluation_split(load_downstream_splits(data_args, model.id_map, model.config), data_args)
-    return retrieval_metrics(model, tokenizer, split, parse_ks(args.ks), args.num_beams, args.batch_size)
+    splits = load_downstream_splits(data_args, model.id_map, model.config)
+    from .run_guard import check_splits
+
+    check_splits(splits, data_args, needs_validation=False, needs_training=False)  # only the test split is scored
+    split = evaluation_split(splits, data_args)
+    return retrieval_metrics(model, tokenizer, split, ks, args.num_beams, args.batch_size)

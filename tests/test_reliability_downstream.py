@@ -1,0 +1,166 @@
+"""Reliability of `finetune`, `evaluate` and `bench rec` (issue #21): bad inputs and settings are refused before the
+first training step with one line naming the file or flag; a failure after training never costs the trained model;
+checkpoints of different runs never mix; metrics past the beam count are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import one_torch_thread
+
+from lmindexer.trainers.cli import main
+from lmindexer.trainers.data.demo import build_untrained_demo_indexer, generate_demo_corpus, write_jsonl
+from lmindexer.trainers.downstream import retrieval_trainer
+
+NUM_ITEMS = 40
+
+
+@pytest.fixture(scope="module")
+def indexer(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("indexer") / "demo"
+    with one_torch_thread():
+        build_untrained_demo_indexer(folder, NUM_ITEMS, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def items() -> list[dict]:
+    return generate_demo_corpus(NUM_ITEMS, seed=0)
+
+
+def recommendation_folder(folder: Path, items: list[dict], users: list[list[str]] | None = None) -> Path:
+    ids = [item["item_id"] for item in items]
+    users = users if users is not None else [[ids[(u + 3 * k) % len(ids)] for k in range(4)] for u in range(12)]
+    write_jsonl(items, folder / "items.jsonl")
+    write_jsonl([{"user_id": f"u{u}", "items": sequence} for u, sequence in enumerate(users)], folder / "sequences.jsonl")
+    return folder
+
+
+def beir_folder(folder: Path, items: list[dict], test_qrels: str | None = "q1\t{0}\t1\nq2\t{1}\t1\n") -> Path:
+    ids = [item["item_id"] for item in items]
+    write_jsonl([{"_id": item["item_id"], "title": item["title"], "text": item["brand"]} for item in items],
+                folder / "corpus.jsonl")
+    write_jsonl([{"_id": "q1", "text": "a serum"}, {"_id": "q2", "text": "a lipstick"}], folder / "queries.jsonl")
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    (folder / "qrels" / "train.tsv").write_text(f"query-id\tcorpus-id\tscore\nq1\t{ids[0]}\t1\n")
+    if test_qrels is not None:
+        (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + test_qrels.format(*ids))
+    return folder
+
+
+TINY_TRAINING = ["--max_steps", "2", "--per_device_train_batch_size", "8", "--report_to", "none", "--eval_strategy",
+                 "no", "--use_cpu", "true", "--disable_tqdm", "true", "--max_length", "32"]
+
+
+def finetune(indexer: Path, task: str, data: Path, output: Path, *extra: str) -> int:
+    settings = {"--eval_num_beams": "6", "--eval_ks": "1,5", "--save_strategy": "no"}
+    for flag, value in zip(extra[::2], extra[1::2]):
+        settings[flag] = value
+    with one_torch_thread():
+        return main(["finetune", "--indexer", str(indexer), "--task", task, "--data", str(data), "--output_dir", str(output),
+                     *TINY_TRAINING, *[word for pair in settings.items() for word in pair]])
+
+
+@pytest.fixture
+def training_must_not_start(monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(retrieval_trainer.GenerativeRetrievalTrainer, "train", refuse)
+
+
+def one_error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lmindexer ")]
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+@pytest.mark.parametrize("case, task, named", [
+    ("no test qrels", "retrieval", "qrels/test.tsv is missing"),
+    ("test qrels name unknown documents", "retrieval", "qrels/test.tsv: no test query survives"),
+    ("every user has fewer than 3 items", "recommendation", "sequences.jsonl: no train sample"),
+    ("eval_ks 0", "recommendation", "--eval_ks '0'"),
+    ("eval_ks above the beams", "recommendation", "--eval_ks 30 exceeds --eval_num_beams 6"),
+    ("eval_rows outside the test split", "retrieval", "eval_rows"),
+])
+def test_bad_finetune_inputs_are_refused_before_training(indexer, items, tmp_path, capsys, training_must_not_start,
+                                                          case, task, named):
+    extra = []
+    if task == "retrieval":
+        qrels = {"no test qrels": None, "test qrels name unknown documents": "q1\tNOPE\t1\n"}.get(case, "q1\t{0}\t1\n")
+        data = beir_folder(tmp_path / "beir", items, qrels)
+    else:
+        ids = [item["item_id"] for item in items]
+        short = [[ids[u], ids[u + 1]] for u in range(6)] if case == "every user has fewer than 3 items" else None
+        data = recommendation_folder(tmp_path / "rec", items, short)
+    if case == "eval_ks 0":
+        extra = ["--eval_ks", "0"]
+    elif case == "eval_ks above the beams":
+        extra = ["--eval_ks", "5,30"]
+    elif case == "eval_rows outside the test split":
+        extra = ["--eval_rows", "7"]
+    assert finetune(indexer, task, data, tmp_path / "out", *extra) == 1
+    line = one_error_line(capsys)
+    assert named in line and "training started" not in line, line
+
+
+def test_a_failed_evaluation_after_training_keeps_the_trained_model(indexer, items, tmp_path, capsys, monkeypatch):
+    data = recommendation_folder(tmp_path / "rec", items)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("scoring broke")
+
+    monkeypatch.setattr(retrieval_trainer, "retrieval_metrics", broken)
+    output = tmp_path / "out"
+    assert finetune(indexer, "recommendation", data, output) == 1
+    line = one_error_line(capsys)
+    assert "scoring broke" in line and f"saved in {output}" in line
+    from lmindexer import LMIndexerForGenerativeRetrieval
+
+    model = LMIndexerForGenerativeRetrieval.from_pretrained(output)  # complete: config, weights, ID map
+    assert len(model.id_map) == NUM_ITEMS and (output / "tokenizer.json").is_file()
+
+
+def test_evaluate_refuses_cut_offs_past_the_beam_count(indexer, items, tmp_path, capsys):
+    data = recommendation_folder(tmp_path / "rec", items)
+    output = tmp_path / "out"
+    assert finetune(indexer, "recommendation", data, output) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(output), "--task", "recommendation", "--data", str(data), "--num_beams", "5",
+                 "--ks", "1,30"]) == 1
+    assert "--ks 30 exceeds --num_beams 5" in one_error_line(capsys)
+    assert main(["evaluate", "--model", str(output), "--task", "recommendation", "--data", str(data), "--num_beams", "6",
+                 "--ks", "1,5"]) == 0
+
+
+def checkpoints(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.glob("checkpoint-*"))
+
+
+def test_checkpoints_of_another_run_are_never_mixed(indexer, items, tmp_path, capsys):
+    data = recommendation_folder(tmp_path / "rec", items)
+    output = tmp_path / "out"
+    saving = ["--save_strategy", "steps", "--save_steps", "1", "--history_format", "ids"]
+    assert finetune(indexer, "recommendation", data, output, *saving) == 0
+    assert checkpoints(output) == ["checkpoint-1", "checkpoint-2"]
+    assert json.loads((output / "config.json").read_text())["history_format"] == "ids"
+    capsys.readouterr()
+    # Resuming with another history format or learning rate: refused, naming what differs.
+    for change, named in ((["--history_format", "text"], "history_format: 'ids' -> 'text'"),
+                          (["--learning_rate", "0.5"], "learning_rate: 0.001 -> 0.5")):
+        assert finetune(indexer, "recommendation", data, output, *saving, *change,
+                        "--resume_from_checkpoint", str(output / "checkpoint-1")) == 1
+        line = one_error_line(capsys)
+        assert "checkpoint-1 belongs to another fine-tuning run" in line and named in line, line
+    # A new run into the folder without resuming: refused while the old checkpoints are there.
+    assert finetune(indexer, "recommendation", data, output, *saving, "--seed", "3") == 1
+    assert "holds checkpoints of an earlier run (checkpoint-1, checkpoint-2)" in one_error_line(capsys)
+    assert checkpoints(output) == ["checkpoint-1", "checkpoint-2"]
+    # The same run resumes; --overwrite_output_dir starts afresh without the old run's checkpoints.
+    assert finetune(indexer, "recommendation", data, output, *saving, "--resume_from_checkpoint", "true") == 0
+    assert finetune(indexer, "recommendation", data, output, "--history_format", "text",
+                    "--overwrite_output_dir", "true") == 0
+    assert checkpoints(output) == []
+    assert json.loads((output / "config.json").read_text())["history_format"] == "text"
