@@ -164,3 +164,54 @@ def test_checkpoints_of_another_run_are_never_mixed(indexer, items, tmp_path, ca
                     "--overwrite_output_dir", "true") == 0
     assert checkpoints(output) == []
     assert json.loads((output / "config.json").read_text())["history_format"] == "text"
+
+
+def bench_rec(indexer: Path, data: Path, output: Path, *extra: str) -> int:
+    settings = {"--eval_num_beams": "6", "--eval_ks": "1,3", "--max_steps": "2"}
+    for flag, value in zip(extra[::2], extra[1::2]):
+        settings[flag] = value
+    with one_torch_thread():
+        return main(["bench", "rec", "--data", str(data), "--indexers", str(indexer), "--output", str(output),
+                     "--output_dir", str(output.parent / "runs"), "--per_device_train_batch_size", "8", "--report_to",
+                     "none", "--save_strategy", "no", "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm",
+                     "true", "--max_length", "32", *[word for pair in settings.items() for word in pair]])
+
+
+def test_bench_rec_tables_the_cut_offs_given_and_refuses_k_past_the_beams(indexer, items, tmp_path, capsys,
+                                                                           monkeypatch):
+    data = recommendation_folder(tmp_path / "rec", items)
+    output = tmp_path / "bench" / "rec.json"
+    assert bench_rec(indexer, data, output) == 0  # --eval_ks 1,3: no recall@5 or @10 to table
+    result = json.loads(output.read_text())
+    (record,) = result["records"]
+    assert {"test_recall@1", "test_recall@3", "test_ndcg@3"} <= set(record["metrics"])
+    table = output.with_suffix(".md").read_text()
+    assert "| recall@1 | recall@3 | ndcg@1 | ndcg@3 |" in table and f"{record['metrics']['test_recall@3']:.4f}" in table
+    capsys.readouterr()
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(retrieval_trainer.GenerativeRetrievalTrainer, "train", refuse)
+    assert bench_rec(indexer, data, tmp_path / "other.json", "--eval_ks", "5,30") == 1
+    assert "--eval_ks 30 exceeds --eval_num_beams 6" in one_error_line(capsys)
+    assert not (tmp_path / "other.json").exists()
+
+
+def test_bench_rec_never_overwrites_an_earlier_result_it_cannot_keep(indexer, items, tmp_path, capsys):
+    data = recommendation_folder(tmp_path / "rec", items)
+    output = tmp_path / "rec.json"
+    output.write_text('{"settings": {"seeds": "0"}, "records": [{"ids": "rq-VAE", "wall_s": 66')  # cut off
+    assert bench_rec(indexer, data, output) == 0
+    err = capsys.readouterr().err
+    assert f"{output}: it is not readable JSON" in err and str(tmp_path / "rec.earlier-1.json") in err
+    assert (tmp_path / "rec.earlier-1.json").read_text().endswith('"wall_s": 66')  # kept byte for byte
+    finished = json.loads(output.read_text())
+    assert len(finished["records"]) == 1
+    # Other settings: the finished run is moved aside, naming what differs, not silently dropped.
+    assert bench_rec(indexer, data, output, "--max_steps", "3") == 0
+    err = capsys.readouterr().err
+    assert "made with other settings (training.max_steps: 2 -> 3)" in err and "rec.earlier-2.json" in err
+    assert json.loads((tmp_path / "rec.earlier-2.json").read_text()) == finished
+    assert (tmp_path / "rec.earlier-2.md").is_file()
+    assert [record["max_steps"] for record in json.loads(output.read_text())["records"]] == [3]

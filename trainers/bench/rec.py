@@ -113,7 +113,7 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
         "training": comparable_training_settings(training_args)}, most_popular=most_popular(users, rows, training_args.ks))
     earlier = earlier_result(output)
     result["records"] = finished_records(earlier, result["settings"], ("ids", "history_format", "seed"),
-                                         varying=("seeds", "indexers", "history_formats"))
+                                         varying=("seeds", "indexers", "history_formats"), output=output)
     if result["records"]:  # records added by other tools on the same users (bench_sasrec.py)
         result["baselines"] = earlier.get("baselines", [])
     done = {(str(Path(record["indexer"]).resolve()), record["history_format"], record["seed"])
