@@ -24,7 +24,7 @@ from pathlib import Path
 from ...modeling_lmindexer.configuration_lmindexer import RECOMMENDATION
 from ..data.corpus import load_records
 from ..data.lists import split_names
-from ..downstream.data import sampled_test_rows
+from ..downstream.data import sampled_test_rows, user_items
 from ..downstream.evaluation import check_evaluation_settings, parse_ks
 from ..downstream.finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
 from ..downstream.ranking_metrics import ranking_metrics
@@ -64,7 +64,8 @@ class BenchRecArguments:
 def test_sequences(sequences_path: str | Path) -> list[list[str]]:
     """The item sequences of the users that have a test sample (3 or more items), in file order: row i is the test
     split's row i when every item is in the ID map."""
-    users = [[str(item) for item in user["items"]] for user in load_records(sequences_path)]
+    users = [user_items(user, number, sequences_path)
+             for number, user in enumerate(load_records(sequences_path), start=1)]
     return [items for items in users if len(items) >= 3]
 
 

@@ -307,7 +307,14 @@ def load_retriever(path: str):
     from transformers import AutoTokenizer
 
     from ...modeling_lmindexer import LMIndexerForGenerativeRetrieval
+    from ..folders.inspection import folder_model_type, two_stage_folder_error
 
+    two_stage = two_stage_folder_error(path, "evaluate or retrieve with")
+    if two_stage is not None:
+        raise two_stage
+    if Path(path).is_dir() and folder_model_type(path) == "lmindexer":
+        raise ValueError(f"{path} is an indexer folder (model_type lmindexer), not a fine-tuned retriever: fine-tune "
+                         f"one first (`lmindexer finetune --indexer {path} --data DIR --output_dir OUT`).")
     return LMIndexerForGenerativeRetrieval.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
