@@ -145,3 +145,39 @@ def test_bad_input_ends_with_one_line_naming_the_cause(workspace, tmp_path, caps
     assert status == 1 and len(lines) == 1, err
     assert "Traceback" not in err and named in lines[0], lines[0]
     assert not (tmp_path / "out" / "model.safetensors").exists()  # nothing was trained
+
+
+def folder_contents(folder: Path) -> dict[str, bytes]:
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_push_save_to_never_mixes_the_repo_with_other_files(workspace, tmp_path, capsys):
+    """Issue #21, item 6: a folder of the user's own is refused untouched; an earlier export is replaced whole."""
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "config.json").write_text('{"mine": true}')
+    (users / "notes.txt").write_text("my notes")
+    (users / "weights.pt").write_bytes(b"\x80\x04pickle")
+    before = folder_contents(users)
+    capsys.readouterr()
+    assert main(["push", "--model", str(workspace / "ret"), "--save_to", str(users)]) == 1
+    line = one_line(capsys)
+    assert f"{users} is not empty and is not an earlier export" in line and "nothing was written" in line
+    assert folder_contents(users) == before and sorted(path.name for path in tmp_path.iterdir()) == ["mine"]
+
+    export = tmp_path / "export"
+    assert main(["push", "--model", str(workspace / "ret"), "--save_to", str(export)]) == 0
+    first = folder_contents(export)
+    (export / "index.json").write_text('{"stale": true}')  # left from something else
+    capsys.readouterr()
+    assert main(["push", "--model", str(workspace / "ret"), "--save_to", str(export)]) == 0
+    listed = capsys.readouterr().out.split(": ", 1)[1].strip().split(", ")
+    assert sorted(listed) == sorted(folder_contents(export)) == sorted(first)  # the stale file is gone, not listed
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["export", "mine"]  # no .saving or .old left
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("lmindexer ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
