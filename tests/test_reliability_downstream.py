@@ -215,3 +215,28 @@ def test_bench_rec_never_overwrites_an_earlier_result_it_cannot_keep(indexer, it
     assert json.loads((tmp_path / "rec.earlier-2.json").read_text()) == finished
     assert (tmp_path / "rec.earlier-2.md").is_file()
     assert [record["max_steps"] for record in json.loads(output.read_text())["records"]] == [3]
+
+
+def test_an_interrupted_bench_run_goes_on_from_its_own_checkpoint_only(indexer, items, tmp_path, monkeypatch, caplog):
+    from conftest import interrupt_at_step
+
+    data = recommendation_folder(tmp_path / "rec", items)
+    output = tmp_path / "rec.json"
+    saving = ["--save_strategy", "steps", "--save_steps", "1", "--max_steps", "3"]
+    original = interrupt_at_step(monkeypatch, retrieval_trainer.GenerativeRetrievalTrainer, 2)
+    with pytest.raises(KeyboardInterrupt):
+        bench_rec(indexer, data, output, *saving)
+    run = tmp_path / "runs" / f"{indexer.name}-ids-seed0"
+    assert checkpoints(run) == ["checkpoint-1", "checkpoint-2"] and not output.exists()
+    monkeypatch.setattr(retrieval_trainer.GenerativeRetrievalTrainer, "compute_loss", original)
+    with caplog.at_level("INFO", logger="lmindexer"):
+        assert bench_rec(indexer, data, output, *saving) == 0
+    assert f"Resuming the unfinished run from {run / 'checkpoint-2'}" in caplog.text
+    assert checkpoints(run) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    # Other settings: the run folder's checkpoints are another run's, so they are removed, never resumed.
+    caplog.clear()
+    with caplog.at_level("INFO", logger="lmindexer"):
+        assert bench_rec(indexer, data, output, *saving, "--learning_rate", "0.01") == 0
+    assert "Resuming" not in caplog.text and "Removing" in caplog.text
+    stamp = json.loads((run / "checkpoint-3" / "finetune_fingerprint.json").read_text())
+    assert stamp["training"]["learning_rate"] == 0.01

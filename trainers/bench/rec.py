@@ -28,6 +28,7 @@ from ..downstream.data import sampled_test_rows, user_items
 from ..downstream.evaluation import check_evaluation_settings, parse_ks
 from ..downstream.finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
 from ..downstream.ranking_metrics import ranking_metrics
+from ..downstream.run_guard import AUTO_RESUME
 from .results import (
     LMINDEXER_BACKBONE_FIELD,
     comparable_training_settings,
@@ -129,6 +130,7 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
                 run_data.history_format = history_format
                 run_args = copy.deepcopy(training_args)
                 run_args.seed = seed
+                run_args.resume_from_checkpoint = AUTO_RESUME  # the bench's own folder
                 run_args.output_dir = str(work / f"{Path(indexer).name}-{history_format}-seed{seed}")
                 run_finetune = run_finetune_arguments(finetune_args, indexer, bench.lmindexer_backbone)
                 started = time.perf_counter()

@@ -35,7 +35,7 @@ from ..data.corpus import join_fields, load_records
 from ..downstream.data import retrieval_splits
 from ..downstream.finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
 from ..downstream.ranking_metrics import ranking_metrics
-from ..downstream.run_guard import check_splits
+from ..downstream.run_guard import AUTO_RESUME, check_splits
 from .results import (
     LMINDEXER_BACKBONE_FIELD,
     comparable_training_settings,
@@ -137,6 +137,7 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
                 continue
             run_args = copy.deepcopy(training_args)
             run_args.seed, run_args.output_dir = seed, str(work / f"{Path(indexer).name}-seed{seed}")
+            run_args.resume_from_checkpoint = AUTO_RESUME  # the bench's own folder
             run_finetune = run_finetune_arguments(finetune_args, indexer, bench.lmindexer_backbone)
             id_map = SemanticIDMap.load(Path(indexer) / ID_MAP_FILE)
             started = time.perf_counter()

@@ -21,6 +21,10 @@ from ...modeling_lmindexer.configuration_lmindexer import RECOMMENDATION
 logger = logging.getLogger("lmindexer")
 
 FINETUNE_FINGERPRINT = "finetune_fingerprint.json"
+TRAINER_STATE = "trainer_state.json"
+# `resume_from_checkpoint` of a bench's runs: resume this run's newest complete checkpoint, else start afresh (an
+# interrupted bench run is the bench's own folder, and another run's checkpoints there are removed).
+AUTO_RESUME = "auto"
 CHECKPOINT_FOLDER = re.compile(r"^checkpoint-(\d+)$")
 # Training arguments that do not change what a run learns: where it writes, logs and evaluates, how it is resumed.
 BOOKKEEPING_PREFIXES = ("output_dir", "overwrite", "logging", "save_", "save", "report_to", "run_name", "disable_tqdm",
@@ -102,9 +106,15 @@ class FinetuneRunGuard:
         """The checkpoint to resume from (`--resume_from_checkpoint true` or a path), after checking it belongs to
         this run; None for a fresh run, after checking that no earlier run's checkpoints would stay beside it."""
         wanted = resume_from_checkpoint
+        existing = checkpoint_folders(self.output_dir)
+        if wanted == AUTO_RESUME:  # a bench's own run folder: go on from this run's newest complete checkpoint
+            own = [path for path in existing if (path / TRAINER_STATE).is_file() and self.belongs(path)]
+            if own:
+                logger.info("Resuming the unfinished run from %s.", own[-1])
+                return str(own[-1])
+            wanted, overwrite_output_dir = False, True
         if isinstance(wanted, str) and wanted.lower() in ("true", "false", ""):
             wanted = wanted.lower() == "true"
-        existing = checkpoint_folders(self.output_dir)
         if not wanted:
             if existing and not overwrite_output_dir:
                 names = ", ".join(path.name for path in existing[:4])
@@ -125,6 +135,14 @@ class FinetuneRunGuard:
                 raise ValueError(f"--resume_from_checkpoint {wanted}: no such checkpoint folder.")
         self.check_checkpoint(checkpoint)
         return str(checkpoint)
+
+    def belongs(self, checkpoint: Path) -> bool:
+        """Whether `checkpoint` was written by this run."""
+        try:
+            self.check_checkpoint(checkpoint)
+        except ValueError:
+            return False
+        return True
 
     def check_checkpoint(self, checkpoint: Path) -> None:
         stamp = checkpoint / FINETUNE_FINGERPRINT
