@@ -240,3 +240,21 @@ def test_an_interrupted_bench_run_goes_on_from_its_own_checkpoint_only(indexer, 
     assert "Resuming" not in caplog.text and "Removing" in caplog.text
     stamp = json.loads((run / "checkpoint-3" / "finetune_fingerprint.json").read_text())
     assert stamp["training"]["learning_rate"] == 0.01
+
+
+@pytest.mark.parametrize("users, extra, named", [
+    ("short", [], "sequences.jsonl: no train sample"),
+    ("fine", ["--eval_ks", "10,30"], "--eval_ks 30 exceeds --eval_num_beams 20"),
+    ("fine", ["--validation_users", "0", "--eval_rows", "99"], "eval_rows [99] lie outside"),
+])
+def test_the_causal_recommender_is_checked_before_training_too(indexer, items, tmp_path, capsys, training_must_not_start,
+                                                               users, extra, named):
+    ids = [item["item_id"] for item in items]
+    data = recommendation_folder(tmp_path / "rec", items, [ids[:2], ids[2:4]] if users == "short" else None)
+    with one_torch_thread():
+        status = main(["finetune", "--preset", "cpu", "--indexer", str(indexer), "--data", str(data), "--output_dir",
+                       str(tmp_path / "out"), "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
+                       *extra])
+    assert status == 1
+    line = one_error_line(capsys)
+    assert named in line and "training started" not in line, line

@@ -173,6 +173,8 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
         model = build_retriever(finetune_args, retriever_config_fields(finetune_args, data_args))
     tokenizer = model.tokenizer
     splits = load_downstream_splits(data_args, model.id_map, model.config)
+    check_splits(splits, data_args, needs_validation=training_args.eval_strategy != "no")
+    evaluation_split(splits, data_args)  # --eval_rows outside the test split are refused now, not after training
     if data_args.validation_users and "validation" in splits:
         from .data import sampled_test_rows
 
@@ -188,8 +190,6 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
         collator = CausalStreamCollator(tokenizer.pad_token_id)
     else:
         collator = RetrievalCollator(tokenizer, model, data_args.max_length)
-    check_splits(splits, data_args, needs_validation=training_args.eval_strategy != "no")
-    evaluation_split(splits, data_args)  # --eval_rows outside the test split are refused now, not after training
     guard = FinetuneRunGuard(finetune_fingerprint(finetune_args, data_args, training_args), training_args.output_dir)
     resume_from = guard.resume_checkpoint(training_args.resume_from_checkpoint, training_args.overwrite_output_dir)
     if not causal and training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
