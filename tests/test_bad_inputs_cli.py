@@ -181,3 +181,30 @@ def one_line(capsys) -> str:
     lines = [line for line in err.splitlines() if line.startswith("lmindexer ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+def test_space_export_records_an_absolute_path_and_refuses_an_indexer(workspace, tmp_path, capsys, monkeypatch):
+    """Issue #21, item 9."""
+    assert main(["space", "--model", str(workspace / "idx"), "--export", str(tmp_path / "no-space")]) == 1
+    assert "is an indexer (model_type lmindexer): the Space's demo runs a retriever" in one_line(capsys)
+    assert not (tmp_path / "no-space").exists()
+    monkeypatch.chdir(workspace)
+    assert main(["space", "--model", "ret", "--export", str(tmp_path / "space")]) == 0
+    assert json.loads((tmp_path / "space" / "space_config.json").read_text())["model"] == str(workspace / "ret")
+    assert "runs only on this machine" in capsys.readouterr().err
+    assert main(["space", "--model", "org/tiny-retriever", "--export", str(tmp_path / "hub-space")]) == 0
+    assert "pin one with --revision" in capsys.readouterr().err
+
+
+def test_evaluate_says_how_many_users_it_scores(workspace, tmp_path, capsys):
+    """Issue #21, item 9: a map that covers 2 of 30 users scores 2, and says so."""
+    data = tmp_path / "rec"
+    shutil.copytree(workspace / "rec", data)
+    known = [json.loads(line)["items"] for line in sequences_lines(workspace)][:2]
+    unknown = [[f"NEW{u}-{k}" for k in range(4)] for u in range(28)]
+    write_jsonl([{"user_id": f"u{u}", "items": items} for u, items in enumerate(known + unknown)],
+                data / "sequences.jsonl")
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(workspace / "ret"), "--task", "recommendation", "--data", str(data),
+                 "--num_beams", "6", "--ks", "1,5"]) == 0
+    assert f"Scoring 2 of the 30 users in {data / 'sequences.jsonl'}: the other 28" in capsys.readouterr().err

@@ -329,4 +329,18 @@ def evaluate_retriever(args: EvaluateArguments, data_args: DownstreamDataArgumen
 
     check_splits(splits, data_args, needs_validation=False, needs_training=False)  # only the test split is scored
     split = evaluation_split(splits, data_args)
+    report_coverage(data_args, len(splits["test"]), len(split))
     return retrieval_metrics(model, tokenizer, split, ks, args.num_beams, args.batch_size)
+
+
+def report_coverage(data_args: DownstreamDataArguments, test_samples: int, scored: int) -> None:
+    """Say how many test users or queries are scored, and warn when the ID map leaves users of the data out."""
+    if data_args.task == RECOMMENDATION:
+        from ..data.corpus import load_records
+
+        users = len(load_records(Path(data_args.data) / "sequences.jsonl"))
+        if test_samples < users:
+            logger.warning("Scoring %d of the %d users in %s: the other %d have fewer than 3 items the model's ID map "
+                           "holds.", scored, users, Path(data_args.data) / "sequences.jsonl", users - test_samples)
+            return
+    logger.info("Scoring %d test %s.", scored, "users" if data_args.task == RECOMMENDATION else "queries")
