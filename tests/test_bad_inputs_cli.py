@@ -15,9 +15,28 @@ from lmindexer.trainers.cli import main
 from lmindexer.trainers.data.demo import build_untrained_demo_indexer, generate_demo_corpus, write_jsonl
 
 NUM_ITEMS = 40
-TRAINING = ["--max_steps", "1", "--per_device_train_batch_size", "8", "--report_to", "none", "--eval_strategy", "no",
-            "--use_cpu", "true", "--disable_tqdm", "true", "--max_length", "32", "--eval_num_beams", "6", "--eval_ks",
-            "1,5", "--save_strategy", "no"]
+TRAINING = [
+    "--max_steps",
+    "1",
+    "--per_device_train_batch_size",
+    "8",
+    "--report_to",
+    "none",
+    "--eval_strategy",
+    "no",
+    "--use_cpu",
+    "true",
+    "--disable_tqdm",
+    "true",
+    "--max_length",
+    "32",
+    "--eval_num_beams",
+    "6",
+    "--eval_ks",
+    "1,5",
+    "--save_strategy",
+    "no",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +48,38 @@ def workspace(tmp_path_factory) -> Path:
     with one_torch_thread():
         build_untrained_demo_indexer(root / "idx", NUM_ITEMS, seed=0)
     write_jsonl(items, root / "rec" / "items.jsonl")
-    write_jsonl([{"user_id": f"u{u}", "items": [ids[(u + 3 * k) % NUM_ITEMS] for k in range(4)]} for u in range(12)],
-                root / "rec" / "sequences.jsonl")
-    write_jsonl([{"_id": item["item_id"], "title": item["title"], "text": item["brand"]} for item in items],
-                root / "beir" / "corpus.jsonl")
-    write_jsonl([{"_id": "q1", "text": "a serum"}, {"_id": "q2", "text": "a lipstick"}], root / "beir" / "queries.jsonl")
+    write_jsonl(
+        [{"user_id": f"u{u}", "items": [ids[(u + 3 * k) % NUM_ITEMS] for k in range(4)]} for u in range(12)],
+        root / "rec" / "sequences.jsonl",
+    )
+    write_jsonl(
+        [{"_id": item["item_id"], "title": item["title"], "text": item["brand"]} for item in items],
+        root / "beir" / "corpus.jsonl",
+    )
+    write_jsonl(
+        [{"_id": "q1", "text": "a serum"}, {"_id": "q2", "text": "a lipstick"}], root / "beir" / "queries.jsonl"
+    )
     (root / "beir" / "qrels").mkdir()
     (root / "beir" / "qrels" / "train.tsv").write_text(f"query-id\tcorpus-id\tscore\nq1\t{ids[0]}\t1\n")
     (root / "beir" / "qrels" / "test.tsv").write_text(f"query-id\tcorpus-id\tscore\nq2\t{ids[1]}\t1\n")
     with one_torch_thread():
-        assert main(["finetune", "--indexer", str(root / "idx"), "--task", "recommendation", "--data",
-                     str(root / "rec"), "--output_dir", str(root / "ret"), *TRAINING]) == 0
+        assert (
+            main(
+                [
+                    "finetune",
+                    "--indexer",
+                    str(root / "idx"),
+                    "--task",
+                    "recommendation",
+                    "--data",
+                    str(root / "rec"),
+                    "--output_dir",
+                    str(root / "ret"),
+                    *TRAINING,
+                ]
+            )
+            == 0
+        )
     return root
 
 
@@ -72,64 +112,203 @@ def with_line(lines: list[str], number: int, text: str) -> str:
 
 # (case, command, what to damage: folder -> {file: content}, what the line must name)
 CASES = [
-    ("malformed JSON line", "finetune", {"rec": lambda root: {"sequences.jsonl": with_line(
-        sequences_lines(root), 5, '{"user_id": "u4", "items": ["DEMO00001", "DEMO00002",, "DEMO00003"]}')}},
-     "sequences.jsonl line 5 is not valid JSON"),
-    ("not UTF-8", "finetune", {"rec": lambda root: {"sequences.jsonl": (root / "rec" / "sequences.jsonl").read_bytes()
-                                                     + b'{"user_id": "caf\xe9", "items": []}\n'}},
-     "sequences.jsonl is not UTF-8 text: byte"),
-    ("a user without items", "finetune", {"rec": lambda root: {"sequences.jsonl": with_line(
-        sequences_lines(root), 2, '{"user_id": "u1", "item": ["DEMO00001"]}')}},
-     "sequences.jsonl: record 2 has no 'items' list"),
-    ("every user has fewer than 3 items", "finetune", {"rec": lambda root: {"sequences.jsonl": "\n".join(
-        json.dumps({"user_id": f"u{u}", "items": [f"DEMO{u:05d}"]}) for u in range(5)) + "\n"}},
-     "sequences.jsonl: no train sample"),
-    ("no test query survives", "finetune retrieval", {"beir": lambda root: {"qrels/test.tsv":
-        "query-id\tcorpus-id\tscore\nq2\tNOT-A-DOC\t1\n"}}, "qrels/test.tsv: no test query survives"),
-    ("bench retrieval: no test query survives", "bench retrieval", {"beir": lambda root: {"queries.jsonl":
-        '{"_id": "q7", "text": "nothing judged"}\n'}}, "qrels/test.tsv: no test query survives"),
-    ("cut-off ID map", "finetune", {"idx": lambda root: {"semantic_id_map.safetensors": cut_off(
-        root / "idx" / "semantic_id_map.safetensors")}}, "semantic_id_map.safetensors cannot be read"),
-    ("cut-off model weights", "evaluate", {"ret": lambda root: {"model.safetensors": cut_off(
-        root / "ret" / "model.safetensors")}}, "model.safetensors cannot be read"),
-    ("cut-off tokenizer.json", "evaluate", {"ret": lambda root: {"tokenizer.json": cut_off(
-        root / "ret" / "tokenizer.json")}}, "tokenizer.json cannot be read"),
-    ("cut-off card", "evaluate", {"ret": lambda root: {"lmindexer_card.json": cut_off(
-        root / "ret" / "lmindexer_card.json")}}, "lmindexer_card.json cannot be read"),
-    ("cut-off id_method.json", "push", {"idx": lambda root: {"id_method.json": '{"method": "rqkm'}},
-     "id_method.json cannot be read"),
-    ("cut-off quantizer_config.json", "diagnose", {"idx": lambda root: {
-        "id_method.json": '{"method": "rqkmeans"}', "quantizer_config.json": '{"codebook_sizes": [8,', "config.json": None}},
-     "quantizer_config.json cannot be read"),
-    ("diagnose a two-stage folder", "diagnose", {"idx": lambda root: {"id_method.json": '{"method": "rqkmeans"}',
-                                                                      "config.json": None}},
-     "holds rqkmeans IDs (an ID map and its quantiser, no language model)"),
-    ("push a two-stage folder", "push", {"idx": lambda root: {"id_method.json": '{"method": "rqkmeans"}',
-                                                              "config.json": None}},
-     "holds rqkmeans IDs (an ID map and its quantiser, no language model)"),
-    ("evaluate an indexer", "evaluate", {"ret": lambda root: {"config.json": (root / "idx" / "config.json").read_text()}},
-     "is an indexer folder (model_type lmindexer), not a fine-tuned retriever"),
+    (
+        "malformed JSON line",
+        "finetune",
+        {
+            "rec": lambda root: {
+                "sequences.jsonl": with_line(
+                    sequences_lines(root), 5, '{"user_id": "u4", "items": ["DEMO00001", "DEMO00002",, "DEMO00003"]}'
+                )
+            }
+        },
+        "sequences.jsonl line 5 is not valid JSON",
+    ),
+    (
+        "not UTF-8",
+        "finetune",
+        {
+            "rec": lambda root: {
+                "sequences.jsonl": (root / "rec" / "sequences.jsonl").read_bytes()
+                + b'{"user_id": "caf\xe9", "items": []}\n'
+            }
+        },
+        "sequences.jsonl is not UTF-8 text: byte",
+    ),
+    (
+        "a user without items",
+        "finetune",
+        {
+            "rec": lambda root: {
+                "sequences.jsonl": with_line(sequences_lines(root), 2, '{"user_id": "u1", "item": ["DEMO00001"]}')
+            }
+        },
+        "sequences.jsonl: record 2 has no 'items' list",
+    ),
+    (
+        "every user has fewer than 3 items",
+        "finetune",
+        {
+            "rec": lambda root: {
+                "sequences.jsonl": "\n".join(
+                    json.dumps({"user_id": f"u{u}", "items": [f"DEMO{u:05d}"]}) for u in range(5)
+                )
+                + "\n"
+            }
+        },
+        "sequences.jsonl: no train sample",
+    ),
+    (
+        "no test query survives",
+        "finetune retrieval",
+        {"beir": lambda root: {"qrels/test.tsv": "query-id\tcorpus-id\tscore\nq2\tNOT-A-DOC\t1\n"}},
+        "qrels/test.tsv: no test query survives",
+    ),
+    (
+        "empty queries.jsonl",
+        "finetune retrieval",
+        {"beir": lambda root: {"queries.jsonl": ""}},
+        "queries.jsonl is empty",
+    ),
+    (
+        "bench retrieval: no test query survives",
+        "bench retrieval",
+        {"beir": lambda root: {"queries.jsonl": '{"_id": "q7", "text": "nothing judged"}\n'}},
+        "qrels/test.tsv: no test query survives",
+    ),
+    (
+        "cut-off ID map",
+        "finetune",
+        {"idx": lambda root: {"semantic_id_map.safetensors": cut_off(root / "idx" / "semantic_id_map.safetensors")}},
+        "semantic_id_map.safetensors cannot be read",
+    ),
+    (
+        "cut-off model weights",
+        "evaluate",
+        {"ret": lambda root: {"model.safetensors": cut_off(root / "ret" / "model.safetensors")}},
+        "model.safetensors cannot be read",
+    ),
+    (
+        "cut-off tokenizer.json",
+        "evaluate",
+        {"ret": lambda root: {"tokenizer.json": cut_off(root / "ret" / "tokenizer.json")}},
+        "tokenizer.json cannot be read",
+    ),
+    (
+        "cut-off card",
+        "evaluate",
+        {"ret": lambda root: {"lmindexer_card.json": cut_off(root / "ret" / "lmindexer_card.json")}},
+        "lmindexer_card.json cannot be read",
+    ),
+    (
+        "cut-off id_method.json",
+        "push",
+        {"idx": lambda root: {"id_method.json": '{"method": "rqkm'}},
+        "id_method.json cannot be read",
+    ),
+    (
+        "cut-off quantizer_config.json",
+        "diagnose",
+        {
+            "idx": lambda root: {
+                "id_method.json": '{"method": "rqkmeans"}',
+                "quantizer_config.json": '{"codebook_sizes": [8,',
+                "config.json": None,
+            }
+        },
+        "quantizer_config.json cannot be read",
+    ),
+    (
+        "diagnose a two-stage folder",
+        "diagnose",
+        {"idx": lambda root: {"id_method.json": '{"method": "rqkmeans"}', "config.json": None}},
+        "holds rqkmeans IDs (an ID map and its quantiser, no language model)",
+    ),
+    (
+        "push a two-stage folder",
+        "push",
+        {"idx": lambda root: {"id_method.json": '{"method": "rqkmeans"}', "config.json": None}},
+        "holds rqkmeans IDs (an ID map and its quantiser, no language model)",
+    ),
+    (
+        "evaluate an indexer",
+        "evaluate",
+        {"ret": lambda root: {"config.json": (root / "idx" / "config.json").read_text()}},
+        "is an indexer folder (model_type lmindexer), not a fine-tuned retriever",
+    ),
 ]
 
 
 def command_line(command: str, folders: dict[str, Path], tmp_path: Path) -> list[str]:
     if command == "finetune":
-        return ["finetune", "--indexer", str(folders["idx"]), "--task", "recommendation", "--data", str(folders["rec"]),
-                "--output_dir", str(tmp_path / "out"), *TRAINING]
+        return [
+            "finetune",
+            "--indexer",
+            str(folders["idx"]),
+            "--task",
+            "recommendation",
+            "--data",
+            str(folders["rec"]),
+            "--output_dir",
+            str(tmp_path / "out"),
+            *TRAINING,
+        ]
     if command == "finetune retrieval":
-        return ["finetune", "--indexer", str(folders["idx"]), "--task", "retrieval", "--data", str(folders["beir"]),
-                "--output_dir", str(tmp_path / "out"), *TRAINING]
+        return [
+            "finetune",
+            "--indexer",
+            str(folders["idx"]),
+            "--task",
+            "retrieval",
+            "--data",
+            str(folders["beir"]),
+            "--output_dir",
+            str(tmp_path / "out"),
+            *TRAINING,
+        ]
     if command == "bench retrieval":
-        return ["bench", "retrieval", "--data", str(folders["beir"]), "--indexers", str(folders["idx"]), "--output",
-                str(tmp_path / "bench.json"), "--output_dir", str(tmp_path / "runs"), "--lexical", "false",
-                "--dense_encoder", "", *TRAINING]
+        return [
+            "bench",
+            "retrieval",
+            "--data",
+            str(folders["beir"]),
+            "--indexers",
+            str(folders["idx"]),
+            "--output",
+            str(tmp_path / "bench.json"),
+            "--output_dir",
+            str(tmp_path / "runs"),
+            "--lexical",
+            "false",
+            "--dense_encoder",
+            "",
+            *TRAINING,
+        ]
     if command == "evaluate":
-        return ["evaluate", "--model", str(folders["ret"]), "--task", "recommendation", "--data", str(folders["rec"]),
-                "--num_beams", "6", "--ks", "1,5"]
+        return [
+            "evaluate",
+            "--model",
+            str(folders["ret"]),
+            "--task",
+            "recommendation",
+            "--data",
+            str(folders["rec"]),
+            "--num_beams",
+            "6",
+            "--ks",
+            "1,5",
+        ]
     if command == "push":
         return ["push", "--model", str(folders["idx"]), "--save_to", str(tmp_path / "pushed")]
-    return ["diagnose", "--model", str(folders["idx"]), "--corpus", str(folders["rec"] / "items.jsonl"), "--output",
-            str(tmp_path / "diagnosis.json")]
+    return [
+        "diagnose",
+        "--model",
+        str(folders["idx"]),
+        "--corpus",
+        str(folders["rec"] / "items.jsonl"),
+        "--output",
+        str(tmp_path / "diagnosis.json"),
+    ]
 
 
 @pytest.mark.parametrize("case, command, damage, named", CASES, ids=[case[0] for case in CASES])
@@ -202,9 +381,26 @@ def test_evaluate_says_how_many_users_it_scores(workspace, tmp_path, capsys):
     shutil.copytree(workspace / "rec", data)
     known = [json.loads(line)["items"] for line in sequences_lines(workspace)][:2]
     unknown = [[f"NEW{u}-{k}" for k in range(4)] for u in range(28)]
-    write_jsonl([{"user_id": f"u{u}", "items": items} for u, items in enumerate(known + unknown)],
-                data / "sequences.jsonl")
+    write_jsonl(
+        [{"user_id": f"u{u}", "items": items} for u, items in enumerate(known + unknown)], data / "sequences.jsonl"
+    )
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(workspace / "ret"), "--task", "recommendation", "--data", str(data),
-                 "--num_beams", "6", "--ks", "1,5"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(workspace / "ret"),
+                "--task",
+                "recommendation",
+                "--data",
+                str(data),
+                "--num_beams",
+                "6",
+                "--ks",
+                "1,5",
+            ]
+        )
+        == 0
+    )
     assert f"Scoring 2 of the 30 users in {data / 'sequences.jsonl'}: the other 28" in capsys.readouterr().err

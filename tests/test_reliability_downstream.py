@@ -34,14 +34,18 @@ def recommendation_folder(folder: Path, items: list[dict], users: list[list[str]
     ids = [item["item_id"] for item in items]
     users = users if users is not None else [[ids[(u + 3 * k) % len(ids)] for k in range(4)] for u in range(12)]
     write_jsonl(items, folder / "items.jsonl")
-    write_jsonl([{"user_id": f"u{u}", "items": sequence} for u, sequence in enumerate(users)], folder / "sequences.jsonl")
+    write_jsonl(
+        [{"user_id": f"u{u}", "items": sequence} for u, sequence in enumerate(users)], folder / "sequences.jsonl"
+    )
     return folder
 
 
 def beir_folder(folder: Path, items: list[dict], test_qrels: str | None = "q1\t{0}\t1\nq2\t{1}\t1\n") -> Path:
     ids = [item["item_id"] for item in items]
-    write_jsonl([{"_id": item["item_id"], "title": item["title"], "text": item["brand"]} for item in items],
-                folder / "corpus.jsonl")
+    write_jsonl(
+        [{"_id": item["item_id"], "title": item["title"], "text": item["brand"]} for item in items],
+        folder / "corpus.jsonl",
+    )
     write_jsonl([{"_id": "q1", "text": "a serum"}, {"_id": "q2", "text": "a lipstick"}], folder / "queries.jsonl")
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     (folder / "qrels" / "train.tsv").write_text(f"query-id\tcorpus-id\tscore\nq1\t{ids[0]}\t1\n")
@@ -50,8 +54,22 @@ def beir_folder(folder: Path, items: list[dict], test_qrels: str | None = "q1\t{
     return folder
 
 
-TINY_TRAINING = ["--max_steps", "2", "--per_device_train_batch_size", "8", "--report_to", "none", "--eval_strategy",
-                 "no", "--use_cpu", "true", "--disable_tqdm", "true", "--max_length", "32"]
+TINY_TRAINING = [
+    "--max_steps",
+    "2",
+    "--per_device_train_batch_size",
+    "8",
+    "--report_to",
+    "none",
+    "--eval_strategy",
+    "no",
+    "--use_cpu",
+    "true",
+    "--disable_tqdm",
+    "true",
+    "--max_length",
+    "32",
+]
 
 
 def finetune(indexer: Path, task: str, data: Path, output: Path, *extra: str) -> int:
@@ -59,8 +77,21 @@ def finetune(indexer: Path, task: str, data: Path, output: Path, *extra: str) ->
     for flag, value in zip(extra[::2], extra[1::2]):
         settings[flag] = value
     with one_torch_thread():
-        return main(["finetune", "--indexer", str(indexer), "--task", task, "--data", str(data), "--output_dir", str(output),
-                     *TINY_TRAINING, *[word for pair in settings.items() for word in pair]])
+        return main(
+            [
+                "finetune",
+                "--indexer",
+                str(indexer),
+                "--task",
+                task,
+                "--data",
+                str(data),
+                "--output_dir",
+                str(output),
+                *TINY_TRAINING,
+                *[word for pair in settings.items() for word in pair],
+            ]
+        )
 
 
 @pytest.fixture
@@ -77,16 +108,20 @@ def one_error_line(capsys) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("case, task, named", [
-    ("no test qrels", "retrieval", "qrels/test.tsv is missing"),
-    ("test qrels name unknown documents", "retrieval", "qrels/test.tsv: no test query survives"),
-    ("every user has fewer than 3 items", "recommendation", "sequences.jsonl: no train sample"),
-    ("eval_ks 0", "recommendation", "--eval_ks '0'"),
-    ("eval_ks above the beams", "recommendation", "--eval_ks 30 exceeds --eval_num_beams 6"),
-    ("eval_rows outside the test split", "retrieval", "eval_rows"),
-])
-def test_bad_finetune_inputs_are_refused_before_training(indexer, items, tmp_path, capsys, training_must_not_start,
-                                                          case, task, named):
+@pytest.mark.parametrize(
+    "case, task, named",
+    [
+        ("no test qrels", "retrieval", "qrels/test.tsv is missing"),
+        ("test qrels name unknown documents", "retrieval", "qrels/test.tsv: no test query survives"),
+        ("every user has fewer than 3 items", "recommendation", "sequences.jsonl: no train sample"),
+        ("eval_ks 0", "recommendation", "--eval_ks '0'"),
+        ("eval_ks above the beams", "recommendation", "--eval_ks 30 exceeds --eval_num_beams 6"),
+        ("eval_rows outside the test split", "retrieval", "eval_rows"),
+    ],
+)
+def test_bad_finetune_inputs_are_refused_before_training(
+    indexer, items, tmp_path, capsys, training_must_not_start, case, task, named
+):
     extra = []
     if task == "retrieval":
         qrels = {"no test qrels": None, "test qrels name unknown documents": "q1\tNOPE\t1\n"}.get(case, "q1\t{0}\t1\n")
@@ -128,11 +163,43 @@ def test_evaluate_refuses_cut_offs_past_the_beam_count(indexer, items, tmp_path,
     output = tmp_path / "out"
     assert finetune(indexer, "recommendation", data, output) == 0
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(output), "--task", "recommendation", "--data", str(data), "--num_beams", "5",
-                 "--ks", "1,30"]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(output),
+                "--task",
+                "recommendation",
+                "--data",
+                str(data),
+                "--num_beams",
+                "5",
+                "--ks",
+                "1,30",
+            ]
+        )
+        == 1
+    )
     assert "--ks 30 exceeds --num_beams 5" in one_error_line(capsys)
-    assert main(["evaluate", "--model", str(output), "--task", "recommendation", "--data", str(data), "--num_beams", "6",
-                 "--ks", "1,5"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(output),
+                "--task",
+                "recommendation",
+                "--data",
+                str(data),
+                "--num_beams",
+                "6",
+                "--ks",
+                "1,5",
+            ]
+        )
+        == 0
+    )
 
 
 def checkpoints(folder: Path) -> list[str]:
@@ -148,10 +215,23 @@ def test_checkpoints_of_another_run_are_never_mixed(indexer, items, tmp_path, ca
     assert json.loads((output / "config.json").read_text())["history_format"] == "ids"
     capsys.readouterr()
     # Resuming with another history format or learning rate: refused, naming what differs.
-    for change, named in ((["--history_format", "text"], "history_format: 'ids' -> 'text'"),
-                          (["--learning_rate", "0.5"], "learning_rate: 0.001 -> 0.5")):
-        assert finetune(indexer, "recommendation", data, output, *saving, *change,
-                        "--resume_from_checkpoint", str(output / "checkpoint-1")) == 1
+    for change, named in (
+        (["--history_format", "text"], "history_format: 'ids' -> 'text'"),
+        (["--learning_rate", "0.5"], "learning_rate: 0.001 -> 0.5"),
+    ):
+        assert (
+            finetune(
+                indexer,
+                "recommendation",
+                data,
+                output,
+                *saving,
+                *change,
+                "--resume_from_checkpoint",
+                str(output / "checkpoint-1"),
+            )
+            == 1
+        )
         line = one_error_line(capsys)
         assert "checkpoint-1 belongs to another fine-tuning run" in line and named in line, line
     # A new run into the folder without resuming: refused while the old checkpoints are there.
@@ -160,8 +240,10 @@ def test_checkpoints_of_another_run_are_never_mixed(indexer, items, tmp_path, ca
     assert checkpoints(output) == ["checkpoint-1", "checkpoint-2"]
     # The same run resumes; --overwrite_output_dir starts afresh without the old run's checkpoints.
     assert finetune(indexer, "recommendation", data, output, *saving, "--resume_from_checkpoint", "true") == 0
-    assert finetune(indexer, "recommendation", data, output, "--history_format", "text",
-                    "--overwrite_output_dir", "true") == 0
+    assert (
+        finetune(indexer, "recommendation", data, output, "--history_format", "text", "--overwrite_output_dir", "true")
+        == 0
+    )
     assert checkpoints(output) == []
     assert json.loads((output / "config.json").read_text())["history_format"] == "text"
 
@@ -171,14 +253,40 @@ def bench_rec(indexer: Path, data: Path, output: Path, *extra: str) -> int:
     for flag, value in zip(extra[::2], extra[1::2]):
         settings[flag] = value
     with one_torch_thread():
-        return main(["bench", "rec", "--data", str(data), "--indexers", str(indexer), "--output", str(output),
-                     "--output_dir", str(output.parent / "runs"), "--per_device_train_batch_size", "8", "--report_to",
-                     "none", "--save_strategy", "no", "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm",
-                     "true", "--max_length", "32", *[word for pair in settings.items() for word in pair]])
+        return main(
+            [
+                "bench",
+                "rec",
+                "--data",
+                str(data),
+                "--indexers",
+                str(indexer),
+                "--output",
+                str(output),
+                "--output_dir",
+                str(output.parent / "runs"),
+                "--per_device_train_batch_size",
+                "8",
+                "--report_to",
+                "none",
+                "--save_strategy",
+                "no",
+                "--eval_strategy",
+                "no",
+                "--use_cpu",
+                "true",
+                "--disable_tqdm",
+                "true",
+                "--max_length",
+                "32",
+                *[word for pair in settings.items() for word in pair],
+            ]
+        )
 
 
-def test_bench_rec_tables_the_cut_offs_given_and_refuses_k_past_the_beams(indexer, items, tmp_path, capsys,
-                                                                           monkeypatch):
+def test_bench_rec_tables_the_cut_offs_given_and_refuses_k_past_the_beams(
+    indexer, items, tmp_path, capsys, monkeypatch
+):
     data = recommendation_folder(tmp_path / "rec", items)
     output = tmp_path / "bench" / "rec.json"
     assert bench_rec(indexer, data, output) == 0  # --eval_ks 1,3: no recall@5 or @10 to table
@@ -242,19 +350,40 @@ def test_an_interrupted_bench_run_goes_on_from_its_own_checkpoint_only(indexer, 
     assert stamp["training"]["learning_rate"] == 0.01
 
 
-@pytest.mark.parametrize("users, extra, named", [
-    ("short", [], "sequences.jsonl: no train sample"),
-    ("fine", ["--eval_ks", "10,30"], "--eval_ks 30 exceeds --eval_num_beams 20"),
-    ("fine", ["--validation_users", "0", "--eval_rows", "99"], "eval_rows [99] lie outside"),
-])
-def test_the_causal_recommender_is_checked_before_training_too(indexer, items, tmp_path, capsys, training_must_not_start,
-                                                               users, extra, named):
+@pytest.mark.parametrize(
+    "users, extra, named",
+    [
+        ("short", [], "sequences.jsonl: no train sample"),
+        ("fine", ["--eval_ks", "10,30"], "--eval_ks 30 exceeds --eval_num_beams 20"),
+        ("fine", ["--validation_users", "0", "--eval_rows", "99"], "eval_rows [99] lie outside"),
+    ],
+)
+def test_the_causal_recommender_is_checked_before_training_too(
+    indexer, items, tmp_path, capsys, training_must_not_start, users, extra, named
+):
     ids = [item["item_id"] for item in items]
     data = recommendation_folder(tmp_path / "rec", items, [ids[:2], ids[2:4]] if users == "short" else None)
     with one_torch_thread():
-        status = main(["finetune", "--preset", "cpu", "--indexer", str(indexer), "--data", str(data), "--output_dir",
-                       str(tmp_path / "out"), "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
-                       *extra])
+        status = main(
+            [
+                "finetune",
+                "--preset",
+                "cpu",
+                "--indexer",
+                str(indexer),
+                "--data",
+                str(data),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--use_cpu",
+                "true",
+                "--report_to",
+                "none",
+                "--disable_tqdm",
+                "true",
+                *extra,
+            ]
+        )
     assert status == 1
     line = one_error_line(capsys)
     assert named in line and "training started" not in line, line

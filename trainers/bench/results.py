@@ -54,8 +54,8 @@ def earlier_result(output: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         set_aside(output, f"it is not readable JSON ({error})")
         return {}
-    if not isinstance(result, dict):
-        set_aside(output, "it is not a bench result (not a JSON object)")
+    if not isinstance(result, dict) or "settings" not in result:
+        set_aside(output, "it is not a bench result (no settings recorded)")
         return {}
     return result
 

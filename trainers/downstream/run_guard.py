@@ -27,10 +27,30 @@ TRAINER_STATE = "trainer_state.json"
 AUTO_RESUME = "auto"
 CHECKPOINT_FOLDER = re.compile(r"^checkpoint-(\d+)$")
 # Training arguments that do not change what a run learns: where it writes, logs and evaluates, how it is resumed.
-BOOKKEEPING_PREFIXES = ("output_dir", "overwrite", "logging", "save_", "save", "report_to", "run_name", "disable_tqdm",
-                        "push_to_hub", "hub_", "resume_from_checkpoint", "dataloader_", "eval_", "per_device_eval",
-                        "local_rank", "ddp_", "trackio", "project", "do_", "prediction_loss_only", "include_",
-                        "use_cpu")
+BOOKKEEPING_PREFIXES = (
+    "output_dir",
+    "overwrite",
+    "logging",
+    "save_",
+    "save",
+    "report_to",
+    "run_name",
+    "disable_tqdm",
+    "push_to_hub",
+    "hub_",
+    "resume_from_checkpoint",
+    "dataloader_",
+    "eval_",
+    "per_device_eval",
+    "local_rank",
+    "ddp_",
+    "trackio",
+    "project",
+    "do_",
+    "prediction_loss_only",
+    "include_",
+    "use_cpu",
+)
 
 
 def check_splits(splits, data_args, needs_validation: bool, needs_training: bool = True) -> None:
@@ -39,8 +59,10 @@ def check_splits(splits, data_args, needs_validation: bool, needs_training: bool
     folder = Path(data_args.data)
     if data_args.task == RECOMMENDATION:
         source = folder / "sequences.jsonl"
-        reason = ("no user has 3 or more items known to the ID map (the last is the test target, the one before it "
-                  "the validation target)")
+        reason = (
+            "no user has 3 or more items known to the ID map (the last is the test target, the one before it "
+            "the validation target)"
+        )
         for name in (*(["train"] if needs_training else []), "test", *(["validation"] if needs_validation else [])):
             if name not in splits or len(splits[name]) == 0:
                 raise ValueError(f"{source}: no {name} sample: {reason}.")
@@ -50,8 +72,10 @@ def check_splits(splits, data_args, needs_validation: bool, needs_training: bool
         if name not in splits:
             raise ValueError(f"{qrels} is missing: the {name} queries of a BEIR folder are judged there.")
         if len(splits[name]) == 0:
-            raise ValueError(f"{qrels}: no {name} query survives: every judged query is missing from queries.jsonl "
-                             "or names only documents the ID map does not hold.")
+            raise ValueError(
+                f"{qrels}: no {name} query survives: every judged query is missing from queries.jsonl "
+                "or names only documents the ID map does not hold."
+            )
     if needs_training and ("train" not in splits or len(splits["train"]) == 0):
         raise ValueError(f"{folder}: no training sample (no qrels/train.tsv pair, and no document indexing sample).")
 
@@ -67,13 +91,24 @@ def finetune_fingerprint(finetune_args, data_args, training_args) -> dict:
     from dataclasses import asdict
 
     model = {key: value for key, value in asdict(finetune_args).items() if key != "indexer"}
-    data = {key: value for key, value in asdict(data_args).items()
-            if key not in ("data", "max_eval_queries", "eval_rows", "validation_users")}
+    data = {
+        key: value
+        for key, value in asdict(data_args).items()
+        if key not in ("data", "max_eval_queries", "eval_rows", "validation_users")
+    }
     indexer = Path(finetune_args.indexer)
-    return json.loads(json.dumps({
-        "indexer": str(indexer.resolve()) if indexer.exists() else finetune_args.indexer,
-        "data": str(Path(data_args.data).resolve()), "model": model, "rendering": data,
-        "training": comparable_settings(training_args)}, default=str))
+    return json.loads(
+        json.dumps(
+            {
+                "indexer": str(indexer.resolve()) if indexer.exists() else finetune_args.indexer,
+                "data": str(Path(data_args.data).resolve()),
+                "model": model,
+                "rendering": data,
+                "training": comparable_settings(training_args),
+            },
+            default=str,
+        )
+    )
 
 
 def fingerprint_differences(found: dict, expected: dict, prefix: str = "") -> list[str]:
@@ -118,9 +153,11 @@ class FinetuneRunGuard:
         if not wanted:
             if existing and not overwrite_output_dir:
                 names = ", ".join(path.name for path in existing[:4])
-                raise ValueError(f"{self.output_dir} holds checkpoints of an earlier run ({names}): resume it with "
-                                 "--resume_from_checkpoint true, choose another --output_dir, or pass "
-                                 "--overwrite_output_dir true to remove them.")
+                raise ValueError(
+                    f"{self.output_dir} holds checkpoints of an earlier run ({names}): resume it with "
+                    "--resume_from_checkpoint true, choose another --output_dir, or pass "
+                    "--overwrite_output_dir true to remove them."
+                )
             for path in existing:
                 logger.warning("Removing %s of an earlier run (--overwrite_output_dir).", path)
                 shutil.rmtree(path)
@@ -147,16 +184,20 @@ class FinetuneRunGuard:
     def check_checkpoint(self, checkpoint: Path) -> None:
         stamp = checkpoint / FINETUNE_FINGERPRINT
         if not stamp.is_file():
-            raise ValueError(f"{checkpoint} has no {FINETUNE_FINGERPRINT}: it was not written by this fine-tuning run "
-                             "(or by an lmindexer before run fingerprints); start a new run instead of resuming.")
+            raise ValueError(
+                f"{checkpoint} has no {FINETUNE_FINGERPRINT}: it was not written by this fine-tuning run "
+                "(or by an lmindexer before run fingerprints); start a new run instead of resuming."
+            )
         try:
             found = json.loads(stamp.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{stamp} is not readable JSON ({error}); start a new run.") from None
         changes = fingerprint_differences(found, self.fingerprint)
         if changes:
-            raise ValueError(f"{checkpoint} belongs to another fine-tuning run ({'; '.join(changes[:6])}): resume with "
-                             "the settings it was trained with, or start a new run in another --output_dir.")
+            raise ValueError(
+                f"{checkpoint} belongs to another fine-tuning run ({'; '.join(changes[:6])}): resume with "
+                "the settings it was trained with, or start a new run in another --output_dir."
+            )
 
     def stamp(self, folder: str | Path) -> None:
         """Write the fingerprint into `folder` (a checkpoint or the output folder)."""
