@@ -387,3 +387,61 @@ def test_the_causal_recommender_is_checked_before_training_too(
     assert status == 1
     line = one_error_line(capsys)
     assert named in line and "training started" not in line, line
+
+
+@pytest.mark.slow
+def test_a_kill_during_the_final_evaluation_leaves_the_trained_model(indexer, items, tmp_path, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from lmindexer import LMIndexerForGenerativeRetrieval
+    from lmindexer.trainers.folders.fault_points import KILL_AT_ENV
+
+    data = recommendation_folder(tmp_path / "rec", items)
+    output = tmp_path / "out"
+    command = [
+        "finetune",
+        "--indexer",
+        str(indexer),
+        "--task",
+        "recommendation",
+        "--data",
+        str(data),
+        "--output_dir",
+        str(output),
+        *TINY_TRAINING,
+        "--eval_num_beams",
+        "6",
+        "--eval_ks",
+        "1,5",
+        "--save_strategy",
+        "no",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", KILL_AT_ENV: "finetune.evaluation"}
+    result = subprocess.run(
+        [sys.executable, "-m", "lmindexer.trainers.cli", *command], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert not (output / "retrieval_metrics.json").exists()
+    model = LMIndexerForGenerativeRetrieval.from_pretrained(output)  # complete without its test metrics
+    assert len(model.id_map) == NUM_ITEMS
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(output),
+                "--task",
+                "recommendation",
+                "--data",
+                str(data),
+                "--num_beams",
+                "6",
+                "--ks",
+                "1,5",
+            ]
+        )
+        == 0
+    )

@@ -21,6 +21,7 @@ from pathlib import Path
 from ...modeling_lmindexer.configuration_lmindexer import HISTORY_FORMATS, RECOMMENDATION, TASKS
 from ...modeling_lmindexer.history import HistoryFormat
 from ..data.lists import split_names
+from ..folders.fault_points import crash_point
 from .causal_recommender import CausalModelArguments
 from .data import evaluation_split, load_downstream_splits
 from .evaluation import check_evaluation_settings, parse_ks, retrieval_metrics
@@ -209,15 +210,18 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     if finetune_args.lora_target_modules:
         model = trained.merge_and_unload()
     output_dir = Path(training_args.output_dir)
+    if trainer.is_world_process_zero():  # before scoring: a failure or a kill there never costs the trained model
+        save_retriever(model, tokenizer, trainer.card_data, output_dir, guard)
+    crash_point("finetune.evaluation")
     try:
         metrics = trainer.evaluate(evaluation_split(splits, data_args), metric_key_prefix="test")
-    except Exception as error:  # the trained model is kept, whatever went wrong in scoring it
-        if trainer.is_world_process_zero():
-            save_retriever(model, tokenizer, trainer.card_data, output_dir, guard)
+    except Exception as error:
         raise ValueError(f"evaluation after training failed ({type(error).__name__}: {error}); the trained model is "
                          f"saved in {output_dir}: score it with `lmindexer evaluate`.") from error
     if trainer.is_world_process_zero():
-        save_retriever(model, tokenizer, trainer.card_data, output_dir, guard)
+        from ...hub_cards import write_model_card
+
+        write_model_card(model, output_dir, trainer.card_data)  # the card again, with the test metrics
         curve = [entry for entry in trainer.state.log_history if "eval_train_seconds" in entry]
         (output_dir / METRICS_FILE).write_text(json.dumps({**metrics, "preset": finetune_args.preset,
                                                            "learning_curve": curve}, indent=2))
