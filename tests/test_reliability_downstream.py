@@ -445,3 +445,27 @@ def test_a_kill_during_the_final_evaluation_leaves_the_trained_model(indexer, it
         )
         == 0
     )
+
+
+def test_a_bench_result_of_other_settings_is_moved_aside_naming_them(tmp_path, capsys):
+    """`bench ids` / `bench retrieval` share this with `bench rec`: a finished 66 s rq-VAE run survives another
+    --codebook_size."""
+    from lmindexer.trainers.bench.results import earlier_result, finished_records
+
+    output = tmp_path / "ids.json"
+    earlier = {
+        "settings": {"codebook_size": 256, "seeds": "0"},
+        "records": [{"method": "rqvae", "seed": 0, "wall_s": 66}],
+    }
+    output.write_text(json.dumps(earlier))
+    output.with_suffix(".md").write_text("the table")
+    settings = {"codebook_size": 64, "seeds": "0,1"}
+    assert finished_records(earlier_result(output), settings, ("method", "seed"), output=output) == []
+    assert not output.exists() and "codebook_size: 256 -> 64" in capsys.readouterr().err
+    assert json.loads((tmp_path / "ids.earlier-1.json").read_text()) == earlier
+    assert (tmp_path / "ids.earlier-1.md").read_text() == "the table"
+    # The same settings with more seeds: the finished run is kept in place.
+    output.write_text(json.dumps(earlier))
+    same = {"codebook_size": 256, "seeds": "0,1"}
+    assert finished_records(earlier_result(output), same, ("method", "seed"), output=output) == earlier["records"]
+    assert output.exists() and not (tmp_path / "ids.earlier-2.json").exists()

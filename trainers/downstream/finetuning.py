@@ -192,7 +192,8 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     else:
         collator = RetrievalCollator(tokenizer, model, data_args.max_length)
     guard = FinetuneRunGuard(finetune_fingerprint(finetune_args, data_args, training_args), training_args.output_dir)
-    resume_from = guard.resume_checkpoint(training_args.resume_from_checkpoint, training_args.overwrite_output_dir)
+    resume_from = guard.resume_checkpoint(training_args.resume_from_checkpoint, training_args.overwrite_output_dir,
+                                          main_process=training_args.process_index == 0)
     if not causal and training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
         splits["train"] = with_token_lengths(splits["train"], tokenizer, training_args.length_column_name,
                                              data_args.max_length)

@@ -137,7 +137,9 @@ class FinetuneRunGuard:
         self.fingerprint = fingerprint
         self.output_dir = Path(output_dir)
 
-    def resume_checkpoint(self, resume_from_checkpoint, overwrite_output_dir: bool = False) -> str | None:
+    def resume_checkpoint(
+        self, resume_from_checkpoint, overwrite_output_dir: bool = False, main_process: bool = True
+    ) -> str | None:
         """The checkpoint to resume from (`--resume_from_checkpoint true` or a path), after checking it belongs to
         this run; None for a fresh run, after checking that no earlier run's checkpoints would stay beside it."""
         wanted = resume_from_checkpoint
@@ -158,7 +160,7 @@ class FinetuneRunGuard:
                     "--resume_from_checkpoint true, choose another --output_dir, or pass "
                     "--overwrite_output_dir true to remove them."
                 )
-            for path in existing:
+            for path in existing if main_process else []:  # one process removes them
                 logger.warning("Removing %s of an earlier run (--overwrite_output_dir).", path)
                 shutil.rmtree(path)
             return None
