@@ -10,6 +10,7 @@ from, a retriever is what users query; the retriever's card names its indexer as
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,10 +50,35 @@ def save_for_hub(model, folder: str | Path, tokenizer=None, card_data: LMIndexer
     """Write everything a Hub repo of `model` holds into `folder`; return the relative paths written.
 
     The tokenizer is `tokenizer`, else `model.tokenizer`, else the one saved next to the model; a repo without
-    one could not be queried, so its absence is an error.
+    one could not be queried, so its absence is an error. `folder` goes from one complete state to the next: the
+    repo is written into `<folder>.saving` and swapped in by renames, so a failure leaves `folder` as it was. A
+    `folder` that is not empty must be an earlier export (a complete repo, `check_publishable`), which is replaced
+    whole; any other folder is refused before anything is written, so that none of its files is overwritten or
+    listed as part of the repo.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file: give a new or empty folder to write the repo to.")
+    if folder.is_dir() and any(folder.iterdir()):
+        try:
+            check_publishable(folder)
+        except ValueError as error:
+            raise ValueError(f"{folder} is not empty and is not an earlier export ({error}): give a new or empty "
+                             "folder; nothing was written.") from None
+    staging = folder.with_name(f"{folder.name}.saving")
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an interrupted export: never part of the result
+    try:
+        written = _write_repo_folder(model, staging, tokenizer, card_data, repo_id, max_shard_size)
+        _swap_in(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return written
+
+
+def _write_repo_folder(model, folder: Path, tokenizer, card_data, repo_id, max_shard_size) -> list[str]:
+    folder.mkdir(parents=True)
     if isinstance(model, LMIndexerForGenerativeRetrieval):
         model.id_map  # noqa: B018 - raises a clear error when the retriever has no map
     elif model.id_map is None:
@@ -64,9 +90,21 @@ def save_for_hub(model, folder: str | Path, tokenizer=None, card_data: LMIndexer
     model.save_pretrained(folder, max_shard_size=max_shard_size, model_card=False)
     tokenizer.save_pretrained(folder)
     write_model_card(model, folder, card_data)
-    written = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
     check_publishable(folder)
-    return written
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Replace `folder` (absent, empty or an earlier export) by the complete `staging` folder."""
+    if not folder.exists():
+        staging.rename(folder)
+        return
+    previous = folder.with_name(f"{folder.name}.old")
+    if previous.exists():
+        shutil.rmtree(previous)
+    folder.rename(previous)
+    staging.rename(folder)
+    shutil.rmtree(previous)
 
 
 def check_publishable(folder: str | Path) -> None:

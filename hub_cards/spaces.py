@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from huggingface_hub import HfApi, SpaceCard
+
+logger = logging.getLogger("lmindexer")
 
 SPACE_FOLDER = Path(__file__).parent / "space"
 SPACE_FILES = ("app.py", "requirements.txt", "README.md")
@@ -33,6 +36,7 @@ def launch_space(model: str, revision: str | None = None, host: str = "127.0.0.1
 def export_space(model_repo_id: str, folder: str | Path, revision: str | None = None) -> list[str]:
     """Write a Space for `model_repo_id` into `folder`: the app, its requirements, a README whose YAML header
     links the model, and `space_config.json` naming the model and revision the app loads."""
+    model_repo_id = space_model_reference(model_repo_id, revision)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("app.py", "requirements.txt"):
@@ -48,6 +52,27 @@ def export_space(model_repo_id: str, folder: str | Path, revision: str | None = 
     card.save(folder / "README.md")
     (folder / "space_config.json").write_text(json.dumps({"model": model_repo_id, "revision": revision}, indent=2))
     return sorted(path.name for path in folder.iterdir())
+
+
+def space_model_reference(model: str, revision: str | None) -> str:
+    """What the Space records as its model: a Hub repo id as given, or a local folder's absolute path (so that the
+    app finds it from anywhere), with a warning that a Space on the Hub cannot load it. A local indexer folder is
+    refused (the demo runs a retriever), and an unpinned Hub model is named in a warning."""
+    local = Path(model).expanduser()
+    if not local.is_dir():
+        if revision is None:
+            logger.warning("The Space loads %s at whatever revision is newest when it starts: pin one with --revision "
+                           "(the commit SHA `lmindexer push` printed).", model)
+        return model
+    config = local / "config.json"
+    model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type") if config.is_file() else None
+    if model_type != "lmindexer-retrieval":
+        what = "an indexer" if model_type == "lmindexer" else "not a fine-tuned retriever"
+        raise ValueError(f"{model} is {what} (model_type {model_type}): the Space's demo runs a retriever; fine-tune "
+                         "one (`lmindexer finetune`) and export that.")
+    logger.warning("The Space will load the local folder %s: it runs only on this machine. Push the retriever "
+                   "(`lmindexer push`) and export the Space for its repo id to publish it.", local.resolve())
+    return str(local.resolve())
 
 
 def push_space(model_repo_id: str, space_repo_id: str, revision: str | None = None, token: str | bool | None = None,

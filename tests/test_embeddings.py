@@ -136,3 +136,21 @@ def test_cache_from_another_request_is_refused(tiny_encoder, tmp_path, counted_e
     with pytest.raises(EmbeddingCacheError, match=rf"{named}: cached .*, requested"):
         cached_embeddings(cache_dir=tmp_path, progress=False, **other)
     assert counted_encoder == [len(TEXTS)]  # refused, not silently re-encoded over
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_cache_file_that_cannot_be_read_is_recomputed_with_a_warning(tiny_encoder, tmp_path, counted_encoder,
+                                                                         caplog, damage):
+    settings = dict(pooling="mean", normalize=True, max_length=64, text_fields=["title"], progress=False)
+    first = cached_embeddings(DOC_IDS, TEXTS, tmp_path, tiny_encoder, **settings)
+    (path,) = tmp_path.glob("embeddings-*.safetensors")
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2] if damage == "truncated" else b"\x00not a safetensors file")
+    with caplog.at_level("WARNING", logger="lmindexer"):
+        again = cached_embeddings(DOC_IDS, TEXTS, tmp_path, tiny_encoder, **settings)
+    assert counted_encoder == [len(TEXTS), len(TEXTS)]  # encoded again, not refused
+    np.testing.assert_allclose(again, first, rtol=1e-6, atol=1e-6)
+    assert path.name in caplog.text and "recomputing" in caplog.text
+    assert path.read_bytes() == whole or len(path.read_bytes()) == len(whole)  # rewritten whole
+    cached_embeddings(DOC_IDS, TEXTS, tmp_path, tiny_encoder, **settings)
+    assert counted_encoder == [len(TEXTS), len(TEXTS)]  # and read back from the repaired file

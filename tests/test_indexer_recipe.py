@@ -51,6 +51,33 @@ def test_at_t2_the_prefix_codes_vector_drives_reconstruction_and_gets_its_gradie
         assert not torch.isclose(reconstruction(), before)
 
 
+def test_the_reconstructor_uses_every_positions_vector_not_only_the_last():
+    """Each ID position's vector, changed alone (the others held fixed), changes the reconstruction: a reconstructor
+    that read only `id_vectors[-1:]` would ignore c^1's vector at t=2, which the gradient probe above cannot see
+    (c^1's codebook also reaches the loss through h^2)."""
+    torch.manual_seed(0)
+    model = LMIndexerForSemanticID(tiny_indexer_config()).eval()
+    input_ids, attention_mask, visible = batch()
+    hidden_size = model.codebooks[1].weight.shape[1]
+    generator = torch.Generator().manual_seed(3)
+    vectors = [torch.randn(input_ids.shape[0], hidden_size, generator=generator) for _ in range(3)]
+    hints = torch.randn(*input_ids.shape, hidden_size, generator=generator)
+    targets = attention_mask.bool() & ~visible
+    token_weight = torch.randn(120, hidden_size, generator=generator)
+
+    def logits(id_vectors):
+        with torch.no_grad():
+            return model.reconstructor(id_vectors, hints, visible, targets, token_weight)
+
+    for count in (2, 3):
+        reference = logits(vectors[:count])
+        for position in range(count):
+            changed = list(vectors[:count])
+            changed[position] = changed[position] + torch.randn(changed[position].shape, generator=generator)
+            difference = float((logits(changed) - reference).abs().max())
+            assert difference > 1e-3, f"position {position + 1} of {count}: its vector changes nothing"
+
+
 def test_commitment_loss_by_hand_each_position_against_its_own_codebook():
     torch.manual_seed(0)
     weights = dict(reconstruction_weight=0.7, contrastive_weight=0.3, commitment_weight=2.5)

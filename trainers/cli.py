@@ -129,6 +129,11 @@ def run_push(args: PushArguments):
         raise ValueError(f"--model must be the folder of a trained indexer or retriever, got {args.model!r}.")
     if not args.repo_id and not args.save_to:
         raise ValueError("Give --repo_id org/name (or --save_to FOLDER to write the repo without uploading).")
+    from .folders.inspection import two_stage_folder_error
+
+    two_stage = two_stage_folder_error(args.model, "push")
+    if two_stage is not None:
+        raise two_stage
     model = AutoModel.from_pretrained(args.model)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     card_data = LMIndexerCardData.load(args.model) or LMIndexerCardData()  # a retriever's task is filled in later
@@ -330,6 +335,7 @@ def split_debug_flag(name: str, argv: list[str]) -> tuple[list[str], bool]:
 def check_model_arguments(parsed: tuple) -> None:
     """Name the argument when a model folder it gives is not there (instead of a failed Hub lookup)."""
     from ..modeling_lmindexer.modeling_lmindexer import check_model_folder
+    from .folders.inspection import check_folder_files
 
     for arguments in parsed:
         for name in MODEL_FIELDS:
@@ -339,6 +345,7 @@ def check_model_arguments(parsed: tuple) -> None:
                     check_model_folder(value)
                 except OSError as error:
                     raise OSError(f"--{name}: {error}") from None
+                check_folder_files(value)  # a cut-off weights or JSON file is named before anything loads it
 
 
 def error_line(name: str, error: BaseException) -> str:

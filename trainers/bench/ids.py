@@ -130,7 +130,8 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
     result = new_result(command, bench.data, {**asdict(bench), "index": asdict(index_args), "training": {
         key: value for key, value in training_args.to_dict().items()
         if key.startswith(SCHEDULE_PREFIXES) or key in OPTIMISATION_FLAGS}})
-    result["records"] = finished_records(earlier_result(output), result["settings"], ("method", "seed"))
+    result["records"] = finished_records(earlier_result(output), result["settings"], ("method", "seed"),
+                                         output=output)
     done = {(record["method"], record["seed"]) for record in result["records"]}
     layout = f"{index_args.id_length} x {index_args.codebook_size} + dedup"
     title = f"{Path(bench.data).name}: {layout}, text {index_args.text_fields}"

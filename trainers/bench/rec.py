@@ -24,9 +24,11 @@ from pathlib import Path
 from ...modeling_lmindexer.configuration_lmindexer import RECOMMENDATION
 from ..data.corpus import load_records
 from ..data.lists import split_names
-from ..downstream.data import sampled_test_rows
+from ..downstream.data import sampled_test_rows, user_items
+from ..downstream.evaluation import check_evaluation_settings, parse_ks
 from ..downstream.finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
 from ..downstream.ranking_metrics import ranking_metrics
+from ..downstream.run_guard import AUTO_RESUME
 from .results import (
     LMINDEXER_BACKBONE_FIELD,
     comparable_training_settings,
@@ -43,6 +45,12 @@ from .results import (
 TABLE_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
 
+def table_metrics(ks: list[int]) -> list[str]:
+    """The table's metric columns for the cut-offs of `--eval_ks`: recall, then NDCG, at each k (`TABLE_METRICS` for
+    the default 5,10)."""
+    return [f"{name}@{k}" for name in ("recall", "ndcg") for k in ks]
+
+
 @dataclass
 class BenchRecArguments:
     indexers: str = field(default="", metadata={"help": "Comma-separated indexer folders whose IDs are compared."})
@@ -57,7 +65,8 @@ class BenchRecArguments:
 def test_sequences(sequences_path: str | Path) -> list[list[str]]:
     """The item sequences of the users that have a test sample (3 or more items), in file order: row i is the test
     split's row i when every item is in the ID map."""
-    users = [[str(item) for item in user["items"]] for user in load_records(sequences_path)]
+    users = [user_items(user, number, sequences_path)
+             for number, user in enumerate(load_records(sequences_path), start=1)]
     return [items for items in users if len(items) >= 3]
 
 
@@ -69,16 +78,18 @@ def most_popular(users: list[list[str]], test_rows: list[int], ks: list[int]) ->
     return ranking_metrics([ranked] * len(test_rows), [{users[row][-1]} for row in test_rows], ks)
 
 
-def records_table(records: list[dict], title: str) -> str:
+def records_table(records: list[dict], title: str, metrics: list[str] | tuple[str, ...] = TABLE_METRICS) -> str:
+    """One row per record; a metric a record lacks (a baseline scored at other cut-offs) shows as -."""
     rows = []
     for record in records:
-        cells = [f"{record['metrics'][f'test_{name}']:.4f}" for name in TABLE_METRICS]
+        values = [record["metrics"].get(f"test_{name}") for name in metrics]
+        cells = ["-" if value is None else f"{value:.4f}" for value in values]
         steps = record.get("max_steps", "")
         steps = f"{record['epochs']:g} epochs" if record.get("epochs") and (steps in ("", -1, None)) else str(steps)
         budget = [steps, str(record.get("batch_size", "")), f"{record['wall_s']:.0f}"]
         model = Path(record["backbone"]).name if record.get("backbone") else "-"
         rows.append([record["ids"], model, record["history_format"], str(record["seed"]), *cells, *budget])
-    columns = ["IDs", "model", "history", "seed", *TABLE_METRICS, "steps", "batch", "wall s"]
+    columns = ["IDs", "model", "history", "seed", *metrics, "steps", "batch", "wall s"]
     return markdown_table(title, columns, rows, text_columns=3)
 
 
@@ -88,6 +99,8 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
     folder = Path(data_args.data)
     if not (folder / "sequences.jsonl").is_file() or not (folder / "items.jsonl").is_file():
         raise FileNotFoundError(f"{folder} needs items.jsonl and sequences.jsonl (the shared/data layout).")
+    # Refused before any run: metrics past the beam count would be understated.
+    check_evaluation_settings(training_args.ks, training_args.eval_num_beams)
     users = test_sequences(folder / "sequences.jsonl")
     # The test users must be the same for every ID method and for most-popular.
     indexers = indexer_folders(bench.indexers, {item for items in users for item in items}, "items of the sequences")
@@ -102,7 +115,7 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
         "training": comparable_training_settings(training_args)}, most_popular=most_popular(users, rows, training_args.ks))
     earlier = earlier_result(output)
     result["records"] = finished_records(earlier, result["settings"], ("ids", "history_format", "seed"),
-                                         varying=("seeds", "indexers", "history_formats"))
+                                         varying=("seeds", "indexers", "history_formats"), output=output)
     if result["records"]:  # records added by other tools on the same users (bench_sasrec.py)
         result["baselines"] = earlier.get("baselines", [])
     done = {(str(Path(record["indexer"]).resolve()), record["history_format"], record["seed"])
@@ -117,6 +130,7 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
                 run_data.history_format = history_format
                 run_args = copy.deepcopy(training_args)
                 run_args.seed = seed
+                run_args.resume_from_checkpoint = AUTO_RESUME  # the bench's own folder
                 run_args.output_dir = str(work / f"{Path(indexer).name}-{history_format}-seed{seed}")
                 run_finetune = run_finetune_arguments(finetune_args, indexer, bench.lmindexer_backbone)
                 started = time.perf_counter()
@@ -136,6 +150,8 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
 def write_bench_rec(result: dict, output: Path, dataset: str) -> None:
     popular = {"ids": "most-popular", "history_format": "-", "seed": "-", "wall_s": 0.0,
                "metrics": {f"test_{key}": value for key, value in result["most_popular"].items()}}
+    ks = parse_ks(result["settings"]["training"].get("eval_ks", "5,10"))
+    users = result["settings"]["test_users_evaluated"]
     table = records_table([popular, *result.get("baselines", []), *result["records"]],
-                          f"{dataset}: leave-one-out, full ranking, {result['settings']['test_users_evaluated']} test users")
+                          f"{dataset}: leave-one-out, full ranking, {users} test users", table_metrics(ks))
     write_result(result, output, table)

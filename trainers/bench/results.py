@@ -45,24 +45,63 @@ def new_result(command: str | None, data, settings: dict, **extra) -> dict:
 
 
 def earlier_result(output: Path) -> dict:
-    """The result an earlier run wrote to `output` ({} when there is none or it is unreadable)."""
+    """The result an earlier run wrote to `output` ({} when there is none). One that cannot be read (cut off, not
+    JSON) is never overwritten: it is moved aside (`set_aside`) and the bench starts afresh."""
     if not output.is_file():
         return {}
     try:
-        return json.loads(output.read_text())
-    except json.JSONDecodeError:
+        result = json.loads(output.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        set_aside(output, f"it is not readable JSON ({error})")
         return {}
+    if not isinstance(result, dict) or "settings" not in result:
+        set_aside(output, "it is not a bench result (no settings recorded)")
+        return {}
+    return result
+
+
+def set_aside(output: Path, reason: str) -> Path:
+    """Rename `output` (and its Markdown table) to the first free `<name>.earlier-<n><suffix>`, saying where and why,
+    so that a bench never overwrites finished work it cannot keep."""
+    number = 1
+    while output.with_name(f"{output.stem}.earlier-{number}{output.suffix}").exists():
+        number += 1
+    kept = output.with_name(f"{output.stem}.earlier-{number}{output.suffix}")
+    output.rename(kept)
+    table = output.with_suffix(".md")
+    if table.is_file():
+        table.rename(kept.with_suffix(".md"))
+    print(f"{output}: {reason}; moved it to {kept} instead of overwriting it.", file=sys.stderr)
+    return kept
+
+
+def setting_changes(found: dict, expected: dict, prefix: str = "") -> list[str]:
+    """`name: old -> new` for every setting that differs (nested settings as `training.learning_rate`)."""
+    changes = []
+    for key in sorted(set(found) | set(expected)):
+        old, new = found.get(key), expected.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += setting_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
 
 
 def finished_records(earlier: dict, settings: dict, key_fields: tuple[str, ...],
-                     varying: tuple[str, ...] = ("seeds",)) -> list[dict]:
+                     varying: tuple[str, ...] = ("seeds",), output: Path | None = None) -> list[dict]:
     """The records of an `earlier_result` made with the same settings (those named in `varying`, such as the seed
-    list, aside), so that a re-run, or a run with more seeds, goes on from them instead of redoing them. Other
-    settings: nothing is kept."""
+    list, aside), so that a re-run, or a run with more seeds, goes on from them instead of redoing them. With other
+    settings nothing is kept, and the earlier file at `output` is moved aside (`set_aside`), naming what differs."""
     def comparable(values: dict) -> dict:  # as read back from JSON, without the settings that may vary
         return {key: value for key, value in json.loads(json.dumps(values)).items() if key not in varying}
 
-    if not earlier or comparable(earlier.get("settings", {})) != comparable(settings):
+    if not earlier:
+        return []
+    changes = setting_changes(comparable(earlier.get("settings", {})), comparable(settings))
+    if changes:
+        if output is not None and output.is_file() and earlier.get("records"):
+            set_aside(output, f"its {len(earlier['records'])} run(s) were made with other settings "
+                              f"({'; '.join(changes[:6])})")
         return []
     records = earlier.get("records", [])
     if records:

@@ -35,6 +35,7 @@ from ..data.corpus import join_fields, load_records
 from ..downstream.data import retrieval_splits
 from ..downstream.finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
 from ..downstream.ranking_metrics import ranking_metrics
+from ..downstream.run_guard import AUTO_RESUME, check_splits
 from .results import (
     LMINDEXER_BACKBONE_FIELD,
     comparable_training_settings,
@@ -108,8 +109,11 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
     result = new_result(command, folder, {**asdict(bench), "finetune": asdict(finetune_args), "data": asdict(data_args),
                                           "training": comparable_training_settings(training_args)})
     result["records"] = finished_records(earlier_result(output), result["settings"], ("ids", "seed"),
-                                         varying=("seeds", "indexers", "lexical", "dense_encoder", "dense_max_length"))
-    test = retrieval_splits(folder, set(doc_ids), indexing=False)[0]["test"]
+                                         varying=("seeds", "indexers", "lexical", "dense_encoder", "dense_max_length"),
+                                         output=output)
+    splits = retrieval_splits(folder, set(doc_ids), indexing=False)[0]
+    check_splits(splits, data_args, needs_validation=False, needs_training=False)  # one line naming the qrels file
+    test = splits["test"]
     queries, relevant = list(test["input_text"]), [json.loads(row) for row in test["relevant"]]
     result["baselines"] = []
     if bench.lexical:
@@ -133,6 +137,7 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
                 continue
             run_args = copy.deepcopy(training_args)
             run_args.seed, run_args.output_dir = seed, str(work / f"{Path(indexer).name}-seed{seed}")
+            run_args.resume_from_checkpoint = AUTO_RESUME  # the bench's own folder
             run_finetune = run_finetune_arguments(finetune_args, indexer, bench.lmindexer_backbone)
             id_map = SemanticIDMap.load(Path(indexer) / ID_MAP_FILE)
             started = time.perf_counter()

@@ -11,6 +11,7 @@ import codecs
 import csv
 import hashlib
 import html
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,10 +87,31 @@ def _load_file(path: Path, builder: str) -> datasets.Dataset:
         cause = error.__cause__ or error.__context__ or error
         if isinstance(cause, UnicodeDecodeError):
             raise (_not_utf8(path) or ValueError(f"{path} is not UTF-8 text: {cause}")) from None
+        bad_line = _first_bad_json_line(path) if builder == "json" else None
+        if bad_line is not None:
+            raise bad_line from None
         raise ValueError(f"Cannot read {path} as {builder}: {cause}") from error
     if len(records) == 0:
         raise ValueError(f"{path} holds no documents.")
     return records
+
+
+def _first_bad_json_line(path: Path) -> ValueError | None:
+    """The error for the first line of a JSON Lines file that is not a JSON object, naming its line number (the
+    reader's own message counts from the start of a block, not of the file); None when every line is one."""
+    if path.suffix.lower() != ".jsonl":
+        return None
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                return ValueError(f"{path} line {number} is not valid JSON: {error.msg} (column {error.colno}).")
+            if not isinstance(record, dict):
+                return ValueError(f"{path} line {number} is not a JSON object: each line must be one record {{...}}.")
+    return None
 
 
 def _not_utf8(path: Path, chunk_size: int = 1 << 20) -> ValueError | None:

@@ -231,8 +231,15 @@ def cached_embeddings(
     key = embedding_cache_key(doc_ids, texts, model_name_or_path, pooling, normalize, max_length, text_fields)
     path = embedding_cache_path(cache_dir, key)
     if path.exists():
-        logger.info("Reusing embeddings from %s", path)
-        return load_embedding_cache(path, key)
+        try:
+            embeddings = load_embedding_cache(path, key)
+            logger.info("Reusing embeddings from %s", path)
+            return embeddings
+        except EmbeddingCacheError:  # another request's vectors: refused, never silently replaced
+            raise
+        except Exception as error:  # a truncated or corrupt file: recomputed (and rewritten whole) below
+            logger.warning("The embedding cache %s cannot be read (%s: %s); recomputing it.", path,
+                           type(error).__name__, " ".join(str(error).split()))
     embeddings = encode_texts(texts, model_name_or_path, pooling=pooling, normalize=normalize, batch_size=batch_size,
                               max_length=max_length, device=device, progress=progress)
     _save_atomically(path, embeddings, {**key, "dim": int(embeddings.shape[1])})

@@ -51,8 +51,8 @@ def recommendation_splits(
     known = set(item_text) if known_items is None else set(item_text) & set(known_items)
     splits = {"train": [], "validation": [], "test": []}
     dropped = 0
-    for user in load_records(sequences_path):
-        sequence = [str(item) for item in user["items"]]
+    for number, user in enumerate(load_records(sequences_path), start=1):
+        sequence = user_items(user, number, sequences_path)
         dropped += sum(item not in known for item in sequence)
         sequence = [item for item in sequence if item in known]
         if len(sequence) < 3:
@@ -64,6 +64,14 @@ def recommendation_splits(
     if dropped:
         logger.warning("%d interactions name items that are not in the catalogue or ID map; they were dropped.", dropped)
     return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
+
+
+def user_items(user: dict, number: int, sequences_path) -> list[str]:
+    """The item IDs of record `number` (from 1) of a sequences file, or an error naming the file and the record."""
+    if not isinstance(user.get("items"), list):
+        raise ValueError(f"{sequences_path}: record {number} has no 'items' list (each line is a user: "
+                         '{"user_id": ..., "items": [item IDs, oldest first]}).')
+    return [str(item) for item in user["items"]]
 
 
 def _sample(text: str, target: str, relevant: dict[str, int] | None = None) -> dict:

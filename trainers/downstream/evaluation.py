@@ -13,9 +13,28 @@ from ..data.lists import split_names
 from .ranking_metrics import ranking_metrics
 
 
-def parse_ks(text: str) -> list[int]:
-    """The cut-offs k of `--eval_ks` / `--ks`: `"5,10"` -> `[5, 10]`."""
-    return [int(k) for k in split_names(text)]
+def parse_ks(text: str, flag: str = "--eval_ks") -> list[int]:
+    """The cut-offs k of `--eval_ks` / `--ks`: `"5,10"` -> `[5, 10]`. Anything but positive integers is refused,
+    naming `flag`."""
+    try:
+        ks = [int(k) for k in split_names(text)]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: give positive whole numbers separated by commas, e.g. 5,10.") from None
+    if not ks or min(ks) < 1:
+        raise ValueError(f"{flag} {text!r}: every cut-off k must be a positive whole number, e.g. 5,10.")
+    return ks
+
+
+def check_evaluation_settings(ks: list[int], num_beams: int, ks_flag: str = "--eval_ks",
+                              beams_flag: str = "--eval_num_beams") -> None:
+    """Refuse settings that would make the metrics wrong: beam search returns at most `num_beams` documents, so a
+    metric at a larger k would be silently understated."""
+    if num_beams < 1:
+        raise ValueError(f"{beams_flag} {num_beams}: beam search needs at least one beam.")
+    if max(ks) > num_beams:
+        raise ValueError(f"{ks_flag} {max(ks)} exceeds {beams_flag} {num_beams}: beam search returns at most that "
+                         f"many documents, so recall@{max(ks)} would be understated. Raise {beams_flag} to {max(ks)} "
+                         "or more.")
 
 
 def retrieval_metrics(model, tokenizer, split, ks: list[int], num_beams: int, batch_size: int) -> dict[str, float]:

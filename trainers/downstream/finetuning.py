@@ -21,9 +21,10 @@ from pathlib import Path
 from ...modeling_lmindexer.configuration_lmindexer import HISTORY_FORMATS, RECOMMENDATION, TASKS
 from ...modeling_lmindexer.history import HistoryFormat
 from ..data.lists import split_names
+from ..folders.fault_points import crash_point
 from .causal_recommender import CausalModelArguments
 from .data import evaluation_split, load_downstream_splits
-from .evaluation import parse_ks, retrieval_metrics
+from .evaluation import check_evaluation_settings, parse_ks, retrieval_metrics
 
 logger = logging.getLogger("lmindexer")
 
@@ -162,7 +163,10 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     from ...hub_cards import push_model_to_hub
     from .collators import RetrievalCollator
     from .retrieval_trainer import GenerativeRetrievalTrainer, apply_lora
+    from .run_guard import FinetuneRunGuard, check_splits, finetune_fingerprint
 
+    # Settings that would fail or mislead only after training are refused before the first step.
+    check_evaluation_settings(training_args.ks, training_args.eval_num_beams)
     causal = finetune_args.architecture == "causal"
     if causal:
         model, data_args = build_causal(finetune_args, data_args, training_args.seed)
@@ -170,6 +174,8 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
         model = build_retriever(finetune_args, retriever_config_fields(finetune_args, data_args))
     tokenizer = model.tokenizer
     splits = load_downstream_splits(data_args, model.id_map, model.config)
+    check_splits(splits, data_args, needs_validation=training_args.eval_strategy != "no")
+    evaluation_split(splits, data_args)  # --eval_rows outside the test split are refused now, not after training
     if data_args.validation_users and "validation" in splits:
         from .data import sampled_test_rows
 
@@ -185,6 +191,9 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
         collator = CausalStreamCollator(tokenizer.pad_token_id)
     else:
         collator = RetrievalCollator(tokenizer, model, data_args.max_length)
+    guard = FinetuneRunGuard(finetune_fingerprint(finetune_args, data_args, training_args), training_args.output_dir)
+    resume_from = guard.resume_checkpoint(training_args.resume_from_checkpoint, training_args.overwrite_output_dir,
+                                          main_process=training_args.process_index == 0)
     if not causal and training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
         splits["train"] = with_token_lengths(splits["train"], tokenizer, training_args.length_column_name,
                                              data_args.max_length)
@@ -197,15 +206,23 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
         data_collator=collator, processing_class=tokenizer,
         card_data=retriever_card_data(finetune_args, data_args, training_args),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.run_guard = guard
+    trainer.train(resume_from_checkpoint=resume_from)
     if finetune_args.lora_target_modules:
         model = trained.merge_and_unload()
-    metrics = trainer.evaluate(evaluation_split(splits, data_args), metric_key_prefix="test")
+    output_dir = Path(training_args.output_dir)
+    if trainer.is_world_process_zero():  # before scoring: a failure or a kill there never costs the trained model
+        save_retriever(model, tokenizer, trainer.card_data, output_dir, guard)
+    crash_point("finetune.evaluation")
+    try:
+        metrics = trainer.evaluate(evaluation_split(splits, data_args), metric_key_prefix="test")
+    except Exception as error:
+        raise ValueError(f"evaluation after training failed ({type(error).__name__}: {error}); the trained model is "
+                         f"saved in {output_dir}: score it with `lmindexer evaluate`.") from error
     if trainer.is_world_process_zero():
-        output_dir = Path(training_args.output_dir)
-        model.card_data = trainer.card_data
-        model.save_pretrained(output_dir)  # with the ID map and the card
-        tokenizer.save_pretrained(output_dir)
+        from ...hub_cards import write_model_card
+
+        write_model_card(model, output_dir, trainer.card_data)  # the card again, with the test metrics
         curve = [entry for entry in trainer.state.log_history if "eval_train_seconds" in entry]
         (output_dir / METRICS_FILE).write_text(json.dumps({**metrics, "preset": finetune_args.preset,
                                                            "learning_curve": curve}, indent=2))
@@ -217,6 +234,14 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
             )
             logger.info("Pushed the retriever (commit %s)", getattr(commit, "oid", commit))
     return metrics
+
+
+def save_retriever(model, tokenizer, card_data, output_dir: Path, guard) -> None:
+    """The fine-tuned model with its ID map, card, tokenizer and run fingerprint, in `output_dir`."""
+    model.card_data = card_data
+    model.save_pretrained(output_dir)  # with the ID map and the card
+    tokenizer.save_pretrained(output_dir)
+    guard.stamp(output_dir)
 
 
 def build_causal(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, seed: int = 0):
@@ -287,13 +312,40 @@ def load_retriever(path: str):
     from transformers import AutoTokenizer
 
     from ...modeling_lmindexer import LMIndexerForGenerativeRetrieval
+    from ..folders.inspection import folder_model_type, two_stage_folder_error
 
+    two_stage = two_stage_folder_error(path, "evaluate or retrieve with")
+    if two_stage is not None:
+        raise two_stage
+    if Path(path).is_dir() and folder_model_type(path) == "lmindexer":
+        raise ValueError(f"{path} is an indexer folder (model_type lmindexer), not a fine-tuned retriever: fine-tune "
+                         f"one first (`lmindexer finetune --indexer {path} --data DIR --output_dir OUT`).")
     return LMIndexerForGenerativeRetrieval.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
 def evaluate_retriever(args: EvaluateArguments, data_args: DownstreamDataArguments) -> dict:
     """Recall, NDCG, MAP and MRR at each k, and `prefix_right_dedup_wrong@1`, of a saved retriever on the test split
     of `data_args`, as fine-tuning scores it (`evaluation.retrieval_metrics`)."""
+    ks = parse_ks(args.ks, "--ks")
+    check_evaluation_settings(ks, args.num_beams, "--ks", "--num_beams")
     model, tokenizer = load_retriever(args.model)
-    split = evaluation_split(load_downstream_splits(data_args, model.id_map, model.config), data_args)
-    return retrieval_metrics(model, tokenizer, split, parse_ks(args.ks), args.num_beams, args.batch_size)
+    splits = load_downstream_splits(data_args, model.id_map, model.config)
+    from .run_guard import check_splits
+
+    check_splits(splits, data_args, needs_validation=False, needs_training=False)  # only the test split is scored
+    split = evaluation_split(splits, data_args)
+    report_coverage(data_args, len(splits["test"]), len(split))
+    return retrieval_metrics(model, tokenizer, split, ks, args.num_beams, args.batch_size)
+
+
+def report_coverage(data_args: DownstreamDataArguments, test_samples: int, scored: int) -> None:
+    """Say how many test users or queries are scored, and warn when the ID map leaves users of the data out."""
+    if data_args.task == RECOMMENDATION:
+        from ..data.corpus import load_records
+
+        users = len(load_records(Path(data_args.data) / "sequences.jsonl"))
+        if test_samples < users:
+            logger.warning("Scoring %d of the %d users in %s: the other %d have fewer than 3 items the model's ID map "
+                           "holds.", scored, users, Path(data_args.data) / "sequences.jsonl", users - test_samples)
+            return
+    logger.info("Scoring %d test %s.", scored, "users" if data_args.task == RECOMMENDATION else "queries")

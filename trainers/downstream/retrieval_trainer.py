@@ -30,6 +30,11 @@ class RetrievalTrainingArguments(Seq2SeqTrainingArguments):
     eval_num_beams: int = field(default=20, metadata={"help": "Beams of the constrained search at evaluation."})
     eval_ks: str = field(default="5,10", metadata={"help": "Cut-offs k of the reported metrics."})
     eval_batch_queries: int = field(default=32, metadata={"help": "Queries per generate call at evaluation."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start a new run (no --resume_from_checkpoint) in an output_dir that holds an earlier run's "
+                          "checkpoint-* folders, removing them; without it such a run is refused."},
+    )
 
     @property
     def ks(self) -> list[int]:
@@ -39,6 +44,14 @@ class RetrievalTrainingArguments(Seq2SeqTrainingArguments):
 class GenerativeRetrievalTrainer(HubCardTrainerMixin, Seq2SeqTrainer):
     """Pass `card_data=LMIndexerCardData(...)` to name datasets and the base model in the card; with
     `push_to_hub=True`, every pushed checkpoint carries the ID map, code, tokenizer and the current card."""
+
+    # A `run_guard.FinetuneRunGuard` set by `finetune_retriever`: every save carries the run's fingerprint.
+    run_guard = None
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.run_guard is not None and self.args.should_save:
+            self.run_guard.stamp(output_dir if output_dir is not None else self.args.output_dir)
 
     def train(self, *args, **kwargs):
         # For the learning curve: training seconds at each evaluation, the evaluations' own time left out.

@@ -3,7 +3,8 @@ environment variable `LMINDEXER_KILL_AT` names the point it reaches. Inert other
 
 Points: `trainer_checkpoint.after_weights` (a Trainer checkpoint with weights but no trainer_state.json yet),
 `stage_checkpoint.between_renames`, `final_save.staged` (the new folder complete beside the old one),
-`final_save.between_renames`, `assign.map_write` (the lock held, the extended map not yet written).
+`final_save.between_renames`, `assign.map_write` (the lock held, the extended map not yet written),
+`finetune.evaluation` (a fine-tuned model saved, its test evaluation not yet run).
 """
 
 from __future__ import annotations

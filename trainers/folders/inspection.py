@@ -51,3 +51,39 @@ def indexed_text_fields(folder: str | Path) -> list[str] | None:
         return fields
     embedding = method_record(folder).get("embedding")
     return embedding.get("text_fields") if isinstance(embedding, dict) else None
+
+
+def check_folder_files(folder: str | Path) -> None:
+    """Raise a `ValueError` naming the first file of a local model folder that cannot be read: a `.json` file that is
+    not JSON, or a `.safetensors` file whose header is cut off or corrupt (both what an interrupted copy leaves).
+    Only headers are read: a weights file is not loaded here."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), framework="numpy") as handle:
+                    handle.keys()
+        except Exception as error:  # JSONDecodeError, UnicodeDecodeError, SafetensorError
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise ValueError(f"{path} cannot be read ({reason}): it is cut off or corrupt; restore it, or rerun the "
+                             "command that wrote the folder.") from None
+
+
+def two_stage_folder_error(folder: str | Path, command: str) -> ValueError | None:
+    """The error for a two-stage ID folder (rqkmeans, rqvae, hkmeans, random: an ID map and quantiser, no language
+    model) given to a command that needs a model; None for any other folder."""
+    method = folder_method(folder) if Path(folder).is_dir() else UNRECORDED_METHOD
+    if method == UNRECORDED_METHOD or (Path(folder) / CONFIG_FILE).is_file():
+        return None
+    return ValueError(f"{folder} holds {method} IDs (an ID map and its quantiser, no language model), which "
+                      f"`lmindexer {command}` cannot use: it needs an LMIndexer indexer or a fine-tuned retriever. "
+                      f"Fine-tune one on these IDs (`lmindexer finetune --indexer {folder} --backbone MODEL`) and "
+                      f"{command} that.")

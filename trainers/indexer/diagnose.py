@@ -170,6 +170,11 @@ def diagnose_indexer(args: DiagnoseArguments) -> dict:
     """Run every check on a seeded sample of `args.corpus` and write the JSON report to `args.output`."""
     if not args.model or not args.corpus:
         raise ValueError("Give --model (a trained indexer) and --corpus (documents to diagnose on).")
+    from ..folders.inspection import two_stage_folder_error
+
+    two_stage = two_stage_folder_error(args.model, "diagnose")
+    if two_stage is not None:
+        raise two_stage
     model = LMIndexerForSemanticID.from_pretrained(args.model, revision=args.revision)
     if getattr(model.config, "model_type", "") != "lmindexer" or not isinstance(model, LMIndexerForSemanticID):
         raise ValueError(f"{args.model} is not an LMIndexer indexer: diagnose checks LMIndexer's learned IDs only.")
