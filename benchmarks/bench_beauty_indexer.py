@@ -58,7 +58,9 @@ def mean_pooled(model_path: str, texts: list[str], batch_size: int, max_length: 
     encoder = AutoModel.from_pretrained(model_path).eval()
     vectors = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        batch = tokenizer(
+            texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         hidden = encoder(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).float()
         vectors.append(((hidden * mask).sum(1) / mask.sum(1)).numpy())
@@ -129,17 +131,32 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(backbone)
         torch.manual_seed(args.seed)
         model = LMIndexerForSemanticID.from_backbone(
-            backbone, tokenizer=tokenizer, id_length=2, codebook_sizes=sizes, dedup_size=1,
-            reconstructor_heads=6, reconstructor_max_positions=args.max_length,
+            backbone,
+            tokenizer=tokenizer,
+            id_length=2,
+            codebook_sizes=sizes,
+            dedup_size=1,
+            reconstructor_heads=6,
+            reconstructor_max_positions=args.max_length,
         )
         training_args = IndexerTrainingArguments(
-            output_dir=args.work_dir, report_to="none", seed=args.seed, logging_steps=50, save_strategy="no",
-            reconstructor_warmup_epochs=args.warmup_epochs, encoder_warmup_epochs=args.warmup_epochs,
+            output_dir=args.work_dir,
+            report_to="none",
+            seed=args.seed,
+            logging_steps=50,
+            save_strategy="no",
+            reconstructor_warmup_epochs=args.warmup_epochs,
+            encoder_warmup_epochs=args.warmup_epochs,
             codebook_epochs=args.codebook_epochs,
-            reconstructor_warmup_learning_rate=1e-3, encoder_warmup_learning_rate=args.learning_rate,
-            codebook_learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate,
-            reconstructor_warmup_batch_size=args.batch_size, encoder_warmup_batch_size=args.batch_size,
-            codebook_batch_size=args.batch_size, assignment_batch_size=256, disable_tqdm=True,
+            reconstructor_warmup_learning_rate=1e-3,
+            encoder_warmup_learning_rate=args.learning_rate,
+            codebook_learning_rate=args.learning_rate,
+            head_learning_rate=args.head_learning_rate,
+            reconstructor_warmup_batch_size=args.batch_size,
+            encoder_warmup_batch_size=args.batch_size,
+            codebook_batch_size=args.batch_size,
+            assignment_batch_size=256,
+            disable_tqdm=True,
         )
         pipeline = IndexerTrainer(model, tokenizer, corpus, training_args, max_length=args.max_length, auto_dedup=True)
         id_map: SemanticIDMap = pipeline.train()
@@ -149,7 +166,16 @@ def main() -> None:
         results["lmindexer"]["stages"] = pipeline.metrics
         results["lmindexer"]["dedup_size"] = id_map.dedup_size
         results["settings"] = {
-            k: getattr(args, k) for k in ("max_length", "batch_size", "learning_rate", "head_learning_rate", "warmup_epochs", "codebook_epochs", "seed")
+            k: getattr(args, k)
+            for k in (
+                "max_length",
+                "batch_size",
+                "learning_rate",
+                "head_learning_rate",
+                "warmup_epochs",
+                "codebook_epochs",
+                "seed",
+            )
         }
         ours, theirs = results["lmindexer"], results["two_stage_kmeans"]
         results["ami_ratio_lmindexer_over_two_stage"] = {

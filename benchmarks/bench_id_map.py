@@ -1,6 +1,6 @@
 """Save/load time of a large SemanticIDMap in both formats.
 
-    python benchmarks/bench_id_map.py --documents 1000000 --output benchmarks/id_map.json
+python benchmarks/bench_id_map.py --documents 1000000 --output benchmarks/id_map.json
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def main() -> None:
             load_s = timed(lambda: SemanticIDMap.load(path), args.repeats)
             assert SemanticIDMap.load(path) == id_map
             results["formats"][suffix] = {
-                "save_s": round(save_s, 3), "load_s": round(load_s, 3), "size_mb": round(path.stat().st_size / 2**20, 1)
+                "save_s": round(save_s, 3),
+                "load_s": round(load_s, 3),
+                "size_mb": round(path.stat().st_size / 2**20, 1),
             }
     start = time.perf_counter()
     id_map._sorted_keys = None  # time the index build as well

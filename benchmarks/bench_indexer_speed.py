@@ -29,21 +29,35 @@ from lmindexer import LMIndexerConfig, LMIndexerForSemanticID
 
 
 def t5_small_config(vocab_size: int = 32128) -> T5Config:
-    return T5Config(vocab_size=vocab_size, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
-                    dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=512,
+        d_kv=64,
+        d_ff=2048,
+        num_layers=6,
+        num_heads=8,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
 
 
 def step_ratio(batch_size: int, length: int, repeats: int) -> dict:
     torch.manual_seed(0)
     backbone_config = t5_small_config()
-    indexer = LMIndexerForSemanticID(LMIndexerConfig(backbone_config=backbone_config.to_dict(), id_length=3, codebook_sizes=512))
+    indexer = LMIndexerForSemanticID(
+        LMIndexerConfig(backbone_config=backbone_config.to_dict(), id_length=3, codebook_sizes=512)
+    )
     plain = T5ForConditionalGeneration(backbone_config)
     plain.load_state_dict(indexer.backbone.state_dict())
     input_ids = torch.randint(3, backbone_config.vocab_size, (batch_size, length))
     attention_mask = torch.ones_like(input_ids)
     prefix = torch.randint(0, 512, (batch_size, 1))
     prefix[: batch_size // 2] = 7  # half the batch shares a prefix, so the contrastive loss has pairs
-    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-5) for name, model in (("indexer", indexer), ("plain", plain))}
+    optimizers = {
+        name: torch.optim.AdamW(model.parameters(), lr=1e-5) for name, model in (("indexer", indexer), ("plain", plain))
+    }
 
     def indexer_step():
         loss = indexer(input_ids, attention_mask, prefix_codes=prefix, position=2, mode="straight_through").loss
@@ -92,9 +106,19 @@ def assignment_child(documents: int, batch_size: int) -> None:
     codes = assign_corpus(model, tokenizer, texts, batch_size=batch_size, max_length=64, progress=False)
     elapsed = time.perf_counter() - start
     peak = _peak_mb()
-    print(json.dumps({"documents": documents, "seconds": elapsed, "docs_per_s": documents / elapsed,
-                      "rss_before_mb": before, "peak_rss_during_assignment_mb": peak,
-                      "peak_growth_mb": peak - before, "codes_mb": codes.nbytes / 2**20}))
+    print(
+        json.dumps(
+            {
+                "documents": documents,
+                "seconds": elapsed,
+                "docs_per_s": documents / elapsed,
+                "rss_before_mb": before,
+                "peak_rss_during_assignment_mb": peak,
+                "peak_growth_mb": peak - before,
+                "codes_mb": codes.nbytes / 2**20,
+            }
+        )
+    )
 
 
 def _status_mb(field: str) -> float:
@@ -134,13 +158,17 @@ def main() -> None:
         assignment_child(args.child, 256)
         return
 
-    results = {"machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
-               "command": "python " + " ".join(sys.argv)}
+    results = {
+        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+        "command": "python " + " ".join(sys.argv),
+    }
     results["training_step"] = step_ratio(args.batch_size, args.length, args.repeats)
     print(json.dumps(results["training_step"], indent=2), flush=True)
     runs = []
     for size in [int(s) for s in args.corpus_sizes.split(",")]:
-        output = subprocess.run([sys.executable, __file__, "--child", str(size)], capture_output=True, text=True, check=True)
+        output = subprocess.run(
+            [sys.executable, __file__, "--child", str(size)], capture_output=True, text=True, check=True
+        )
         runs.append(json.loads(output.stdout.strip().splitlines()[-1]))
         print(json.dumps(runs[-1]), flush=True)
     results["assignment"] = {

@@ -51,17 +51,33 @@ def main() -> None:
     def one_by_one():
         return [retriever(query, **settings) for query in queries[: max(8, args.queries // 8)]]
 
-    runs = {"retrieve_batched": (direct, args.queries), "pipeline_batched": (piped, args.queries),
-            "pipeline_unbatched": (one_by_one, max(8, args.queries // 8))}
-    batches = [tokenizer(queries[start : start + args.batch_size], padding=True, return_tensors="pt")
-               for start in range(0, len(queries), args.batch_size)]
+    runs = {
+        "retrieve_batched": (direct, args.queries),
+        "pipeline_batched": (piped, args.queries),
+        "pipeline_unbatched": (one_by_one, max(8, args.queries // 8)),
+    }
+    batches = [
+        tokenizer(queries[start : start + args.batch_size], padding=True, return_tensors="pt")
+        for start in range(0, len(queries), args.batch_size)
+    ]
     for cache in ("shared", "stock"):
         runs[f"decode_batch_{args.batch_size}_{cache}_cache"] = (
-            lambda cache=cache: [model.decode_rows(b["input_ids"], b["attention_mask"], num_beams=args.num_beams,
-                                                   share_cross_attention=cache == "shared") for b in batches], args.queries)
+            lambda cache=cache: [
+                model.decode_rows(
+                    b["input_ids"],
+                    b["attention_mask"],
+                    num_beams=args.num_beams,
+                    share_cross_attention=cache == "shared",
+                )
+                for b in batches
+            ],
+            args.queries,
+        )
     for size in (int(part) for part in args.sweep.split(",") if part.strip()):
         runs[f"retrieve_batch_{size}"] = (
-            lambda size=size: model.retrieve(queries, tokenizer=tokenizer, batch_size=size, **settings), args.queries)
+            lambda size=size: model.retrieve(queries, tokenizer=tokenizer, batch_size=size, **settings),
+            args.queries,
+        )
     # Same answers first: the pipeline must rank exactly as retrieve does.
     same = [[h["doc_id"] for h in r] for r in direct()] == [[h["doc_id"] for h in r] for r in piped()]
     timings = {name: [] for name in runs}
@@ -86,8 +102,20 @@ def main() -> None:
     result["pipeline_batched_over_retrieve"] = qps["pipeline_batched"] / qps["retrieve_batched"]
     shared, stock = (qps[f"decode_batch_{args.batch_size}_{cache}_cache"] for cache in ("shared", "stock"))
     result["shared_over_stock_cache"] = shared / stock
-    print(json.dumps({k: result[k] for k in ("same_rankings", "queries_per_second", "pipeline_batched_over_retrieve",
-                                             "shared_over_stock_cache")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "same_rankings",
+                    "queries_per_second",
+                    "pipeline_batched_over_retrieve",
+                    "shared_over_stock_cache",
+                )
+            },
+            indent=2,
+        )
+    )
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))
 

@@ -34,8 +34,15 @@ from lmindexer import LMIndexerForSemanticID  # noqa: E402
 from lmindexer.trainers.indexer.encoder_cache import EncoderStateCache  # noqa: E402
 from lmindexer.trainers.indexer.stage_trainers import frozen_encoder_parameters  # noqa: E402
 
-RECIPE = dict(later_position_input="residual", center_hidden=True, pooled_hidden=True, contrastive_positive="dropout",
-              reconstructor_warmup_input="hidden", reconstructor_position_norm=True, reconstruction_vocabulary="batch")
+RECIPE = dict(
+    later_position_input="residual",
+    center_hidden=True,
+    pooled_hidden=True,
+    contrastive_positive="dropout",
+    reconstructor_warmup_input="hidden",
+    reconstructor_position_norm=True,
+    reconstruction_vocabulary="batch",
+)
 VARIANTS = {"before": ({}, None), "after_cpu": (RECIPE, 0), "after_all_layers": (RECIPE, None)}
 
 
@@ -47,13 +54,25 @@ def minilm_path() -> str:
 
 def make_step(texts, tokenizer, config, trainable_layers, batch_size, max_length):
     torch.manual_seed(0)
-    model = LMIndexerForSemanticID.from_backbone(minilm_path(), tokenizer=tokenizer, id_length=2, codebook_sizes=256,
-                                                 dedup_size=64, reconstructor_max_positions=max_length, **config)
+    model = LMIndexerForSemanticID.from_backbone(
+        minilm_path(),
+        tokenizer=tokenizer,
+        id_length=2,
+        codebook_sizes=256,
+        dedup_size=64,
+        reconstructor_max_positions=max_length,
+        **config,
+    )
     model.train()
     encoded = tokenizer(texts[:batch_size], max_length=max_length, truncation=True)
     batch = tokenizer.pad(encoded, return_tensors="pt")
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-              "prefix_codes": torch.arange(batch_size)[:, None] % 16, "position": 2, "mode": "straight_through"}
+    inputs = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "prefix_codes": torch.arange(batch_size)[:, None] % 16,
+        "position": 2,
+        "mode": "straight_through",
+    }
     if trainable_layers is not None:
         for parameter in frozen_encoder_parameters(model, trainable_layers):
             parameter.requires_grad_(False)
@@ -82,8 +101,10 @@ def main() -> None:
     records = [json.loads(line) for line in (Path(args.data) / "items.jsonl").open()][: args.batch_size]
     texts = [f"{record['title']}; {record.get('brand') or ''}" for record in records]
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    steps = {name: make_step(texts, tokenizer, config, layers, args.batch_size, args.max_length)
-             for name, (config, layers) in VARIANTS.items()}
+    steps = {
+        name: make_step(texts, tokenizer, config, layers, args.batch_size, args.max_length)
+        for name, (config, layers) in VARIANTS.items()
+    }
     for step in steps.values():  # warm-up: allocator and thread pools
         step(), step()
     times = {name: [] for name in steps}
@@ -96,10 +117,19 @@ def main() -> None:
     result = {
         "command": "python " + " ".join(sys.argv),
         "settings": vars(args) | {"backbone": "all-MiniLM-L6-v2 bert2bert", "codebooks": "2 x 256", "position": 2},
-        "machine": {"processor": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
-        "step_seconds": {name: {"median": round(medians[name], 4), "min": round(min(times[name]), 4),
-                                "max": round(max(times[name]), 4)} for name in times},
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "step_seconds": {
+            name: {
+                "median": round(medians[name], 4),
+                "min": round(min(times[name]), 4),
+                "max": round(max(times[name]), 4),
+            }
+            for name in times
+        },
         "speedup_vs_before": {name: round(medians["before"] / medians[name], 2) for name in medians},
     }
     output = Path(args.output)

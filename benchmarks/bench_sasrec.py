@@ -41,7 +41,9 @@ class SASRec(nn.Module):
         self.positions = nn.Embedding(max_length, hidden)
         self.dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(hidden, heads, hidden, dropout, batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)  # its `.layers` are run one by one
+        self.blocks = nn.TransformerEncoder(
+            layer, blocks, enable_nested_tensor=False
+        )  # its `.layers` are run one by one
         self.norm = nn.LayerNorm(hidden)
         self.apply(self._init_weights)
         causal = torch.triu(torch.ones(max_length, max_length, dtype=torch.bool), diagonal=1)
@@ -75,7 +77,7 @@ def left_padded(sequences: list[list[int]], max_length: int) -> torch.Tensor:
     for row, items in enumerate(sequences):
         items = items[-max_length:]
         if items:
-            batch[row, -len(items):] = torch.tensor(items)
+            batch[row, -len(items) :] = torch.tensor(items)
     return batch
 
 
@@ -108,8 +110,9 @@ def rank(model, histories: list[list[int]], max_length: int, top_k: int, batch_s
     return ranked
 
 
-def evaluate(model, users: list[list[int]], rows: list[int], cut: int, max_length: int, ks: list[int],
-             names: list[str]) -> dict:
+def evaluate(
+    model, users: list[list[int]], rows: list[int], cut: int, max_length: int, ks: list[int], names: list[str]
+) -> dict:
     """Metrics of predicting item -cut of each user at `rows` from the items before it (cut 1: test, 2: validation)."""
     histories = [users[row][:-cut] for row in rows]
     targets = [{names[users[row][-cut]]} for row in rows]
@@ -128,13 +131,19 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--patience", type=int, default=5, help="Stop after this many epochs without a better valid NDCG@10.")
+    parser.add_argument(
+        "--patience", type=int, default=5, help="Stop after this many epochs without a better valid NDCG@10."
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test_users", type=int, default=2000, help="Seeded sample size as in bench rec; 0: all users.")
+    parser.add_argument(
+        "--test_users", type=int, default=2000, help="Seeded sample size as in bench rec; 0: all users."
+    )
     parser.add_argument("--sample_seed", type=int, default=0)
     parser.add_argument("--ks", default="5,10")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default.")
-    parser.add_argument("--bench_rec_json", default=None, help="A bench rec JSON on the same sample to add the record to.")
+    parser.add_argument(
+        "--bench_rec_json", default=None, help="A bench rec JSON on the same sample to add the record to."
+    )
     parser.add_argument("--output", default="benchmarks/rec_sasrec.json")
     args = parser.parse_args()
     if args.threads:
@@ -158,8 +167,15 @@ def main() -> None:
     for epoch in range(1, args.epochs + 1):
         loss = train_epoch(model, optimiser, training, args.max_length, args.batch_size, rng)
         valid = evaluate(model, users, everyone, 2, args.max_length, ks, names)
-        curve.append({"epoch": epoch, "loss": round(loss, 4), "valid_ndcg@10": valid["ndcg@10"],
-                      "valid_recall@10": valid["recall@10"], "seconds": round(time.perf_counter() - started, 1)})
+        curve.append(
+            {
+                "epoch": epoch,
+                "loss": round(loss, 4),
+                "valid_ndcg@10": valid["ndcg@10"],
+                "valid_recall@10": valid["recall@10"],
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
         print(json.dumps(curve[-1]), flush=True)
         if valid["ndcg@10"] > best:
             best, best_epoch = valid["ndcg@10"], epoch
@@ -171,14 +187,31 @@ def main() -> None:
     test_all = evaluate(model, users, everyone, 1, args.max_length, ks, names)
     test_sample = evaluate(model, users, sample, 1, args.max_length, ks, names)
     steps_per_epoch = math.ceil(len(training) / args.batch_size)
-    record = {"ids": "SASRec", "history_format": "item IDs", "seed": args.seed, "best_epoch": best_epoch,
-              "max_steps": steps_per_epoch * best_epoch, "batch_size": args.batch_size, "wall_s": train_seconds,
-              "metrics": {f"test_{key}": value for key, value in test_sample.items()}}
-    result = {"command": command_line(), "data": args.data,
-              "machine": f"{platform.machine()} {platform.processor()}".strip(), "settings": vars(args),
-              "users": len(users), "test_users_sampled": len(sample), "training_sequences": len(training),
-              "curve": curve, "best_epoch": best_epoch, "train_seconds": train_seconds,
-              "test_all_users": test_all, "test_sample": test_sample, "record": record}
+    record = {
+        "ids": "SASRec",
+        "history_format": "item IDs",
+        "seed": args.seed,
+        "best_epoch": best_epoch,
+        "max_steps": steps_per_epoch * best_epoch,
+        "batch_size": args.batch_size,
+        "wall_s": train_seconds,
+        "metrics": {f"test_{key}": value for key, value in test_sample.items()},
+    }
+    result = {
+        "command": command_line(),
+        "data": args.data,
+        "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "settings": vars(args),
+        "users": len(users),
+        "test_users_sampled": len(sample),
+        "training_sequences": len(training),
+        "curve": curve,
+        "best_epoch": best_epoch,
+        "train_seconds": train_seconds,
+        "test_all_users": test_all,
+        "test_sample": test_sample,
+        "record": record,
+    }
     Path(args.output).write_text(json.dumps(result, indent=2))
     print(json.dumps({"best_epoch": best_epoch, "test_all_users": test_all, "test_sample": test_sample}, indent=2))
     if args.bench_rec_json:
@@ -191,8 +224,10 @@ def add_to_bench_rec(path: Path, record: dict, data: str, sample_size: int, samp
     if Path(bench["data"]).resolve() != Path(data).resolve():
         raise SystemExit(f"{path} is a bench rec result on {bench['data']}, not on {data}: not added.")
     if (settings["test_users_evaluated"], settings["sample_seed"]) != (sample_size, sample_seed):
-        raise SystemExit(f"{path} was evaluated on {settings['test_users_evaluated']} users (sample seed "
-                         f"{settings['sample_seed']}), not on this sample: not added.")
+        raise SystemExit(
+            f"{path} was evaluated on {settings['test_users_evaluated']} users (sample seed "
+            f"{settings['sample_seed']}), not on this sample: not added."
+        )
     bench["baselines"] = [entry for entry in bench.get("baselines", []) if entry["ids"] != record["ids"]] + [record]
     write_bench_rec(bench, path, Path(bench["data"]).name)
     print(f"added to {path}")

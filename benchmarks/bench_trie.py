@@ -103,10 +103,14 @@ def processor_step(sequences: torch.Tensor, vocabulary: int, rows: int, repeats:
         assert torch.equal(a, b), f"allowed sets differ at depth {level}"
     ours_step, theirs_step = statistics.mean(ours_times), statistics.mean(theirs_times)
     return {
-        "ids": len(sequences), "rows": rows, "vocabulary": vocabulary,
-        "ours_step_ms": round(ours_step * 1e3, 3), "hf_dict_trie_step_ms": round(theirs_step * 1e3, 3),
+        "ids": len(sequences),
+        "rows": rows,
+        "vocabulary": vocabulary,
+        "ours_step_ms": round(ours_step * 1e3, 3),
+        "hf_dict_trie_step_ms": round(theirs_step * 1e3, 3),
         "speedup": round(theirs_step / ours_step, 1),
-        "tensor_trie_build_s": round(build_s, 3), "dict_trie_build_s": round(dict_build_s, 3),
+        "tensor_trie_build_s": round(build_s, 3),
+        "dict_trie_build_s": round(dict_build_s, 3),
     }
 
 
@@ -118,8 +122,17 @@ def _sync(value, device):
 
 def end_to_end(sequences: torch.Tensor, vocabulary: int, repeats: int, device: str) -> dict:
     torch.manual_seed(0)
-    config = T5Config(vocab_size=vocabulary, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
-                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=EOS)
+    config = T5Config(
+        vocab_size=vocabulary,
+        d_model=512,
+        d_kv=64,
+        d_ff=2048,
+        num_layers=6,
+        num_heads=8,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=EOS,
+    )
     model = T5ForConditionalGeneration(config).eval().to(device)
     inputs = torch.randint(3, 32000, (32, 32), device=device)
     processor = TrieConstrainedLogitsProcessor(SemanticIDTrie(sequences).to(device), eos_token_id=EOS)
@@ -127,9 +140,15 @@ def end_to_end(sequences: torch.Tensor, vocabulary: int, repeats: int, device: s
 
     def run(constrained: bool):
         with torch.no_grad():
-            out = model.generate(input_ids=inputs, num_beams=20, num_return_sequences=20, min_new_tokens=depth + 1,
-                                 max_new_tokens=depth + 1, logits_processor=[processor] if constrained else None,
-                                 early_stopping=False)
+            out = model.generate(
+                input_ids=inputs,
+                num_beams=20,
+                num_return_sequences=20,
+                min_new_tokens=depth + 1,
+                max_new_tokens=depth + 1,
+                logits_processor=[processor] if constrained else None,
+                early_stopping=False,
+            )
         return _sync(out, device)
 
     run(True), run(False)
@@ -138,8 +157,14 @@ def end_to_end(sequences: torch.Tensor, vocabulary: int, repeats: int, device: s
         constrained_times.append(time_call(lambda: run(True), 1))
         free_times.append(time_call(lambda: run(False), 1))
     c, f = statistics.median(constrained_times), statistics.median(free_times)
-    return {"model": "t5-small-sized random (60M)", "batch": "32 x 20 beams", "new_tokens": depth + 1,
-            "constrained_s": round(c, 3), "unconstrained_s": round(f, 3), "ratio": round(c / f, 3)}
+    return {
+        "model": "t5-small-sized random (60M)",
+        "batch": "32 x 20 beams",
+        "new_tokens": depth + 1,
+        "constrained_s": round(c, 3),
+        "unconstrained_s": round(f, 3),
+        "ratio": round(c / f, 3),
+    }
 
 
 def main() -> None:
@@ -152,7 +177,9 @@ def main() -> None:
     sizes = [256, 256, 256, 8]
     vocabulary = TEXT_VOCABULARY + sum(sizes)
     results = {
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
         "command": "python " + " ".join(sys.argv),
         "processor_step": [],
     }
@@ -162,7 +189,9 @@ def main() -> None:
         results["processor_step"].append(report)
         print(json.dumps(report), flush=True)
     if not args.skip_end_to_end:
-        results["end_to_end"] = end_to_end(random_ids(12_000, sizes, seed=1), vocabulary, max(3, args.repeats // 3), args.device)
+        results["end_to_end"] = end_to_end(
+            random_ids(12_000, sizes, seed=1), vocabulary, max(3, args.repeats // 3), args.device
+        )
         print(json.dumps(results["end_to_end"]), flush=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}")

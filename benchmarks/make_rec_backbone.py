@@ -33,14 +33,26 @@ def main() -> None:
     titles = [str(item.get("title") or "") for item in load_records(Path(args.data) / "items.jsonl")]
     tokenizer = train_tokenizer(titles, vocab_size=args.vocab_size)
     torch.manual_seed(args.seed)
-    config = T5Config(vocab_size=len(tokenizer), d_model=args.d_model, d_kv=args.d_kv, d_ff=args.d_ff, num_heads=args.heads,
-                      num_layers=args.layers, num_decoder_layers=args.layers, dropout_rate=0.1,
-                      decoder_start_token_id=tokenizer.pad_token_id, pad_token_id=tokenizer.pad_token_id,
-                      eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=args.d_model,
+        d_kv=args.d_kv,
+        d_ff=args.d_ff,
+        num_heads=args.heads,
+        num_layers=args.layers,
+        num_decoder_layers=args.layers,
+        dropout_rate=0.1,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
     T5ForConditionalGeneration(config).save_pretrained(args.output)
     tokenizer.save_pretrained(args.output)
-    print(f"{args.output}: T5 with {sum(p.numel() for p in T5ForConditionalGeneration(config).parameters()):,} "
-          f"parameters, vocabulary {len(tokenizer)}")
+    print(
+        f"{args.output}: T5 with {sum(p.numel() for p in T5ForConditionalGeneration(config).parameters()):,} "
+        f"parameters, vocabulary {len(tokenizer)}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,33 +41,64 @@ VARIANTS = {
     "dropout": ({"contrastive_positive": "dropout"}, {}),
     "no_contrastive": ({"contrastive_weight": 0.0}, {}),
     "head_lr": ({}, {"head_learning_rate": 1e-3}),
-    "all": ({"later_position_input": "residual", "center_hidden": True, "reconstructor_position_norm": True,
-             "reconstructor_warmup_input": "hidden", "contrastive_positive": "dropout"},
-            {"head_learning_rate": 1e-3, "encoder_warmup_groups_by_prefix": True}),
+    "all": (
+        {
+            "later_position_input": "residual",
+            "center_hidden": True,
+            "reconstructor_position_norm": True,
+            "reconstructor_warmup_input": "hidden",
+            "contrastive_positive": "dropout",
+        },
+        {"head_learning_rate": 1e-3, "encoder_warmup_groups_by_prefix": True},
+    ),
 }
-FAST = {"later_position_input": "residual", "center_hidden": True, "reconstructor_position_norm": True,
-        "reconstructor_warmup_input": "hidden", "contrastive_positive": "dropout", "pooled_hidden": True,
-        "reconstruction_vocabulary": "batch"}
+FAST = {
+    "later_position_input": "residual",
+    "center_hidden": True,
+    "reconstructor_position_norm": True,
+    "reconstructor_warmup_input": "hidden",
+    "contrastive_positive": "dropout",
+    "pooled_hidden": True,
+    "reconstruction_vocabulary": "batch",
+}
 FAST_TRAINING = {"head_learning_rate": 1e-3, "encoder_warmup_groups_by_prefix": True}
-VARIANTS.update({
-    "fast_frozen": (FAST, {**FAST_TRAINING, "encoder_trainable_layers": 0}),
-    "fast_top2": (FAST, {**FAST_TRAINING, "encoder_trainable_layers": 2}),
-    "fast_top2_self": ({**FAST, "contrastive_positive": "self"}, {**FAST_TRAINING, "encoder_trainable_layers": 2}),
-    "fast_top2_nocontrast": ({**FAST, "contrastive_weight": 0.0}, {**FAST_TRAINING, "encoder_trainable_layers": 2}),
-    "fast_all_layers": (FAST, FAST_TRAINING),
-    "fast_frozen_hint15": ({**FAST, "hint_ratios": 0.15}, {**FAST_TRAINING, "encoder_trainable_layers": 0}),
-    "fast_frozen_hint15_nocontrast": ({**FAST, "hint_ratios": 0.15, "contrastive_weight": 0.0},
-                                      {**FAST_TRAINING, "encoder_trainable_layers": 0}),
-    "fast_frozen_nocontrast": ({**FAST, "contrastive_weight": 0.0}, {**FAST_TRAINING, "encoder_trainable_layers": 0}),
-    # Budget curve of the codebook stage (epochs; 2 is the default above) and its learning rate.
-    "fast_nc_codebook1": ({**FAST, "contrastive_weight": 0.0},
-                          {**FAST_TRAINING, "encoder_trainable_layers": 0, "codebook_epochs": 1.0}),
-    "fast_nc_codebook4": ({**FAST, "contrastive_weight": 0.0},
-                          {**FAST_TRAINING, "encoder_trainable_layers": 0, "codebook_epochs": 4.0}),
-    "fast_nc_low_lr": ({**FAST, "contrastive_weight": 0.0},
-                       {**FAST_TRAINING, "encoder_trainable_layers": 0, "head_learning_rate": 1e-4,
-                        "codebook_learning_rate": 1e-5, "encoder_warmup_learning_rate": 1e-5}),
-})
+VARIANTS.update(
+    {
+        "fast_frozen": (FAST, {**FAST_TRAINING, "encoder_trainable_layers": 0}),
+        "fast_top2": (FAST, {**FAST_TRAINING, "encoder_trainable_layers": 2}),
+        "fast_top2_self": ({**FAST, "contrastive_positive": "self"}, {**FAST_TRAINING, "encoder_trainable_layers": 2}),
+        "fast_top2_nocontrast": ({**FAST, "contrastive_weight": 0.0}, {**FAST_TRAINING, "encoder_trainable_layers": 2}),
+        "fast_all_layers": (FAST, FAST_TRAINING),
+        "fast_frozen_hint15": ({**FAST, "hint_ratios": 0.15}, {**FAST_TRAINING, "encoder_trainable_layers": 0}),
+        "fast_frozen_hint15_nocontrast": (
+            {**FAST, "hint_ratios": 0.15, "contrastive_weight": 0.0},
+            {**FAST_TRAINING, "encoder_trainable_layers": 0},
+        ),
+        "fast_frozen_nocontrast": (
+            {**FAST, "contrastive_weight": 0.0},
+            {**FAST_TRAINING, "encoder_trainable_layers": 0},
+        ),
+        # Budget curve of the codebook stage (epochs; 2 is the default above) and its learning rate.
+        "fast_nc_codebook1": (
+            {**FAST, "contrastive_weight": 0.0},
+            {**FAST_TRAINING, "encoder_trainable_layers": 0, "codebook_epochs": 1.0},
+        ),
+        "fast_nc_codebook4": (
+            {**FAST, "contrastive_weight": 0.0},
+            {**FAST_TRAINING, "encoder_trainable_layers": 0, "codebook_epochs": 4.0},
+        ),
+        "fast_nc_low_lr": (
+            {**FAST, "contrastive_weight": 0.0},
+            {
+                **FAST_TRAINING,
+                "encoder_trainable_layers": 0,
+                "head_learning_rate": 1e-4,
+                "codebook_learning_rate": 1e-5,
+                "encoder_warmup_learning_rate": 1e-5,
+            },
+        ),
+    }
+)
 # The recipe (CPU preset) and, for the ablation table, the recipe with one fix turned back to the old behaviour.
 RECIPE = {**FAST}
 RECIPE_TRAINING = {**FAST_TRAINING, "encoder_trainable_layers": 0}
@@ -113,27 +144,52 @@ def run_variant(name: str, corpus, level2: list[str], args, fine: list[str] | No
     config_overrides, training_overrides = VARIANTS[name]
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     model = LMIndexerForSemanticID.from_backbone(
-        minilm_path(), tokenizer=tokenizer, id_length=args.positions, codebook_sizes=args.codebook_size, dedup_size=4096,
-        reconstructor_max_positions=args.max_length, **config_overrides,
+        minilm_path(),
+        tokenizer=tokenizer,
+        id_length=args.positions,
+        codebook_sizes=args.codebook_size,
+        dedup_size=4096,
+        reconstructor_max_positions=args.max_length,
+        **config_overrides,
     )
     with tempfile.TemporaryDirectory() as folder:
-        settings = dict(output_dir=folder, report_to="none", disable_tqdm=True, save_strategy="no", logging_steps=50,
-                        use_cpu=True, seed=args.seed, reconstructor_warmup_epochs=args.warmup_epochs,
-                        encoder_warmup_epochs=args.warmup_epochs, codebook_epochs=args.codebook_epochs,
-                        reconstructor_warmup_batch_size=args.batch_size, encoder_warmup_batch_size=args.batch_size,
-                        codebook_batch_size=args.batch_size, learning_rate=args.learning_rate,
-                        reconstructor_warmup_learning_rate=1e-3, encoder_warmup_learning_rate=args.learning_rate,
-                        codebook_learning_rate=args.learning_rate, assignment_batch_size=256, diagnostics_sample=512)
+        settings = dict(
+            output_dir=folder,
+            report_to="none",
+            disable_tqdm=True,
+            save_strategy="no",
+            logging_steps=50,
+            use_cpu=True,
+            seed=args.seed,
+            reconstructor_warmup_epochs=args.warmup_epochs,
+            encoder_warmup_epochs=args.warmup_epochs,
+            codebook_epochs=args.codebook_epochs,
+            reconstructor_warmup_batch_size=args.batch_size,
+            encoder_warmup_batch_size=args.batch_size,
+            codebook_batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            reconstructor_warmup_learning_rate=1e-3,
+            encoder_warmup_learning_rate=args.learning_rate,
+            codebook_learning_rate=args.learning_rate,
+            assignment_batch_size=256,
+            diagnostics_sample=512,
+        )
         settings.update(training_overrides)
-        trainer = IndexerTrainer(model, tokenizer, corpus, IndexerTrainingArguments(**settings), max_length=args.max_length)
+        trainer = IndexerTrainer(
+            model, tokenizer, corpus, IndexerTrainingArguments(**settings), max_length=args.max_length
+        )
         started = time.perf_counter()
         record = {"variant": name, "config": config_overrides, "training": training_overrides}
         trainer.init_codebook(1)
-        record["untrained_ami_c1"] = float(adjusted_mutual_info_score(level2, trainer.codes_with_current_weights(1)[:, 0]))
+        record["untrained_ami_c1"] = float(
+            adjusted_mutual_info_score(level2, trainer.codes_with_current_weights(1)[:, 0])
+        )
         record["reconstructor_warmup_f1"] = trainer.warm_up_reconstructor()["reconstruction_f1"]
         record["encoder_warmup_f1"] = trainer.warm_up_encoder(1)["reconstruction_f1"]
         trainer.init_codebook(1)
-        record["ami_c1_after_encoder_warmup"] = float(adjusted_mutual_info_score(level2, trainer.codes_with_current_weights(1)[:, 0]))
+        record["ami_c1_after_encoder_warmup"] = float(
+            adjusted_mutual_info_score(level2, trainer.codes_with_current_weights(1)[:, 0])
+        )
         record["codebook_f1"] = trainer.train_codebook(1)["reconstruction_f1"]
         trainer.assign(1)
         record["ami_c1"] = float(adjusted_mutual_info_score(level2, trainer.codes[:, 0]))
@@ -149,8 +205,12 @@ def run_variant(name: str, corpus, level2: list[str], args, fine: list[str] | No
             record["diff_ratio_t2"] = diff_ratio(trainer.codes[:, 0], trainer.codes[:, 1])
             keys = trainer.codes[:, 0] * 100_000 + trainer.codes[:, 1]
             record["ami_c1c2_fine"] = float(adjusted_mutual_info_score(fine, keys)) if fine else None
-            record["collision_rate"] = float((np.unique(keys, return_inverse=True, return_counts=True)[2][
-                np.unique(keys, return_inverse=True)[1]] > 1).mean())
+            record["collision_rate"] = float(
+                (
+                    np.unique(keys, return_inverse=True, return_counts=True)[2][np.unique(keys, return_inverse=True)[1]]
+                    > 1
+                ).mean()
+            )
         record["wall_s"] = round(time.perf_counter() - started, 1)
     return record
 
@@ -162,8 +222,15 @@ def main() -> None:
     parser.add_argument("--variants", default="baseline,all")
     parser.add_argument("--positions", type=int, default=1)
     # The benchmark's budget (bench_beauty_indexer.py), on a K fitting 3,000 documents.
-    budget = {"codebook-size": 32, "max-length": 32, "batch-size": 64, "learning-rate": 1e-4, "warmup-epochs": 1.0,
-              "codebook-epochs": 2.0, "seed": 0}
+    budget = {
+        "codebook-size": 32,
+        "max-length": 32,
+        "batch-size": 64,
+        "learning-rate": 1e-4,
+        "warmup-epochs": 1.0,
+        "codebook-epochs": 2.0,
+        "seed": 0,
+    }
     for name, default in budget.items():
         parser.add_argument(f"--{name}", type=type(default), default=default)
     parser.add_argument("--output", default="benchmarks/indexer_probe.json")

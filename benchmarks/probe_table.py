@@ -1,6 +1,6 @@
 """Markdown table of a recipe-probe JSON (`benchmarks/probe_indexer_recipe.py`): one row per variant of one run.
 
-    python benchmarks/probe_table.py benchmarks/indexer_ablation.json [--run -1]
+python benchmarks/probe_table.py benchmarks/indexer_ablation.json [--run -1]
 """
 
 from __future__ import annotations
@@ -8,14 +8,20 @@ from __future__ import annotations
 import argparse
 import json
 
-COLUMNS = [("untrained_ami_c1", "untrained AMI(c1)"), ("ami_c1_after_encoder_warmup", "after encoder warm-up"),
-           ("ami_c1", "trained AMI(c1)"), ("ami_c1c2_fine", "AMI(c1c2, fine)"), ("collision_rate", "collisions"),
-           ("nmi_c2_c1", "NMI(c2;c1)"), ("codebook_f1", "recon. F1"), ("wall_s", "wall s")]
+COLUMNS = [
+    ("untrained_ami_c1", "untrained AMI(c1)"),
+    ("ami_c1_after_encoder_warmup", "after encoder warm-up"),
+    ("ami_c1", "trained AMI(c1)"),
+    ("ami_c1c2_fine", "AMI(c1c2, fine)"),
+    ("collision_rate", "collisions"),
+    ("nmi_c2_c1", "NMI(c2;c1)"),
+    ("codebook_f1", "recon. F1"),
+    ("wall_s", "wall s"),
+]
 
 
 def render(run: dict) -> str:
-    lines = ["| variant | " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|:--|" + "--:|" * len(COLUMNS)]
+    lines = ["| variant | " + " | ".join(title for _, title in COLUMNS) + " |", "|:--|" + "--:|" * len(COLUMNS)]
     for record in run["records"]:
         cells = []
         for key, _ in COLUMNS:

@@ -1,6 +1,6 @@
 """Regenerate README's ID-method tables from the `lmindexer bench ids` JSON files (between the ids-tables markers).
 
-    python benchmarks/readme_ids_tables.py benchmarks/ids_beauty.json benchmarks/ids_scientific.json
+python benchmarks/readme_ids_tables.py benchmarks/ids_beauty.json benchmarks/ids_scientific.json
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ def main(paths: list[str], readme: Path = Path("README.md")) -> None:
     for path in paths:
         result = json.loads(Path(path).read_text())
         index = result["settings"]["index"]
-        title = (f"{Path(result['data']).name}: {index['id_length']} x {index['codebook_size']} + dedup, "
-                 f"text {index['text_fields']}")
+        title = (
+            f"{Path(result['data']).name}: {index['id_length']} x {index['codebook_size']} + dedup, "
+            f"text {index['text_fields']}"
+        )
         tables.append(summary_table(result["summary"], title) + f"\nFrom `{path}`; command: `{result['command']}`\n")
     text = readme.read_text()
     block = START + "\n" + "\n".join(tables) + END

@@ -31,14 +31,22 @@ def main() -> None:
     ks = [5, 10]
     users = test_sequences(Path(args.data) / "sequences.jsonl")
     result = {
-        "command": args.command, "machine": f"{platform.machine()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
-        "python": sys.version.split()[0], "wall_s": args.wall_s, "test_users": len(users),
+        "command": args.command,
+        "machine": f"{platform.machine()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
+        "python": sys.version.split()[0],
+        "wall_s": args.wall_s,
+        "test_users": len(users),
         "metrics": {key: value for key, value in metrics.items() if key.startswith("test_")},
         "most_popular": most_popular(users, list(range(len(users))), ks),
-        "learning_curve": metrics.get("learning_curve", []), "preset": metrics.get("preset"),
-        "backbone": config["backbone_config"].get("model_type"), "id_token_init": config.get("id_token_init"),
-        "id_layout": {"id_length": config["id_length"], "codebook_sizes": config["codebook_sizes"],
-                      "dedup_size": config["dedup_size"]},
+        "learning_curve": metrics.get("learning_curve", []),
+        "preset": metrics.get("preset"),
+        "backbone": config["backbone_config"].get("model_type"),
+        "id_token_init": config.get("id_token_init"),
+        "id_layout": {
+            "id_length": config["id_length"],
+            "codebook_sizes": config["codebook_sizes"],
+            "dedup_size": config["dedup_size"],
+        },
         "data": args.data,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -30,14 +30,18 @@ def table(paths: list[str]) -> str:
     for result in results:
         for record in result["records"]:
             by_method.setdefault(record["ids"].rsplit("-seed", 1)[0], []).append(record)
-    lines = ["| IDs | runs (seeds) | " + " | ".join(METRICS) + " | epochs | wall s per run |",
-             "|:--|:--|" + "--:|" * (len(METRICS) + 2)]
+    lines = [
+        "| IDs | runs (seeds) | " + " | ".join(METRICS) + " | epochs | wall s per run |",
+        "|:--|:--|" + "--:|" * (len(METRICS) + 2),
+    ]
     popular = results[0]["most_popular"]
     lines.append("| most-popular | - | " + " | ".join(f"{popular[name]:.4f}" for name in METRICS) + " | - | 0 |")
     for baseline in results[0].get("baselines", []):
-        lines.append(f"| {baseline['ids']} | 1 ({baseline['seed']}) | "
-                     + " | ".join(f"{baseline['metrics'][f'test_{name}']:.4f}" for name in METRICS)
-                     + f" | {baseline.get('best_epoch', '')} | {baseline['wall_s']:.0f} |")
+        lines.append(
+            f"| {baseline['ids']} | 1 ({baseline['seed']}) | "
+            + " | ".join(f"{baseline['metrics'][f'test_{name}']:.4f}" for name in METRICS)
+            + f" | {baseline.get('best_epoch', '')} | {baseline['wall_s']:.0f} |"
+        )
     for method, records in by_method.items():
         seeds = ",".join(str(record["seed"]) for record in records)
         cells = [spread([record["metrics"][f"test_{name}"] for record in records]) for name in METRICS]

@@ -113,15 +113,22 @@ class LMIndexerCardData(CardData):
         data_dict.clear()
         data_dict.update(metadata)
         if results:
-            data_dict["model-index"] = eval_results_to_model_index(self.model_name or self.model_id or "lmindexer", results)
+            data_dict["model-index"] = eval_results_to_model_index(
+                self.model_name or self.model_id or "lmindexer", results
+            )
 
     def hub_eval_results(self) -> list[EvalResult]:
         task_type = SEMANTIC_INDEXING if self.task == SEMANTIC_INDEXING else "generative-retrieval"
         return [
             EvalResult(
-                task_type=task_type, task_name=TASK_TITLES[self.task], dataset_type=entry["dataset"],
-                dataset_name=entry["dataset"], dataset_split=entry["split"], metric_type=name,
-                metric_name=name, metric_value=value,
+                task_type=task_type,
+                task_name=TASK_TITLES[self.task],
+                dataset_type=entry["dataset"],
+                dataset_name=entry["dataset"],
+                dataset_split=entry["split"],
+                metric_type=name,
+                metric_name=name,
+                metric_value=value,
             )
             for entry in self.eval_results
             for name, value in entry["metrics"].items()

@@ -23,8 +23,19 @@ INPUT_DESCRIPTIONS = {
     RETRIEVAL: "a query",
     SEMANTIC_INDEXING: "a document",
 }
-HYPERPARAMETER_ORDER = ("epochs", "max_steps", "learning_rate", "per_device_batch_size", "effective_batch_size",
-                        "optimizer", "lr_scheduler", "warmup", "weight_decay", "precision", "seed")
+HYPERPARAMETER_ORDER = (
+    "epochs",
+    "max_steps",
+    "learning_rate",
+    "per_device_batch_size",
+    "effective_batch_size",
+    "optimizer",
+    "lr_scheduler",
+    "warmup",
+    "weight_decay",
+    "precision",
+    "seed",
+)
 
 
 def is_retriever(model) -> bool:
@@ -45,8 +56,9 @@ def default_card_data(model, card_data: LMIndexerCardData | None = None) -> LMIn
     return card_data
 
 
-def write_model_card(model, folder: str | Path, card_data: LMIndexerCardData | None = None,
-                     example_query: str | None = None) -> ModelCard:
+def write_model_card(
+    model, folder: str | Path, card_data: LMIndexerCardData | None = None, example_query: str | None = None
+) -> ModelCard:
     """Write `README.md`, `assets/*.png` and the card data (`lmindexer_card.json`) for `model` into `folder`."""
     folder = Path(folder)
     id_map = model.id_map
@@ -67,20 +79,38 @@ def id_map_plots(id_map, folder: Path, card_data: LMIndexerCardData) -> list[dic
     """Codebook usage and documents per prefix, plus labels per first code when the card data has them."""
     learned = id_map.semantic_ids.numpy()[:, : id_map.id_length]
     plots = [
-        _plot(codebook_usage_plot(learned, list(id_map.codebook_sizes), folder / PLOT_FOLDER / "codebook_usage.png"), folder,
-              "Codebook usage", "Documents per code at each learned position, codes sorted by use."),
-        _plot(prefix_density_plot(learned, list(id_map.codebook_sizes), folder / PLOT_FOLDER / "prefix_density.png"), folder,
-              "Documents per ID prefix", "How many documents share each ID prefix, for every prefix length."),
+        _plot(
+            codebook_usage_plot(learned, list(id_map.codebook_sizes), folder / PLOT_FOLDER / "codebook_usage.png"),
+            folder,
+            "Codebook usage",
+            "Documents per code at each learned position, codes sorted by use.",
+        ),
+        _plot(
+            prefix_density_plot(learned, list(id_map.codebook_sizes), folder / PLOT_FOLDER / "prefix_density.png"),
+            folder,
+            "Documents per ID prefix",
+            "How many documents share each ID prefix, for every prefix length.",
+        ),
     ]
     if card_data.label_distribution:
-        path = label_distribution_plot(card_data.label_distribution, folder / PLOT_FOLDER / "label_distribution.png", card_data.label_field)
-        plots.append(_plot(path, folder, "Labels per first code",
-                           f"Share of each {card_data.label_field or 'label'} among the documents of the most populated "
-                           "first codes."))
+        path = label_distribution_plot(
+            card_data.label_distribution, folder / PLOT_FOLDER / "label_distribution.png", card_data.label_field
+        )
+        plots.append(
+            _plot(
+                path,
+                folder,
+                "Labels per first code",
+                f"Share of each {card_data.label_field or 'label'} among the documents of the most populated "
+                "first codes.",
+            )
+        )
     return plots
 
 
-def write_id_map_card(folder: str | Path, id_map, card_data: LMIndexerCardData, method: str, settings: dict) -> ModelCard:
+def write_id_map_card(
+    folder: str | Path, id_map, card_data: LMIndexerCardData, method: str, settings: dict
+) -> ModelCard:
     """README.md, plots and card data for a folder that holds an ID map but no model (a two-stage baseline)."""
     folder = Path(folder)
     card_data.save(folder)
@@ -91,7 +121,8 @@ def write_id_map_card(folder: str | Path, id_map, card_data: LMIndexerCardData, 
         "method": method,
         "encoder": settings.get("encoder", "not recorded"),
         "pooling": settings.get("pooling", "mean"),
-        "settings_text": ", ".join(f"{key} {value}" for key, value in settings.get("quantizer", {}).items()) or "defaults",
+        "settings_text": ", ".join(f"{key} {value}" for key, value in settings.get("quantizer", {}).items())
+        or "defaults",
         "id_length": id_map.id_length,
         "codebook_sizes": list(id_map.codebook_sizes),
         "dedup_size": id_map.dedup_size,
@@ -102,8 +133,12 @@ def write_id_map_card(folder: str | Path, id_map, card_data: LMIndexerCardData, 
         "collision_rate": statistics["collision_rate"],
         "datasets_text": ", ".join(card_data.datasets) if card_data.datasets else "not recorded",
         "position_rows": [
-            {"position": index + 1, "size": size, "utilisation": statistics["utilisation"][index],
-             "perplexity": statistics["perplexity"][index]}
+            {
+                "position": index + 1,
+                "size": size,
+                "utilisation": statistics["utilisation"][index],
+                "perplexity": statistics["perplexity"][index],
+            }
             for index, size in enumerate(statistics["codebook_sizes"])
         ],
         "plots": id_map_plots(id_map, folder, card_data),
@@ -117,7 +152,11 @@ def write_id_map_card(folder: str | Path, id_map, card_data: LMIndexerCardData, 
 
 def history_description(config) -> str:
     """What a recommender reads, by the history format it was fine-tuned on."""
-    reads = {"text": "item titles", "ids": "items as their semantic-ID tokens", "text+ids": "items as ID tokens and titles"}
+    reads = {
+        "text": "item titles",
+        "ids": "items as their semantic-ID tokens",
+        "text+ids": "items as ID tokens and titles",
+    }
     items = reads.get(getattr(config, "history_format", "text"), "item titles")
     shape = "one decoder-only stream" if getattr(config, "is_causal", False) else "an encoder-decoder"
     return f"a user's history of {items} ({shape})"
@@ -136,7 +175,8 @@ def card_context(model, card_data: LMIndexerCardData, plots: list[dict], example
         "model_id": model_id,
         "is_retriever": retriever,
         "task_title": TASK_TITLES[card_data.task],
-        "input_description": history_description(config) if card_data.task == "recommendation" and retriever
+        "input_description": history_description(config)
+        if card_data.task == "recommendation" and retriever
         else INPUT_DESCRIPTIONS[card_data.task],
         "example_query": example,
         # A recommender's input is a rendered history of items the map holds, not free text.
@@ -152,7 +192,12 @@ def card_context(model, card_data: LMIndexerCardData, plots: list[dict], example
         "documents": statistics["documents"],
         "datasets_text": ", ".join(card_data.datasets) if card_data.datasets else "not recorded",
         "position_rows": [
-            {"position": index + 1, "size": size, "utilisation": statistics["utilisation"][index], "perplexity": statistics["perplexity"][index]}
+            {
+                "position": index + 1,
+                "size": size,
+                "utilisation": statistics["utilisation"][index],
+                "perplexity": statistics["perplexity"][index],
+            }
             for index, size in enumerate(statistics["codebook_sizes"])
         ],
         "distinct_learned_ids": statistics["distinct_learned_ids"],
@@ -162,7 +207,12 @@ def card_context(model, card_data: LMIndexerCardData, plots: list[dict], example
         "plots": plots,
         "eval_results": card_data.eval_results,
         "stage_rows": [
-            {"stage": stage, "text": _describe(card_data.stage_hyperparameters.get(stage, {}), card_data.stage_metrics.get(stage, {}))}
+            {
+                "stage": stage,
+                "text": _describe(
+                    card_data.stage_hyperparameters.get(stage, {}), card_data.stage_metrics.get(stage, {})
+                ),
+            }
             for stage in _stages_in_order(card_data)
         ],
         "lmindexer_version": __version__,

@@ -66,8 +66,14 @@ def label_distribution_plot(table: dict, path: Path, label_field: str | None = N
     figure = _figure(1.2 + 0.75 * len(table["labels"]), 1.0 + 0.32 * len(table["codes"]))
     axis = figure.subplots()
     image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-    axis.set_xticks(range(len(table["labels"])), [str(label)[:18] for label in table["labels"]], rotation=40, ha="right", fontsize=7)
-    axis.set_yticks(range(len(table["codes"])), [f"c1={code} ({int(n)})" for code, n in zip(table["codes"], counts.sum(axis=1))], fontsize=7)
+    axis.set_xticks(
+        range(len(table["labels"])), [str(label)[:18] for label in table["labels"]], rotation=40, ha="right", fontsize=7
+    )
+    axis.set_yticks(
+        range(len(table["codes"])),
+        [f"c1={code} ({int(n)})" for code, n in zip(table["codes"], counts.sum(axis=1))],
+        fontsize=7,
+    )
     axis.set_xlabel(label_field or "label", fontsize=8)
     figure.colorbar(image, ax=axis, fraction=0.04, label="share of documents")
     figure.tight_layout()

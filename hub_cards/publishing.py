@@ -38,6 +38,8 @@ def is_pickle_file(name: str | Path) -> bool:
     while suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
         suffixes.pop()
     return bool(suffixes) and suffixes[-1] in FORBIDDEN_SUFFIXES
+
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -45,8 +47,14 @@ class HubUnreachableError(ConnectionError):
     """The Hub could not be reached (offline mode or no network); nothing was uploaded."""
 
 
-def save_for_hub(model, folder: str | Path, tokenizer=None, card_data: LMIndexerCardData | None = None,
-                 repo_id: str | None = None, max_shard_size: str | int = "50GB") -> list[str]:
+def save_for_hub(
+    model,
+    folder: str | Path,
+    tokenizer=None,
+    card_data: LMIndexerCardData | None = None,
+    repo_id: str | None = None,
+    max_shard_size: str | int = "50GB",
+) -> list[str]:
     """Write everything a Hub repo of `model` holds into `folder`; return the relative paths written.
 
     The tokenizer is `tokenizer`, else `model.tokenizer`, else the one saved next to the model; a repo without
@@ -63,8 +71,10 @@ def save_for_hub(model, folder: str | Path, tokenizer=None, card_data: LMIndexer
         try:
             check_publishable(folder)
         except ValueError as error:
-            raise ValueError(f"{folder} is not empty and is not an earlier export ({error}): give a new or empty "
-                             "folder; nothing was written.") from None
+            raise ValueError(
+                f"{folder} is not empty and is not an earlier export ({error}): give a new or empty "
+                "folder; nothing was written."
+            ) from None
     staging = folder.with_name(f"{folder.name}.saving")
     if staging.exists():
         shutil.rmtree(staging)  # left by an interrupted export: never part of the result
@@ -145,26 +155,51 @@ def push_model_to_hub(
         if tag not in card_data.tags:
             card_data.tags.append(tag)
     with tempfile.TemporaryDirectory(prefix="lmindexer-push-") as folder:
-        save_for_hub(model, folder, tokenizer=tokenizer, card_data=card_data, repo_id=repo_id, max_shard_size=max_shard_size)
+        save_for_hub(
+            model, folder, tokenizer=tokenizer, card_data=card_data, repo_id=repo_id, max_shard_size=max_shard_size
+        )
         return upload_to_hub(
-            folder, repo_id, commit_message=commit_message or f"Upload {type(model).__name__}",
-            commit_description=commit_description, private=private, token=token, revision=revision, create_pr=create_pr,
+            folder,
+            repo_id,
+            commit_message=commit_message or f"Upload {type(model).__name__}",
+            commit_description=commit_description,
+            private=private,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
         )
 
 
-def upload_to_hub(folder: str | Path, repo_id: str, *, commit_message: str, commit_description: str | None = None,
-                  private: bool | None = None, token: str | bool | None = None, revision: str | None = None,
-                  create_pr: bool = False, api: HfApi | None = None):
+def upload_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    commit_message: str,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    api: HfApi | None = None,
+):
     """Upload a folder written by `save_for_hub` as one commit (see `push_model_to_hub`)."""
     check_publishable(folder)
     api = api or HfApi(token=token)
-    with hub_errors(repo_id, "Save the repo locally with `lmindexer.hub_cards.save_for_hub(model, folder)` and upload it when online."):
+    with hub_errors(
+        repo_id,
+        "Save the repo locally with `lmindexer.hub_cards.save_for_hub(model, folder)` and upload it when online.",
+    ):
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
         if revision is not None and not create_pr:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
         return api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message=commit_message,
-            commit_description=commit_description, revision=revision, create_pr=create_pr,
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            commit_message=commit_message,
+            commit_description=commit_description,
+            revision=revision,
+            create_pr=create_pr,
         )
 
 
@@ -175,7 +210,9 @@ def hub_errors(repo_id: str, advice: str = ""):
         yield
     except Exception as error:
         if is_unreachable(error):
-            raise HubUnreachableError(f"Cannot reach the Hub to publish {repo_id} ({error}). Nothing was uploaded. {advice}".rstrip()) from error
+            raise HubUnreachableError(
+                f"Cannot reach the Hub to publish {repo_id} ({error}). Nothing was uploaded. {advice}".rstrip()
+            ) from error
         raise
 
 
@@ -183,7 +220,10 @@ def is_unreachable(error: BaseException) -> bool:
     """Offline mode, a refused or unresolvable connection, or a timeout, from any HTTP client the Hub uses."""
     if isinstance(error, (OfflineModeIsEnabled, ConnectionError, TimeoutError)):
         return True
-    return any(cls.__name__ in ("TransportError", "NetworkError", "ConnectError", "ConnectTimeout") for cls in type(error).__mro__)
+    return any(
+        cls.__name__ in ("TransportError", "NetworkError", "ConnectError", "ConnectTimeout")
+        for cls in type(error).__mro__
+    )
 
 
 def _saved_tokenizer(model):

@@ -17,8 +17,14 @@ SPACE_FOLDER = Path(__file__).parent / "space"
 SPACE_FILES = ("app.py", "requirements.txt", "README.md")
 
 
-def launch_space(model: str, revision: str | None = None, host: str = "127.0.0.1", port: int | None = None,
-                 share: bool = False, prevent_thread_lock: bool = False):
+def launch_space(
+    model: str,
+    revision: str | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+    prevent_thread_lock: bool = False,
+):
     """Start the Gradio app on `model` (a retriever folder or Hub repo); returns the running Blocks."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
@@ -61,22 +67,35 @@ def space_model_reference(model: str, revision: str | None) -> str:
     local = Path(model).expanduser()
     if not local.is_dir():
         if revision is None:
-            logger.warning("The Space loads %s at whatever revision is newest when it starts: pin one with --revision "
-                           "(the commit SHA `lmindexer push` printed).", model)
+            logger.warning(
+                "The Space loads %s at whatever revision is newest when it starts: pin one with --revision "
+                "(the commit SHA `lmindexer push` printed).",
+                model,
+            )
         return model
     config = local / "config.json"
     model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type") if config.is_file() else None
     if model_type != "lmindexer-retrieval":
         what = "an indexer" if model_type == "lmindexer" else "not a fine-tuned retriever"
-        raise ValueError(f"{model} is {what} (model_type {model_type}): the Space's demo runs a retriever; fine-tune "
-                         "one (`lmindexer finetune`) and export that.")
-    logger.warning("The Space will load the local folder %s: it runs only on this machine. Push the retriever "
-                   "(`lmindexer push`) and export the Space for its repo id to publish it.", local.resolve())
+        raise ValueError(
+            f"{model} is {what} (model_type {model_type}): the Space's demo runs a retriever; fine-tune "
+            "one (`lmindexer finetune`) and export that."
+        )
+    logger.warning(
+        "The Space will load the local folder %s: it runs only on this machine. Push the retriever "
+        "(`lmindexer push`) and export the Space for its repo id to publish it.",
+        local.resolve(),
+    )
     return str(local.resolve())
 
 
-def push_space(model_repo_id: str, space_repo_id: str, revision: str | None = None, token: str | bool | None = None,
-               private: bool | None = None):
+def push_space(
+    model_repo_id: str,
+    space_repo_id: str,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    private: bool | None = None,
+):
     """Create (or update) a Gradio Space running the demo on `model_repo_id`; returns the `CommitInfo`."""
     from .publishing import hub_errors
 
@@ -84,5 +103,9 @@ def push_space(model_repo_id: str, space_repo_id: str, revision: str | None = No
     with tempfile.TemporaryDirectory(prefix="lmindexer-space-") as folder, hub_errors(space_repo_id):
         export_space(model_repo_id, folder, revision)
         api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-        return api.upload_folder(repo_id=space_repo_id, repo_type="space", folder_path=folder,
-                                 commit_message=f"LMIndexer demo for {model_repo_id}")
+        return api.upload_folder(
+            repo_id=space_repo_id,
+            repo_type="space",
+            folder_path=folder,
+            commit_message=f"LMIndexer demo for {model_repo_id}",
+        )

@@ -23,7 +23,9 @@ LMIndexerConfig.register_for_auto_class()
 LMIndexerRetrievalConfig.register_for_auto_class()
 LMIndexerForSemanticID.register_for_auto_class("AutoModel")
 LMIndexerForGenerativeRetrieval.register_for_auto_class("AutoModel")
-PIPELINE_REGISTRY.register_pipeline(TASK_NAME, pipeline_class=GenerativeRetrievalPipeline, pt_model=AutoModel, type="text")
+PIPELINE_REGISTRY.register_pipeline(
+    TASK_NAME, pipeline_class=GenerativeRetrievalPipeline, pt_model=AutoModel, type="text"
+)
 
 __all__ = [
     "GenerativeRetrievalPipeline",

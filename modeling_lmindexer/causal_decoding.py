@@ -54,9 +54,15 @@ def causal_position_ids(attention_mask: torch.Tensor, alignment: str = "start", 
 
 
 @torch.no_grad()
-def prefix_shared_beam_search(backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                              processor: TrieConstrainedLogitsProcessor, num_beams: int,
-                              length_penalty: float = 1.0, alignment: str = "start") -> tuple[torch.Tensor, torch.Tensor]:
+def prefix_shared_beam_search(
+    backbone,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    processor: TrieConstrainedLogitsProcessor,
+    num_beams: int,
+    length_penalty: float = 1.0,
+    alignment: str = "start",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Beam search for the ID that follows each (left-padded) prompt.
 
     Returns `(tokens, scores)`: `[batch * num_beams, depth]` ID tokens and `[batch * num_beams]` scores, the summed
@@ -98,8 +104,9 @@ def prefix_shared_beam_search(backbone, input_ids: torch.Tensor, attention_mask:
             break
         cache.reorder_cache(source)
         mask = torch.cat([mask[source], mask.new_ones((mask.shape[0], 1))], 1)
-        output = backbone(input_ids=tokens, attention_mask=mask, position_ids=next_position, use_cache=True,
-                          **{cache_keyword: cache})
+        output = backbone(
+            input_ids=tokens, attention_mask=mask, position_ids=next_position, use_cache=True, **{cache_keyword: cache}
+        )
         cache = _returned_cache(output)
         next_position = next_position + step_position
         log_probs = output.logits[:, -1, :].float().log_softmax(-1)

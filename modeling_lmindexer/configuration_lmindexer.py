@@ -36,6 +36,8 @@ def id_token_text(position: int, code: int, template: str = ID_TOKEN_TEMPLATE) -
 def semantic_id_text(semantic_id, template: str = ID_TOKEN_TEMPLATE) -> str:
     """A semantic ID as the string of its ID tokens, e.g. `<id_1_3><id_2_17><id_3_0>`."""
     return "".join(id_token_text(position, code, template) for position, code in enumerate(semantic_id, start=1))
+
+
 ID_TOKEN_INITS = ("codebook", "random", "model", "mean")
 
 # Keys that must never travel inside a nested config: a backbone config copied from a Hub repo could
@@ -76,8 +78,12 @@ def strip_unsafe_config(config):
 
 # The recipe fields as indexers trained before each was added: what a saved config that lacks one means.
 BEFORE_RECIPE = {
-    "later_position_input": "raw", "center_hidden": False, "contrastive_positive": "self",
-    "reconstructor_warmup_input": "zeros", "reconstructor_position_norm": False, "pooled_hidden": False,
+    "later_position_input": "raw",
+    "center_hidden": False,
+    "contrastive_positive": "self",
+    "reconstructor_warmup_input": "zeros",
+    "reconstructor_position_norm": False,
+    "pooled_hidden": False,
     "reconstruction_vocabulary": "full",
 }
 
@@ -240,9 +246,7 @@ class LMIndexerConfig(PreTrainedConfig):
             if size < 2:
                 raise ValueError(f"`codebook_sizes[{position - 1}]` must be at least 2, got {size}.")
         if len(self.hint_ratios) != self.id_length:
-            raise ValueError(
-                f"`hint_ratios` has {len(self.hint_ratios)} entries but `id_length` is {self.id_length}."
-            )
+            raise ValueError(f"`hint_ratios` has {len(self.hint_ratios)} entries but `id_length` is {self.id_length}.")
         for position, ratio in enumerate(self.hint_ratios, start=1):
             if not 0.0 < ratio < 1.0:
                 raise ValueError(
@@ -263,9 +267,12 @@ class LMIndexerConfig(PreTrainedConfig):
                 raise ValueError(f"`{name}` must not be negative, got {getattr(self, name)}.")
         if self.code_geometry not in CODE_GEOMETRIES:
             raise ValueError(f"`code_geometry` must be one of {CODE_GEOMETRIES}, got {self.code_geometry!r}.")
-        for name, allowed in (("later_position_input", ("raw", "residual")), ("contrastive_positive", ("self", "dropout")),
-                              ("reconstructor_warmup_input", ("zeros", "hidden")),
-                              ("reconstruction_vocabulary", ("full", "batch"))):
+        for name, allowed in (
+            ("later_position_input", ("raw", "residual")),
+            ("contrastive_positive", ("self", "dropout")),
+            ("reconstructor_warmup_input", ("zeros", "hidden")),
+            ("reconstruction_vocabulary", ("full", "batch")),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
         if "{position}" not in self.id_token_template or "{code}" not in self.id_token_template:
@@ -401,12 +408,22 @@ class LMIndexerRetrievalConfig(LMIndexerConfig):
             raise ValueError(f"`output_vocabulary` must be 'all' or 'ids', got {self.output_vocabulary!r}.")
         if self.id_token_init not in ID_TOKEN_INITS:
             raise ValueError(f"`id_token_init` must be one of {ID_TOKEN_INITS}, got {self.id_token_init!r}.")
-        for name, allowed in (("task", TASKS), ("history_format", HISTORY_FORMATS), ("truncation_side", ("left", "right")),
-                              ("id_token_scoring", ("lm_head", "codebook"))):
+        for name, allowed in (
+            ("task", TASKS),
+            ("history_format", HISTORY_FORMATS),
+            ("truncation_side", ("left", "right")),
+            ("id_token_scoring", ("lm_head", "codebook")),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
-        if isinstance(self.history_max_items, bool) or not isinstance(self.history_max_items, int) or self.history_max_items < 0:
-            raise ValueError(f"`history_max_items` must be a non-negative integer (0 keeps all), got {self.history_max_items!r}.")
+        if (
+            isinstance(self.history_max_items, bool)
+            or not isinstance(self.history_max_items, int)
+            or self.history_max_items < 0
+        ):
+            raise ValueError(
+                f"`history_max_items` must be a non-negative integer (0 keeps all), got {self.history_max_items!r}."
+            )
         if self.id_token_offsets is not None and len(self.id_token_offsets) != self.id_length + 1:
             raise ValueError(
                 f"`id_token_offsets` has {len(self.id_token_offsets)} entries; expected {self.id_length + 1} "

@@ -66,15 +66,25 @@ class HistoryFormat:
     @classmethod
     def from_config(cls, config) -> "HistoryFormat":
         """The history settings a retriever saved in its config (`LMIndexerRetrievalConfig.history_*`)."""
-        return cls(max_history=config.history_max_items, newest_first=config.history_newest_first,
-                   separator=config.history_separator, text_fields=tuple(config.history_text_fields or ("title",)),
-                   history_format=config.history_format, id_token_template=config.id_token_template)
+        return cls(
+            max_history=config.history_max_items,
+            newest_first=config.history_newest_first,
+            separator=config.history_separator,
+            text_fields=tuple(config.history_text_fields or ("title",)),
+            history_format=config.history_format,
+            id_token_template=config.id_token_template,
+        )
 
     def config_fields(self) -> dict:
         """These settings as retriever config fields, so that serving renders histories as fine-tuning did."""
-        return {"history_format": self.history_format, "history_max_items": self.max_history,
-                "history_newest_first": self.newest_first, "history_separator": self.separator,
-                "history_text_fields": list(self.text_fields), "truncation_side": self.truncation_side}
+        return {
+            "history_format": self.history_format,
+            "history_max_items": self.max_history,
+            "history_newest_first": self.newest_first,
+            "history_separator": self.separator,
+            "history_text_fields": list(self.text_fields),
+            "truncation_side": self.truncation_side,
+        }
 
     def kept(self, items: list) -> list:
         """Step 1 of the rule: the newest `max_history` of `items` (oldest first)."""
@@ -94,7 +104,9 @@ class HistoryFormat:
             if self.uses_text and text is None:
                 raise ValueError(f"History format {self.history_format!r} needs every item's text; one item has none.")
             if self.uses_ids and ids is None:
-                raise ValueError(f"History format {self.history_format!r} needs every item's semantic ID; one item has none.")
+                raise ValueError(
+                    f"History format {self.history_format!r} needs every item's semantic ID; one item has none."
+                )
             parts.append(text if not self.uses_ids else ids if not self.uses_text else f"{ids} {text}")
         return self.separator.join(parts)
 
@@ -105,7 +117,9 @@ class HistoryFormat:
         if self.uses_ids and semantic_id is None:
             raise ValueError(f"The {self.history_format!r} history format needs the items' semantic IDs (the ID map).")
         texts = [item_text[item] if self.uses_text else None for item in kept]
-        id_texts = [semantic_id_text(semantic_id(item), self.id_token_template) if self.uses_ids else None for item in kept]
+        id_texts = [
+            semantic_id_text(semantic_id(item), self.id_token_template) if self.uses_ids else None for item in kept
+        ]
         return self.render_items(texts, id_texts)
 
 
@@ -132,8 +146,10 @@ def render_history_with(config, id_map, history, item_texts=None, warn_titles: b
         known = item in id_map
         if rule.uses_ids:
             if not known:
-                raise ValueError(f"History item {item!r} is not in the ID map, so it has no semantic ID for the "
-                                 f"{config.history_format!r} history format.")
+                raise ValueError(
+                    f"History item {item!r} is not in the ID map, so it has no semantic ID for the "
+                    f"{config.history_format!r} history format."
+                )
             id_texts.append(semantic_id_text(id_map.semantic_id(item), config.id_token_template))
         else:
             id_texts.append(None)
@@ -149,6 +165,9 @@ def render_history_with(config, id_map, history, item_texts=None, warn_titles: b
     fields = config.history_text_fields
     warned = bool(from_titles and fields and list(fields) != ["title"])
     if warned and warn_titles:  # once per model: the caller passes what this returns
-        logger.warning("This model was fine-tuned on item texts made of the fields %s, but the ID map holds titles "
-                       "only: pass the same texts in `item_texts` to render histories as in fine-tuning.", fields)
+        logger.warning(
+            "This model was fine-tuned on item texts made of the fields %s, but the ID map holds titles "
+            "only: pass the same texts in `item_texts` to render histories as in fine-tuning.",
+            fields,
+        )
     return rule.render_items(texts, id_texts), warned

@@ -115,8 +115,15 @@ class CodebookIDScoring:
     carries a working copy, and the model re-installs it from its config when loaded.
     """
 
-    def __init__(self, projection: str, offsets: list[int], sizes: list[int], geometry: str, temperature: float,
-                 input_scale: float = 1.0):
+    def __init__(
+        self,
+        projection: str,
+        offsets: list[int],
+        sizes: list[int],
+        geometry: str,
+        temperature: float,
+        input_scale: float = 1.0,
+    ):
         self.projection = projection
         self.ranges = [(int(start), int(size)) for start, size in zip(offsets, sizes)]
         self.geometry = geometry

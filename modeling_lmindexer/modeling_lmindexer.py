@@ -66,8 +66,13 @@ def check_model_folder(path) -> None:
             f"back to {folder.name}, or rerun the command that saved it (it restores the folder first)."
         )
     head = text.split("/", 1)[0]
-    looks_local = (folder.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
-                   or ("/" in text and head != "" and Path(head).is_dir()) or folder.exists())
+    looks_local = (
+        folder.is_absolute()
+        or text.startswith((".", "~"))
+        or text.count("/") > 1
+        or ("/" in text and head != "" and Path(head).is_dir())
+        or folder.exists()
+    )
     if looks_local:
         what = "is a file, not a model folder" if folder.exists() else "does not exist"
         raise OSError(f"{text} {what}: give the folder of a trained indexer or retriever (or a Hub repo id, org/name).")
@@ -231,12 +236,18 @@ class LMIndexerPreTrainedModel(PreTrainedModel):
         if map_file is None:
             return False
         id_map = SemanticIDMap.load(map_file)
-        if (type(self.config).model_type == LMIndexerConfig.model_type and id_map.dedup_size > self.config.dedup_size
-                and id_map.codebook_sizes == self.config.codebook_sizes):
+        if (
+            type(self.config).model_type == LMIndexerConfig.model_type
+            and id_map.dedup_size > self.config.dedup_size
+            and id_map.codebook_sizes == self.config.codebook_sizes
+        ):
             # An indexer's dedup position is no parameter: `lmindexer assign --rededuplicate` grows it in the map
             # first and in the config second, so a map ahead of its config is that update, half written.
-            logger.warning("The ID map's dedup position (%d) is larger than the config's (%d): using the map's.",
-                           id_map.dedup_size, self.config.dedup_size)
+            logger.warning(
+                "The ID map's dedup position (%d) is larger than the config's (%d): using the map's.",
+                id_map.dedup_size,
+                self.config.dedup_size,
+            )
             self.config.dedup_size = id_map.dedup_size
         if self.config.id_map_run_id is None and id_map.run_id is not None:
             warn_model_without_run_id()
@@ -410,8 +421,9 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
 
     def code_logits(self, hidden: torch.Tensor, position: int) -> torch.Tensor:
         """Similarity of `hidden` to every vector of codebook `position`, in the config's geometry."""
-        return code_similarity(hidden, self.codebooks[position].weight, self.config.code_geometry,
-                               self.config.code_temperature)
+        return code_similarity(
+            hidden, self.codebooks[position].weight, self.config.code_geometry, self.config.code_temperature
+        )
 
     def decoder_states(
         self,
@@ -441,7 +453,9 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         )
         states = outputs.decoder_hidden_states[-1]
         if self.config.pooled_hidden:
-            states = states + pooled_states(encoder_outputs.last_hidden_state, attention_mask)[:, None, :].to(states.dtype)
+            states = states + pooled_states(encoder_outputs.last_hidden_state, attention_mask)[:, None, :].to(
+                states.dtype
+            )
         return states
 
     # ------------------------------------------------------------------------------------------ validation
@@ -515,7 +529,9 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
                     states = self.decoder_states(input_ids, attention_mask, None, encoder_outputs)
                     warmup_vector = self.position_representation(states, 1, None)
             else:
-                warmup_vector = self.get_input_embeddings().weight.new_zeros(input_ids.shape[0], config.decoder_hidden_size)
+                warmup_vector = self.get_input_embeddings().weight.new_zeros(
+                    input_ids.shape[0], config.decoder_hidden_size
+                )
             reconstruction, predictions, targets = self._reconstruction_loss(
                 input_ids, attention_mask, [warmup_vector], position, hint_generator, hint_visible, frozen_tokens=True
             )
@@ -621,8 +637,9 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         if prefix_codes is not None and prefix_codes.shape[1] == 0:
             prefix_codes = None
         attention_mask = self._check_inputs(input_ids, attention_mask, prefix_codes, position)
-        return self.position_representation(self.decoder_states(input_ids, attention_mask, prefix_codes), position,
-                                            prefix_codes)
+        return self.position_representation(
+            self.decoder_states(input_ids, attention_mask, prefix_codes), position, prefix_codes
+        )
 
     @torch.no_grad()
     def assign_codes(
@@ -649,6 +666,8 @@ class LMIndexerForSemanticID(LMIndexerPreTrainedModel):
         for position in range(codes.shape[1] + 1, num_positions + 1):
             prefix = codes if codes.shape[1] else None
             states = self.decoder_states(input_ids, attention_mask, prefix, encoder_outputs)
-            next_codes = self.code_logits(self.position_representation(states, position, prefix), position).argmax(dim=-1)
+            next_codes = self.code_logits(self.position_representation(states, position, prefix), position).argmax(
+                dim=-1
+            )
             codes = torch.cat([codes, next_codes[:, None]], dim=1)
         return codes[:, :num_positions]

@@ -77,7 +77,9 @@ def _query_list(texts) -> list[str]:
     if isinstance(texts, str):
         return [texts]
     if isinstance(texts, (bytes, bytearray)):
-        raise TypeError(f"Queries must be {accepted}, got {type(texts).__name__}: decode it first, e.g. `texts.decode('utf-8')`.")
+        raise TypeError(
+            f"Queries must be {accepted}, got {type(texts).__name__}: decode it first, e.g. `texts.decode('utf-8')`."
+        )
     # Sets and mappings have no order the results could follow.
     if not isinstance(texts, Iterable) or isinstance(texts, (set, frozenset, dict)):
         raise TypeError(f"Queries must be {accepted}, got {type(texts).__name__}.")
@@ -147,9 +149,16 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         if config.id_token_offsets is None:
             return
         if config.id_token_scoring == "codebook":
-            head.register_forward_hook(CodebookIDScoring(projection, config.id_token_offsets, config.id_vocabulary_sizes,
-                                                         config.code_geometry, config.code_temperature,
-                                                         _head_input_scale(self.backbone)))
+            head.register_forward_hook(
+                CodebookIDScoring(
+                    projection,
+                    config.id_token_offsets,
+                    config.id_vocabulary_sizes,
+                    config.code_geometry,
+                    config.code_temperature,
+                    _head_input_scale(self.backbone),
+                )
+            )
         if config.output_vocabulary == "ids":
             eos = getattr(self.generation_config, "eos_token_id", None) if self.generation_config else None
             eos = eos[0] if isinstance(eos, (list, tuple)) else eos
@@ -203,8 +212,12 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         for key in ("model_type", "architectures", "auto_map", "transformers_version", "backbone_config"):
             settings.pop(key, None)
         # A new retriever for this map: it takes the map's layout and is bound to the map's run.
-        settings.update(id_length=id_map.id_length, codebook_sizes=id_map.codebook_sizes, dedup_size=id_map.dedup_size,
-                        id_map_run_id=id_map.run_id)
+        settings.update(
+            id_length=id_map.id_length,
+            codebook_sizes=id_map.codebook_sizes,
+            dedup_size=id_map.dedup_size,
+            id_map_run_id=id_map.run_id,
+        )
         settings.update(config_kwargs)
         retrieval_config = LMIndexerRetrievalConfig(backbone_config=backbone.config.to_dict(), **settings)
         retrieval_config.id_token_offsets = add_id_tokens(tokenizer, retrieval_config)
@@ -238,15 +251,23 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             raise ValueError("Pass the indexer's tokenizer and ID map, or a directory that holds them.")
         # ID tokens are scored as the indexer scores codes (see `CodebookIDScoring`), so that the untrained retriever
         # already decodes the indexer's IDs whatever LM head the backbone has.
-        model = cls.from_backbone_and_map(indexer.backbone, tokenizer, id_map, config=indexer.config,
-                                          **{**config_kwargs, "id_token_scoring": "codebook", "id_token_init": "codebook"})
+        model = cls.from_backbone_and_map(
+            indexer.backbone,
+            tokenizer,
+            id_map,
+            config=indexer.config,
+            **{**config_kwargs, "id_token_scoring": "codebook", "id_token_init": "codebook"},
+        )
         # The tokenizer now holds the ID tokens; keep it on the model so `retrieve` and `save` find it.
         model.tokenizer = tokenizer
         # The decoder's input table and the output projection get the codebooks as they are: the decoder was fed
         # exactly these vectors while the IDs were learned (so its states at later steps are the indexer's), and the
         # scoring compares states with these rows. One table in T5 and BART; in bert2bert the decoder's own.
         decoder_tables = {}
-        for table in (model.backbone.get_decoder().get_input_embeddings().weight, model.backbone.get_output_embeddings().weight):
+        for table in (
+            model.backbone.get_decoder().get_input_embeddings().weight,
+            model.backbone.get_output_embeddings().weight,
+        ):
             decoder_tables.setdefault(table.data_ptr(), table)
         encoder_table = model.get_input_embeddings().weight
         offsets = model.config.id_token_offsets
@@ -266,8 +287,9 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         return model
 
     @classmethod
-    def from_causal_config(cls, backbone_config, tokenizer, id_map: SemanticIDMap, **config_kwargs
-                           ) -> "LMIndexerForGenerativeRetrieval":
+    def from_causal_config(
+        cls, backbone_config, tokenizer, id_map: SemanticIDMap, **config_kwargs
+    ) -> "LMIndexerForGenerativeRetrieval":
         """A causal (decoder-only) recommender over a stream of ID tokens, built from any causal LM config (GPT-2,
         Llama, ... as an object or a dict with `model_type`), with fresh weights.
 
@@ -283,14 +305,24 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             backbone_config = AutoConfig.for_model(settings.pop("model_type"), **settings)
         backbone_config = strip_unsafe_config(backbone_config)
         if getattr(backbone_config, "is_encoder_decoder", False):
-            raise ValueError(f"`from_causal_config` needs a decoder-only config, got the encoder-decoder "
-                             f"{backbone_config.model_type!r}; use `from_backbone_and_map` for seq2seq backbones.")
+            raise ValueError(
+                f"`from_causal_config` needs a decoder-only config, got the encoder-decoder "
+                f"{backbone_config.model_type!r}; use `from_backbone_and_map` for seq2seq backbones."
+            )
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             setattr(backbone_config, name, getattr(tokenizer, name))
         backbone_config.vocab_size = len(tokenizer)
-        settings = dict(id_length=id_map.id_length, codebook_sizes=id_map.codebook_sizes, dedup_size=id_map.dedup_size,
-                        id_map_run_id=id_map.run_id, task=RECOMMENDATION, history_format="ids", history_separator="",
-                        truncation_side="left", id_token_init="model")
+        settings = dict(
+            id_length=id_map.id_length,
+            codebook_sizes=id_map.codebook_sizes,
+            dedup_size=id_map.dedup_size,
+            id_map_run_id=id_map.run_id,
+            task=RECOMMENDATION,
+            history_format="ids",
+            history_separator="",
+            truncation_side="left",
+            id_token_init="model",
+        )
         settings.update(config_kwargs)
         config = LMIndexerRetrievalConfig(backbone_config=backbone_config.to_dict(), **settings)
         config.id_token_offsets = add_id_tokens(tokenizer, config)
@@ -316,8 +348,11 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
 
         if self.config.is_causal:
             self.generation_config = GenerationConfig(
-                bos_token_id=token("bos_token_id"), eos_token_id=token("eos_token_id"), pad_token_id=token("pad_token_id"),
-                max_new_tokens=self.config.id_length + 1, num_beams=20,
+                bos_token_id=token("bos_token_id"),
+                eos_token_id=token("eos_token_id"),
+                pad_token_id=token("pad_token_id"),
+                max_new_tokens=self.config.id_length + 1,
+                num_beams=20,
             )
             self.backbone.generation_config = self.generation_config
             return
@@ -328,8 +363,11 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             eos = tokenizer.sep_token_id
         pad = token("pad_token_id")
         self.generation_config = GenerationConfig(
-            decoder_start_token_id=start, eos_token_id=eos, pad_token_id=pad if pad is not None else eos,
-            max_new_tokens=self.config.id_length + 2, num_beams=20,
+            decoder_start_token_id=start,
+            eos_token_id=eos,
+            pad_token_id=pad if pad is not None else eos,
+            max_new_tokens=self.config.id_length + 2,
+            num_beams=20,
         )
         self.backbone.generation_config = self.generation_config
 
@@ -338,8 +376,11 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         """Also registers the `generative-retrieval` pipeline in the config and copies its file, so that
         `pipeline("generative-retrieval", model=folder_or_repo, trust_remote_code=True)` needs no package."""
         self.config.custom_pipelines = {
-            TASK_NAME: {"impl": f"{GenerativeRetrievalPipeline.__module__.rsplit('.', 1)[-1]}.GenerativeRetrievalPipeline",
-                        "pt": ["AutoModel"], "type": "text"}
+            TASK_NAME: {
+                "impl": f"{GenerativeRetrievalPipeline.__module__.rsplit('.', 1)[-1]}.GenerativeRetrievalPipeline",
+                "pt": ["AutoModel"],
+                "type": "text",
+            }
         }
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
@@ -358,7 +399,9 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
                     "Hub is not reachable in offline mode. A retriever cannot decode without it: download the whole "
                     "repo while online (`hf download REPO`), or load from a folder that holds the map."
                 )
-            logger.warning("%s holds no %s; set `model.id_map` before retrieving.", pretrained_model_name_or_path, ID_MAP_FILE)
+            logger.warning(
+                "%s holds no %s; set `model.id_map` before retrieving.", pretrained_model_name_or_path, ID_MAP_FILE
+            )
         model.backbone.generation_config = model.generation_config
         model.install_id_token_scoring()  # the ID-only output vocabulary keeps the saved generation config's EOS
         return model
@@ -383,7 +426,11 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             kwargs.setdefault("position_ids", causal_position_ids(attention_mask, self.config.causal_positions))
             return self.backbone(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
         return self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, labels=labels, decoder_input_ids=decoder_input_ids, **kwargs
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            labels=labels,
+            decoder_input_ids=decoder_input_ids,
+            **kwargs,
         )
 
     @property
@@ -401,7 +448,10 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         pad = self.generation_config.pad_token_id
         self.trie.to(self.device)
         return TrieConstrainedLogitsProcessor(
-            self.trie, eos_token_id=self.eos_token_id, pad_token_id=pad, prompt_length=prompt_length,
+            self.trie,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=pad,
+            prompt_length=prompt_length,
             raise_on_dead_end=raise_on_dead_end,
         )
 
@@ -420,8 +470,10 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             # The ID follows the prompt in one stream, with no EOS after it: only a cut-short ID can go wrong here.
             max_new_tokens = kwargs.get("max_new_tokens", (generation_config or self.generation_config).max_new_tokens)
             if max_new_tokens is not None and max_new_tokens < depth:
-                raise ValueError(f"`max_new_tokens={max_new_tokens}` would cut IDs short: every semantic ID is {depth} "
-                                 f"tokens, so it must be at least {depth}.")
+                raise ValueError(
+                    f"`max_new_tokens={max_new_tokens}` would cut IDs short: every semantic ID is {depth} "
+                    f"tokens, so it must be at least {depth}."
+                )
             return
 
         def setting(name):
@@ -485,9 +537,11 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         self.check_generation_settings(**kwargs)
         prompt_length = 1
         if self.config.is_causal and self.config.causal_positions != "start":
-            raise ValueError("`generate` counts positions from the start of the prompt, but this model was trained with "
-                             "positions counted to the end of the stream (`causal_positions='end'`): decode with "
-                             "`retrieve` or `decode_rows`, which place them as training did.")
+            raise ValueError(
+                "`generate` counts positions from the start of the prompt, but this model was trained with "
+                "positions counted to the end of the stream (`causal_positions='end'`): decode with "
+                "`retrieve` or `decode_rows`, which place them as training did."
+            )
         if self.config.is_causal:  # the constraint starts where the ID starts, after the whole prompt
             prompt = kwargs.get("input_ids", args[0] if args else None)
             prompt_length = prompt.shape[1]
@@ -516,8 +570,9 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         that serving renders exactly what training did. Fine-tuning joins `history_text_fields` into an item's text:
         when that is more than the title, pass the same texts in `item_texts`.
         """
-        text, warned = render_history_with(self.config, self.id_map, history, item_texts,
-                                           warn_titles=not self._warned_titles)
+        text, warned = render_history_with(
+            self.config, self.id_map, history, item_texts, warn_titles=not self._warned_titles
+        )
         self._warned_titles = self._warned_titles or warned
         return text
 
@@ -531,8 +586,11 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         if warn and not self._warned_truncation:
             lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
             if max(lengths) > max_length:
-                logger.warning("Queries longer than %d tokens are truncated (at the %s end).", max_length,
-                               self.config.truncation_side)
+                logger.warning(
+                    "Queries longer than %d tokens are truncated (at the %s end).",
+                    max_length,
+                    self.config.truncation_side,
+                )
                 self._warned_truncation = True
         side = tokenizer.truncation_side
         tokenizer.truncation_side = self.config.truncation_side
@@ -564,7 +622,9 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         for name, value in (("top_k", top_k), ("num_beams", num_beams), ("batch_size", batch_size)):
             _check_positive_int(name, value)
         if top_k > num_beams:
-            raise ValueError(f"`top_k` ({top_k}) cannot exceed `num_beams` ({num_beams}): beam search returns at most num_beams IDs.")
+            raise ValueError(
+                f"`top_k` ({top_k}) cannot exceed `num_beams` ({num_beams}): beam search returns at most num_beams IDs."
+            )
         tokenizer = tokenizer or getattr(self, "tokenizer", None) or AutoTokenizer.from_pretrained(self.name_or_path)
         results: list[list[dict]] = []
         for start in range(0, len(texts), batch_size):
@@ -574,13 +634,20 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             for query in range(len(batch_texts)):
                 ranked = self.rank_rows(rows[query], scores[query], top_k)
                 if len(ranked) < top_k:
-                    logger.warning("Query %d: only %d valid IDs could be decoded (top_k=%d).", start + query, len(ranked), top_k)
+                    logger.warning(
+                        "Query %d: only %d valid IDs could be decoded (top_k=%d).", start + query, len(ranked), top_k
+                    )
                 results.append(ranked)
         return results
 
     @torch.no_grad()
-    def decode_rows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int = 20,
-                    share_cross_attention: bool = True):
+    def decode_rows(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        num_beams: int = 20,
+        share_cross_attention: bool = True,
+    ):
         """Constrained beam search (greedy decoding when `num_beams` is 1) for a batch of encoded queries.
 
         Returns `(rows, scores)`, both `[batch, num_beams]` on the CPU: the ID-map row of every returned beam (-1
@@ -591,10 +658,19 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         device = next(self.parameters()).device
         if self.config.is_causal:
             return self._decode_rows_causal(input_ids.to(device), attention_mask.to(device), num_beams)
-        cache = {"past_key_values": BeamSharedCrossAttentionCache(DynamicCache(), DynamicCache())} if share_cross_attention else {}
+        cache = (
+            {"past_key_values": BeamSharedCrossAttentionCache(DynamicCache(), DynamicCache())}
+            if share_cross_attention
+            else {}
+        )
         depth = self.trie.depth
-        inputs = dict(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=depth + 1,
-                      return_dict_in_generate=True, **cache)
+        inputs = dict(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=depth + 1,
+            return_dict_in_generate=True,
+            **cache,
+        )
         if num_beams == 1:
             # Greedy search returns no sequence score: rebuild beam search's one so that both mean the same. Like beam
             # search, log-softmax over the whole vocabulary before the trie masks; the argmax is unchanged. (The raw
@@ -607,13 +683,18 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             length_penalty = 1.0 if length_penalty is None else length_penalty
             sequence_scores = torch.cat(log_probs, 1).sum(1) / (len(log_probs) ** length_penalty)
         else:
-            output = self.generate(**inputs, num_beams=num_beams, num_return_sequences=num_beams, early_stopping=True,
-                                   output_scores=True)
+            output = self.generate(
+                **inputs, num_beams=num_beams, num_return_sequences=num_beams, early_stopping=True, output_scores=True
+            )
             sequence_scores = output.sequences_scores
         tokens = output.sequences[:, 1 : 1 + depth]
         if tokens.shape[1] < depth:
             tokens = torch.nn.functional.pad(tokens, (0, depth - tokens.shape[1]), value=-1)
-        ends = output.sequences[:, 1 + depth] if output.sequences.shape[1] > 1 + depth else torch.full_like(tokens[:, 0], -1)
+        ends = (
+            output.sequences[:, 1 + depth]
+            if output.sequences.shape[1] > 1 + depth
+            else torch.full_like(tokens[:, 0], -1)
+        )
         complete = self.trie.contains(tokens) & (ends == self.eos_token_id)
         # Beam search pads its output with placeholder beams (score -inf or about -1e9) when the trie holds fewer IDs
         # than beams; any other beam must be a whole ID then EOS, or the trie's exactness was broken somewhere.
@@ -637,8 +718,13 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
         length_penalty = self.generation_config.length_penalty
         processor = self.trie_processor(raise_on_dead_end=False, prompt_length=0)
         tokens, sequence_scores = prefix_shared_beam_search(
-            self.backbone, input_ids, attention_mask, processor, num_beams,
-            length_penalty=1.0 if length_penalty is None else length_penalty, alignment=self.config.causal_positions,
+            self.backbone,
+            input_ids,
+            attention_mask,
+            processor,
+            num_beams,
+            length_penalty=1.0 if length_penalty is None else length_penalty,
+            alignment=self.config.causal_positions,
         )
         processor.raise_if_dead_end()
         valid = self.trie.contains(tokens) & torch.isfinite(sequence_scores)
@@ -654,7 +740,11 @@ class LMIndexerForGenerativeRetrieval(LMIndexerPreTrainedModel, GenerationMixin)
             if row < 0 or row in seen:
                 continue
             seen.add(row)
-            entry = {"doc_id": self.id_map.doc_ids[row], "semantic_id": tuple(self.id_map.semantic_ids[row].tolist()), "score": score}
+            entry = {
+                "doc_id": self.id_map.doc_ids[row],
+                "semantic_id": tuple(self.id_map.semantic_ids[row].tolist()),
+                "score": score,
+            }
             if self.id_map.doc_titles is not None:
                 entry["title"] = self.id_map.doc_titles[row]
             ranked.append(entry)

@@ -67,12 +67,12 @@ class GenerativeRetrievalPipeline(Pipeline):
         encode = getattr(self.model, "encode_queries", None)
         if encode is not None:  # cut at the side and length fine-tuning used
             return encode([text], self.tokenizer)
-        return self.tokenizer(
-            text, truncation=True, max_length=self.model.config.max_query_length, return_tensors="pt"
-        )
+        return self.tokenizer(text, truncation=True, max_length=self.model.config.max_query_length, return_tensors="pt")
 
     def _forward(self, model_inputs, num_beams: int = 20):
-        rows, scores = self.model.decode_rows(model_inputs["input_ids"], model_inputs["attention_mask"], num_beams=num_beams)
+        rows, scores = self.model.decode_rows(
+            model_inputs["input_ids"], model_inputs["attention_mask"], num_beams=num_beams
+        )
         return {"rows": rows, "scores": scores}
 
     def postprocess(self, model_outputs, top_k: int = 10):

@@ -65,8 +65,15 @@ class ReconstructorLayer(nn.Module):
 
 
 class Reconstructor(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int, num_layers: int, max_positions: int, dropout: float = 0.1,
-                 normalize_positions: bool = False):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        num_layers: int,
+        max_positions: int,
+        dropout: float = 0.1,
+        normalize_positions: bool = False,
+    ):
         super().__init__()
         self.max_positions = max_positions
         self.position_embeddings = nn.Embedding(max_positions, hidden_size)

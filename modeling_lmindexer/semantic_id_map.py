@@ -66,8 +66,10 @@ def warn_once(message: str) -> None:
 
 
 def warn_model_without_run_id() -> None:
-    warn_once("The model's config records no run id of its semantic-ID map (`id_map_run_id`; it was saved by an "
-              "older lmindexer), so nothing checks that the map belongs to it; it is bound to the map it loads.")
+    warn_once(
+        "The model's config records no run id of its semantic-ID map (`id_map_run_id`; it was saved by an "
+        "older lmindexer), so nothing checks that the map belongs to it; it is bound to the map it loads."
+    )
 
 
 def new_run_id() -> str:
@@ -83,15 +85,25 @@ class DedupCapacityError(ValueError):
     so that a caller can retry with a larger dedup position.
     """
 
-    def __init__(self, group: tuple[int, ...], members: int, dedup_size: int, hint: str | None = None,
-                 doc_ids: list[str] | None = None, learned_codes: torch.Tensor | None = None,
-                 run_id: str | None = None):
+    def __init__(
+        self,
+        group: tuple[int, ...],
+        members: int,
+        dedup_size: int,
+        hint: str | None = None,
+        doc_ids: list[str] | None = None,
+        learned_codes: torch.Tensor | None = None,
+        run_id: str | None = None,
+    ):
         self.group, self.members, self.dedup_size = group, members, dedup_size
         self.doc_ids, self.learned_codes, self.run_id = doc_ids, learned_codes, run_id
         super().__init__(
             f"{members} documents share one learned ID {group} but the dedup position holds only {dedup_size}: "
-            + (hint or f"set `dedup_size` to at least {members} (the next power of two above it, "
-                       f"{1 << members.bit_length()}, leaves room to grow), or learn more distinctive codes.")
+            + (
+                hint
+                or f"set `dedup_size` to at least {members} (the next power of two above it, "
+                f"{1 << members.bit_length()}, leaves room to grow), or learn more distinctive codes."
+            )
         )
 
 
@@ -140,9 +152,16 @@ class SemanticIDMap:
 
     # ------------------------------------------------------------------------------------------ building
     @classmethod
-    def from_codes(cls, doc_ids: Sequence[str], learned_codes: torch.Tensor, codebook_sizes: Sequence[int],
-                   dedup_size: int, doc_titles: Sequence[str] | None = None, run_id: str | None = None,
-                   text_digests: torch.Tensor | Sequence[int] | None = None) -> "SemanticIDMap":
+    def from_codes(
+        cls,
+        doc_ids: Sequence[str],
+        learned_codes: torch.Tensor,
+        codebook_sizes: Sequence[int],
+        dedup_size: int,
+        doc_titles: Sequence[str] | None = None,
+        run_id: str | None = None,
+        text_digests: torch.Tensor | Sequence[int] | None = None,
+    ) -> "SemanticIDMap":
         """Add the dedup position to per-document learned codes `[N, T]` (see the module docstring).
 
         The map gets a new `run_id` unless one is given; with `text_digests` (one non-zero int64 hash of each
@@ -162,8 +181,15 @@ class SemanticIDMap:
         check_code_ranges(learned_codes, list(codebook_sizes))
         dedup = _dedup_indices(doc_ids, learned_codes, list(codebook_sizes), taken=None)
         _check_dedup_capacity(dedup, dedup_size, learned_codes)
-        return cls(doc_ids, torch.cat([learned_codes, dedup[:, None]], dim=1), codebook_sizes, dedup_size, doc_titles,
-                   run_id=run_id or new_run_id(), text_digests=text_digests)
+        return cls(
+            doc_ids,
+            torch.cat([learned_codes, dedup[:, None]], dim=1),
+            codebook_sizes,
+            dedup_size,
+            doc_titles,
+            run_id=run_id or new_run_id(),
+            text_digests=text_digests,
+        )
 
     def extend(
         self,
@@ -205,7 +231,9 @@ class SemanticIDMap:
             titles = old_titles + new_titles
         digests = None
         if self.text_digests is not None or text_digests is not None:  # 0: not recorded
-            old_digests = self.text_digests if self.text_digests is not None else torch.zeros(len(self), dtype=torch.long)
+            old_digests = (
+                self.text_digests if self.text_digests is not None else torch.zeros(len(self), dtype=torch.long)
+            )
             new_digests = torch.zeros(len(new_ids), dtype=torch.long)
             if text_digests is not None:
                 new_digests = torch.as_tensor(text_digests, dtype=torch.long).flatten()[fresh_rows]
@@ -220,8 +248,9 @@ class SemanticIDMap:
             text_digests=digests,
         )
 
-    def changed_documents(self, doc_ids: Sequence[str], text_digests: torch.Tensor | Sequence[int],
-                          titles: Sequence[str] | None = None) -> list[str]:
+    def changed_documents(
+        self, doc_ids: Sequence[str], text_digests: torch.Tensor | Sequence[int], titles: Sequence[str] | None = None
+    ) -> list[str]:
         """The documents among `doc_ids` that the map holds but whose text differs from the one they got their IDs
         for: by text digest (`text_digests[i]` for `doc_ids[i]`, hashed as the map's were) where the map recorded
         one, otherwise by title where both sides have one."""
@@ -300,7 +329,9 @@ class SemanticIDMap:
         """Vectorised lookup: row of each full ID in `[M, T+1]`, or -1 where none matches or it is malformed."""
         semantic_ids = torch.as_tensor(semantic_ids, dtype=torch.long)
         if semantic_ids.dim() != 2 or semantic_ids.shape[1] != self.id_length + 1:
-            raise ValueError(f"Expected semantic IDs of shape [M, {self.id_length + 1}], got {tuple(semantic_ids.shape)}.")
+            raise ValueError(
+                f"Expected semantic IDs of shape [M, {self.id_length + 1}], got {tuple(semantic_ids.shape)}."
+            )
         sizes = torch.tensor(self.vocabulary_sizes)
         in_range = ((semantic_ids >= 0) & (semantic_ids < sizes)).all(dim=1)
         keys = self._full_keys(semantic_ids.clamp(min=0))
@@ -354,8 +385,9 @@ class SemanticIDMap:
         usage = [code_usage(learned[:, index], size) for index, size in enumerate(self.codebook_sizes)]
         utilisation = [used for used, _ in usage]
         perplexity = [worth for _, worth in usage]
-        _, inverse, group_sizes = torch.unique(prefix_keys(learned, self.codebook_sizes), return_inverse=True,
-                                               return_counts=True)
+        _, inverse, group_sizes = torch.unique(
+            prefix_keys(learned, self.codebook_sizes), return_inverse=True, return_counts=True
+        )
         per_document = group_sizes[inverse]
         return {
             "documents": len(self),
@@ -387,8 +419,10 @@ class SemanticIDMap:
             )
         bound = getattr(config, "id_map_run_id", None)
         if self.run_id is None:
-            warn_once("This semantic-ID map records no run id (it was saved by an older lmindexer), so nothing "
-                      "checks that it belongs to the model it is used with.")
+            warn_once(
+                "This semantic-ID map records no run id (it was saved by an older lmindexer), so nothing "
+                "checks that it belongs to the model it is used with."
+            )
             return
         if bound is not None and bound != self.run_id and not allow_foreign_map:
             raise ValueError(

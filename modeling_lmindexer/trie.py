@@ -134,8 +134,14 @@ class TrieConstrainedLogitsProcessor(LogitsProcessor):
             does.
     """
 
-    def __init__(self, trie: SemanticIDTrie, eos_token_id: int, prompt_length: int = 1, pad_token_id: int | None = None,
-                 raise_on_dead_end: bool = True):
+    def __init__(
+        self,
+        trie: SemanticIDTrie,
+        eos_token_id: int,
+        prompt_length: int = 1,
+        pad_token_id: int | None = None,
+        raise_on_dead_end: bool = True,
+    ):
         self.trie = trie
         self.eos_token_id = int(eos_token_id)
         self.pad_token_id = self.eos_token_id if pad_token_id is None else int(pad_token_id)
@@ -164,7 +170,9 @@ class TrieConstrainedLogitsProcessor(LogitsProcessor):
         allowed_scores = scores.gather(1, tokens).masked_fill(~valid[:, :1], float("-inf"))
         dead = nodes < 0
         # Checked on the small window of allowed scores, not the whole vocabulary row.
-        self._record_dead_ends((allowed_scores.masked_fill(~valid, float("-inf")) == float("-inf")).all(1) & ~dead, depth)
+        self._record_dead_ends(
+            (allowed_scores.masked_fill(~valid, float("-inf")) == float("-inf")).all(1) & ~dead, depth
+        )
         scores.fill_(float("-inf"))
         scores.scatter_(1, tokens, allowed_scores)
         # Rows outside the trie may only end; a finite score keeps beam search free of NaNs.
@@ -192,8 +200,10 @@ class TrieConstrainedLogitsProcessor(LogitsProcessor):
             raise error
 
     def _dead_end_message(self, depth: int | None) -> str:
-        where = "" if depth is None else (
-            " at the EOS step" if depth == self.trie.depth else f" at ID token {depth + 1} of {self.trie.depth}"
+        where = (
+            ""
+            if depth is None
+            else (" at the EOS step" if depth == self.trie.depth else f" at ID token {depth + 1} of {self.trie.depth}")
         )
         return (
             f"Trie-constrained decoding reached a dead end{where}: another generation setting or logits processor "

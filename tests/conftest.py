@@ -18,16 +18,26 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def tiny_t5(vocab_size: int = 120, d_model: int = 32) -> T5Config:
     return T5Config(
-        vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=4,
-        dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=4,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
     )
 
 
 def tiny_indexer_config(**overrides) -> LMIndexerConfig:
     # The recipe fields as a Python-built config defaulted to them when these tests were written (`BEFORE_RECIPE`);
     # the recipe itself is tested by turning each fix on.
-    settings = dict(BEFORE_RECIPE, backbone_config=tiny_t5().to_dict(), id_length=3, codebook_sizes=[6, 5, 4],
-                    dedup_size=16)
+    settings = dict(
+        BEFORE_RECIPE, backbone_config=tiny_t5().to_dict(), id_length=3, codebook_sizes=[6, 5, 4], dedup_size=16
+    )
     settings.update(overrides)
     return LMIndexerConfig(**settings)
 
@@ -78,7 +88,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def cuda_device() -> str:
-    """"cuda", or "cpu" in the rehearsal of the `cuda` tests (see `cuda_test_device`)."""
+    """ "cuda", or "cpu" in the rehearsal of the `cuda` tests (see `cuda_test_device`)."""
     device = cuda_test_device()
     if device is None:
         pytest.skip("needs a CUDA device")
@@ -149,17 +159,39 @@ class FakeHub:
     def create_repo(self, api, repo_id, *, private=None, exist_ok=False, repo_type=None, space_sdk=None, **kwargs):
         from huggingface_hub import RepoUrl
 
-        self.repos.append({"repo_id": repo_id, "private": private, "exist_ok": exist_ok, "repo_type": repo_type,
-                           "space_sdk": space_sdk, "token": api.token})
+        self.repos.append(
+            {
+                "repo_id": repo_id,
+                "private": private,
+                "exist_ok": exist_ok,
+                "repo_type": repo_type,
+                "space_sdk": space_sdk,
+                "token": api.token,
+            }
+        )
         prefix = "spaces/" if repo_type == "space" else ""
         return RepoUrl(f"https://huggingface.co/{prefix}{repo_id}")
 
     def create_branch(self, api, repo_id, *, branch, exist_ok=False, repo_type=None, **kwargs):
         self.branches.append({"repo_id": repo_id, "branch": branch, "exist_ok": exist_ok})
 
-    def upload_folder(self, api, *, repo_id, folder_path, path_in_repo=None, commit_message=None, commit_description=None,
-                      revision=None, create_pr=None, allow_patterns=None, ignore_patterns=None, run_as_future=False,
-                      repo_type=None, **kwargs):
+    def upload_folder(
+        self,
+        api,
+        *,
+        repo_id,
+        folder_path,
+        path_in_repo=None,
+        commit_message=None,
+        commit_description=None,
+        revision=None,
+        create_pr=None,
+        allow_patterns=None,
+        ignore_patterns=None,
+        run_as_future=False,
+        repo_type=None,
+        **kwargs,
+    ):
         import shutil
         from concurrent.futures import Future
 
@@ -170,9 +202,13 @@ class FakeHub:
         folder = Path(folder_path)
         files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         ignore = [ignore_patterns] if isinstance(ignore_patterns, str) else list(ignore_patterns or [])
-        kept = list(filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore + DEFAULT_IGNORE_PATTERNS))
+        kept = list(
+            filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore + DEFAULT_IGNORE_PATTERNS)
+        )
         prefix = f"{path_in_repo.strip('/')}/" if path_in_repo else ""
-        operations = [CommitOperationAdd(path_or_fileobj=str(folder / name), path_in_repo=prefix + name) for name in kept]
+        operations = [
+            CommitOperationAdd(path_or_fileobj=str(folder / name), path_in_repo=prefix + name) for name in kept
+        ]
         if "README.md" in kept:
             ModelCard.load(folder / "README.md")  # the YAML header must parse, as the Hub checks
         branch = "refs/pr/1" if create_pr else (revision or "main")
@@ -181,13 +217,26 @@ class FakeHub:
             destination = target / operation.path_in_repo
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(operation.path_or_fileobj, destination)
-        self.commits.append({"repo_id": repo_id, "revision": revision, "create_pr": bool(create_pr), "repo_type": repo_type,
-                             "commit_message": commit_message, "commit_description": commit_description,
-                             "paths": [op.path_in_repo for op in operations], "folder": target})
+        self.commits.append(
+            {
+                "repo_id": repo_id,
+                "revision": revision,
+                "create_pr": bool(create_pr),
+                "repo_type": repo_type,
+                "commit_message": commit_message,
+                "commit_description": commit_description,
+                "paths": [op.path_in_repo for op in operations],
+                "folder": target,
+            }
+        )
         oid = f"{len(self.commits):040x}"
-        info = CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}", commit_message=commit_message or "",
-                          commit_description=commit_description or "", oid=oid,
-                          pr_url=f"https://huggingface.co/{repo_id}/discussions/1" if create_pr else None)
+        info = CommitInfo(
+            commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}",
+            commit_message=commit_message or "",
+            commit_description=commit_description or "",
+            oid=oid,
+            pr_url=f"https://huggingface.co/{repo_id}/discussions/1" if create_pr else None,
+        )
         if run_as_future:
             future = Future()
             future.set_result(info)
@@ -217,7 +266,9 @@ def build_tiny_retriever(items: list[dict], tokenizer, seed: int = 0):
 
     tokenizer = copy.deepcopy(tokenizer)
     codes = torch.tensor([[i % 3, (i // 3) % 4] for i in range(len(items))])
-    id_map = SemanticIDMap.from_codes([i["item_id"] for i in items], codes, [3, 4], 16, doc_titles=[i["title"] for i in items])
+    id_map = SemanticIDMap.from_codes(
+        [i["item_id"] for i in items], codes, [3, 4], 16, doc_titles=[i["title"] for i in items]
+    )
     torch.manual_seed(seed)
     backbone = T5ForConditionalGeneration(tiny_t5_config(len(tokenizer), 32))
     model = LMIndexerForGenerativeRetrieval.from_backbone_and_map(backbone, tokenizer, id_map).eval()

@@ -30,17 +30,27 @@ def tiny_id_map(count: int = 24, titles: bool = True) -> SemanticIDMap:
     return SemanticIDMap.from_codes(ids, codes, [3, 4], 4, doc_titles=[f"title {i}" for i in ids] if titles else None)
 
 
-def tiny_causal(id_map: SemanticIDMap, family: str = "gpt2", seed: int = 0, positions: str = "start"
-                ) -> LMIndexerForGenerativeRetrieval:
+def tiny_causal(
+    id_map: SemanticIDMap, family: str = "gpt2", seed: int = 0, positions: str = "start"
+) -> LMIndexerForGenerativeRetrieval:
     tokenizer = id_vocabulary_tokenizer(id_map.vocabulary_sizes)
     if family == "gpt2":
-        config = GPT2Config(n_layer=1, n_embd=32, n_head=4, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        config = GPT2Config(
+            n_layer=1, n_embd=32, n_head=4, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+        )
     else:
-        config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                             num_key_value_heads=2, max_position_embeddings=64)
+        config = LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
     torch.manual_seed(seed)
-    return LMIndexerForGenerativeRetrieval.from_causal_config(config, tokenizer, id_map, history_max_items=5,
-                                                              max_query_length=1 + 5 * 3, causal_positions=positions).eval()
+    return LMIndexerForGenerativeRetrieval.from_causal_config(
+        config, tokenizer, id_map, history_max_items=5, max_query_length=1 + 5 * 3, causal_positions=positions
+    ).eval()
 
 
 def teacher_forced_score(model, history: list[str], doc_id: str) -> float:
@@ -127,7 +137,11 @@ def test_training_streams_target_items_1_to_n_minus_3_and_never_the_held_out_ite
 def test_scores_are_teacher_forced_log_probabilities_with_left_padded_prompts(family, positions):
     id_map = tiny_id_map()
     model = tiny_causal(id_map, family, positions=positions)
-    histories = [["item3"], ["item5", "item7", "item1"], ["item2", "item9", "item4", "item11", "item0", "item6", "item8"]]
+    histories = [
+        ["item3"],
+        ["item5", "item7", "item1"],
+        ["item2", "item9", "item4", "item11", "item0", "item6", "item8"],
+    ]
     texts = [model.render_history(history) for history in histories]
     results = model.retrieve(texts, top_k=5, num_beams=8, batch_size=3)
     for history, hits in zip(histories, results):
@@ -146,8 +160,14 @@ def test_shared_prompt_beam_search_equals_generate():
     texts = [model.render_history(["item1", "item2"]), model.render_history(["item4"])]
     encoded = model.encode_queries(texts, model.tokenizer)
     rows, scores = model.decode_rows(encoded["input_ids"], encoded["attention_mask"], num_beams=6)
-    output = model.generate(**encoded, num_beams=6, num_return_sequences=6, max_new_tokens=3,
-                            return_dict_in_generate=True, output_scores=True)
+    output = model.generate(
+        **encoded,
+        num_beams=6,
+        num_return_sequences=6,
+        max_new_tokens=3,
+        return_dict_in_generate=True,
+        output_scores=True,
+    )
     tokens = output.sequences[:, encoded["input_ids"].shape[1] :]
     expected_rows = id_map.rows_of(model.tokens_to_codes(tokens)).view(2, 6)
     assert torch.equal(rows, expected_rows)
@@ -217,8 +237,14 @@ def test_remote_code_round_trip(tmp_path):
     assert (folder / "causal_decoding.py").is_file()
     expected = model.retrieve([model.render_history(["item3", "item8"])], top_k=4, num_beams=6)[0]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
-    result = subprocess.run([sys.executable, "-c", REMOTE_LOADER, str(folder)], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_LOADER, str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = json.loads(result.stdout.strip().splitlines()[-1])
     assert remote["imported_project"] == [] and remote["module"].startswith("transformers_modules.")
@@ -231,8 +257,10 @@ def write_sequence_data(folder: Path, users: int = 40, items: int = 12) -> None:
     stream predicts the next item; popularity cannot. (With at most 3 history items, every prompt position of the
     test users is trained: GPT-2's positions are learned, and these users are all as long.)"""
     write_jsonl([{"item_id": f"item{k}", "title": f"title {k}"} for k in range(items)], folder / "items.jsonl")
-    write_jsonl([{"user_id": f"u{u}", "items": [f"item{(u + step) % items}" for step in range(6)]} for u in range(users)],
-                folder / "sequences.jsonl")
+    write_jsonl(
+        [{"user_id": f"u{u}", "items": [f"item{(u + step) % items}" for step in range(6)]} for u in range(users)],
+        folder / "sequences.jsonl",
+    )
 
 
 @pytest.mark.slow
@@ -246,11 +274,45 @@ def test_finetune_preset_cpu_learns_the_next_item(tmp_path):
     indexer.mkdir()
     tiny_id_map(12, titles=False).save(indexer / "semantic_id_map.safetensors")
     output = tmp_path / "rec"
-    status = main(["finetune", "--preset", "cpu", "--indexer", str(indexer), "--data", str(data), "--output_dir",
-                   str(output), "--causal_layers", "2", "--causal_hidden_size", "64", "--num_train_epochs", "30",
-                   "--per_device_train_batch_size", "8", "--learning_rate", "1e-2", "--validation_users", "8",
-                   "--eval_num_beams", "6", "--eval_ks", "1,5", "--metric_for_best_model", "recall@1", "--max_history", "3",
-                   "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true"])
+    status = main(
+        [
+            "finetune",
+            "--preset",
+            "cpu",
+            "--indexer",
+            str(indexer),
+            "--data",
+            str(data),
+            "--output_dir",
+            str(output),
+            "--causal_layers",
+            "2",
+            "--causal_hidden_size",
+            "64",
+            "--num_train_epochs",
+            "30",
+            "--per_device_train_batch_size",
+            "8",
+            "--learning_rate",
+            "1e-2",
+            "--validation_users",
+            "8",
+            "--eval_num_beams",
+            "6",
+            "--eval_ks",
+            "1,5",
+            "--metric_for_best_model",
+            "recall@1",
+            "--max_history",
+            "3",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
+            "--use_cpu",
+            "true",
+        ]
+    )
     assert status == 0
     metrics = json.loads((output / "retrieval_metrics.json").read_text())
     assert metrics["preset"] == "cpu"
@@ -287,8 +349,20 @@ def test_index_preset_cpu_is_the_benchmark_script():
     for index, word in enumerate(words):
         if word.startswith("--") and index + 1 < len(words) and not words[index + 1].startswith("--"):
             flags[word[2:]] = words[index + 1]
-    dataset_specific = {"data", "text_fields", "methods", "seeds", "id_length", "codebook_size", "backbone", "max_length",
-                        "output_dir", "output", "disable_tqdm", "report_to"}
+    dataset_specific = {
+        "data",
+        "text_fields",
+        "methods",
+        "seeds",
+        "id_length",
+        "codebook_size",
+        "backbone",
+        "max_length",
+        "output_dir",
+        "output",
+        "disable_tqdm",
+        "report_to",
+    }
     argv = [word for name, value in flags.items() if name not in dataset_specific for word in (f"--{name}", value)]
     assert len(argv) == 2 * 14
     preset_index, preset_training = parse("index", ["--preset", "cpu"])
@@ -299,15 +373,22 @@ def test_index_preset_cpu_is_the_benchmark_script():
     assert preset_training.to_dict() == flag_training.to_dict()
 
 
-def test_id_output_vocabulary_normalises_over_ids_and_eos_in_training_and_decoding(demo_items, demo_tokenizer, tmp_path):
+def test_id_output_vocabulary_normalises_over_ids_and_eos_in_training_and_decoding(
+    demo_items, demo_tokenizer, tmp_path
+):
     tokenizer = copy.deepcopy(demo_tokenizer)
     torch.manual_seed(0)
     backbone = T5ForConditionalGeneration(tiny_t5_config(len(tokenizer), 32))
     model = LMIndexerForGenerativeRetrieval.from_backbone_and_map(backbone, tokenizer, tiny_id_map()).eval()
     query = "red lipstick"
     encoded = model.encode_queries([query], tokenizer)
-    labels = torch.cat([model.codes_to_tokens(torch.tensor([model.id_map.semantic_id("item5")])),
-                        torch.tensor([[model.eos_token_id]])], 1)
+    labels = torch.cat(
+        [
+            model.codes_to_tokens(torch.tensor([model.id_map.semantic_id("item5")])),
+            torch.tensor([[model.eos_token_id]]),
+        ],
+        1,
+    )
     with torch.no_grad():
         full = model(**encoded, labels=labels)
     model.config.output_vocabulary = "ids"
@@ -319,13 +400,16 @@ def test_id_output_vocabulary_normalises_over_ids_and_eos_in_training_and_decodi
         allowed[start : start + size] = True
     allowed[model.eos_token_id] = True
     # The loss is the cross-entropy of the softmax over ID tokens and EOS only.
-    expected = torch.nn.functional.cross_entropy(full.logits[0][:, allowed], torch.tensor(
-        [int(allowed[: token].sum()) for token in labels[0].tolist()]))
+    expected = torch.nn.functional.cross_entropy(
+        full.logits[0][:, allowed], torch.tensor([int(allowed[:token].sum()) for token in labels[0].tolist()])
+    )
     assert float(restricted.loss) == pytest.approx(float(expected), abs=1e-4)
     assert float(restricted.loss) < float(full.loss)
     # Decoding scores are the same log-probabilities, and the setting survives saving.
     hit = model.retrieve([query], tokenizer=tokenizer, top_k=1, num_beams=4)[0][0]
-    target = torch.cat([model.codes_to_tokens(torch.tensor([hit["semantic_id"]])), torch.tensor([[model.eos_token_id]])], 1)
+    target = torch.cat(
+        [model.codes_to_tokens(torch.tensor([hit["semantic_id"]])), torch.tensor([[model.eos_token_id]])], 1
+    )
     with torch.no_grad():
         logits = model(**encoded, labels=target).logits
     log_probs = logits.float().log_softmax(-1).gather(2, target[..., None]).squeeze(-1)

@@ -20,9 +20,28 @@ from lmindexer.trainers.data.demo import write_jsonl
 from lmindexer.trainers.indexer.corpus_passes import assign_corpus
 
 SMALL = [
-    "--id_length", "2", "--codebook_size", "4", "--report_to", "none", "--disable_tqdm", "true",
-    "--reconstructor_warmup_batch_size", "16", "--encoder_warmup_batch_size", "16", "--codebook_batch_size", "16",
-    "--save_strategy", "no", "--use_cpu", "true", "--max_length", "32", "--kmeans_iterations", "5",
+    "--id_length",
+    "2",
+    "--codebook_size",
+    "4",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--reconstructor_warmup_batch_size",
+    "16",
+    "--encoder_warmup_batch_size",
+    "16",
+    "--codebook_batch_size",
+    "16",
+    "--save_strategy",
+    "no",
+    "--use_cpu",
+    "true",
+    "--max_length",
+    "32",
+    "--kmeans_iterations",
+    "5",
 ]
 
 
@@ -33,9 +52,22 @@ def corpus_file(tmp_path_factory):
 
 # The recipe before the quality fixes: the map the redesign was pinned against is made with these.
 LEGACY_RECIPE = [
-    "--later_position_input", "raw", "--center_hidden", "false", "--pooled_hidden", "false", "--contrastive_positive",
-    "self", "--reconstructor_warmup_input", "zeros", "--reconstructor_position_norm", "false",
-    "--reconstruction_vocabulary", "full", "--encoder_warmup_groups_by_prefix", "false",
+    "--later_position_input",
+    "raw",
+    "--center_hidden",
+    "false",
+    "--pooled_hidden",
+    "false",
+    "--contrastive_positive",
+    "self",
+    "--reconstructor_warmup_input",
+    "zeros",
+    "--reconstructor_position_norm",
+    "false",
+    "--reconstruction_vocabulary",
+    "full",
+    "--encoder_warmup_groups_by_prefix",
+    "false",
 ]
 
 
@@ -43,8 +75,22 @@ LEGACY_RECIPE = [
 def legacy_indexed(corpus_file, tmp_path_factory):
     output = tmp_path_factory.mktemp("legacy") / "run"
     with one_torch_thread():
-        assert main(["index", "--corpus", str(corpus_file), "--output-dir", str(output), "--label_field", "category",
-                     *SMALL, *LEGACY_RECIPE]) == 0
+        assert (
+            main(
+                [
+                    "index",
+                    "--corpus",
+                    str(corpus_file),
+                    "--output-dir",
+                    str(output),
+                    "--label_field",
+                    "category",
+                    *SMALL,
+                    *LEGACY_RECIPE,
+                ]
+            )
+            == 0
+        )
     return output
 
 
@@ -52,7 +98,21 @@ def legacy_indexed(corpus_file, tmp_path_factory):
 def indexed(corpus_file, tmp_path_factory):
     output = tmp_path_factory.mktemp("index") / "run"
     with one_torch_thread():
-        assert main(["index", "--corpus", str(corpus_file), "--output-dir", str(output), "--label_field", "category", *SMALL]) == 0
+        assert (
+            main(
+                [
+                    "index",
+                    "--corpus",
+                    str(corpus_file),
+                    "--output-dir",
+                    str(output),
+                    "--label_field",
+                    "category",
+                    *SMALL,
+                ]
+            )
+            == 0
+        )
     return output
 
 
@@ -90,15 +150,41 @@ def test_unknown_command_and_help(capsys):
 
 
 def test_missing_field_is_named(corpus_file, tmp_path, capsys):
-    assert main(["index", "--corpus", str(corpus_file), "--text_fields", "title,description", "--output_dir", str(tmp_path),
-                 *SMALL]) == 1
+    assert (
+        main(
+            [
+                "index",
+                "--corpus",
+                str(corpus_file),
+                "--text_fields",
+                "title,description",
+                "--output_dir",
+                str(tmp_path),
+                *SMALL,
+            ]
+        )
+        == 1
+    )
     assert "no field 'description'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_resume_directory_from_another_config(indexed, corpus_file, tmp_path, capsys):
-    assert main(["index", "--corpus", str(corpus_file), "--output_dir", str(indexed), "--resume", "true",
-                 *[a if a != "4" else "5" for a in SMALL]]) == 1
+    assert (
+        main(
+            [
+                "index",
+                "--corpus",
+                str(corpus_file),
+                "--output_dir",
+                str(indexed),
+                "--resume",
+                "true",
+                *[a if a != "4" else "5" for a in SMALL],
+            ]
+        )
+        == 1
+    )
     assert "different config" in capsys.readouterr().err
 
 
@@ -110,9 +196,24 @@ def two_process_run(corpus_file, tmp_path_factory):
     """`lmindexer index` under torchrun with two CPU processes, run once for the tests below."""
     output = tmp_path_factory.mktemp("ddp") / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "lmindexer.trainers.cli", "index", "--corpus", str(corpus_file), "--output_dir", str(output),
-               "--label_field", "category", *SMALL]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "lmindexer.trainers.cli",
+        "index",
+        "--corpus",
+        str(corpus_file),
+        "--output_dir",
+        str(output),
+        "--label_field",
+        "category",
+        *SMALL,
+    ]
     return output, subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -141,8 +242,9 @@ def test_two_process_codes_are_what_the_saved_model_assigns(two_process_run, cor
     corpus = build_corpus(load_records(corpus_file), "item_id", ["title", "brand"])
     length = model.config.id_length
     learned = np.array([model.id_map.semantic_id(doc_id)[:length] for doc_id in corpus.doc_ids])
-    codes = assign_corpus(model, tokenizer, corpus.texts, prefix_codes=learned[:, : length - 1], max_length=32,
-                          progress=False)
+    codes = assign_corpus(
+        model, tokenizer, corpus.texts, prefix_codes=learned[:, : length - 1], max_length=32, progress=False
+    )
     assert np.array_equal(codes[:, : length - 1], learned[:, : length - 1])
     wrong = np.flatnonzero(codes[:, length - 1] != learned[:, length - 1])
     assert wrong.size == 0, f"rows {wrong.tolist()} (rank = row % 2) differ from the saved model's assignment"
@@ -167,13 +269,50 @@ def test_finetune_evaluate_retrieve_from_an_index(indexed, corpus_file, tmp_path
     items = [json.loads(line) for line in corpus_file.read_text().splitlines()]
     data = tmp_path / "rec"
     write_jsonl(items, data / "items.jsonl")
-    write_jsonl([{"user_id": f"u{u}", "items": [items[(u + 7 * k) % len(items)]["item_id"] for k in range(4)]} for u in range(20)],
-                data / "sequences.jsonl")
+    write_jsonl(
+        [
+            {"user_id": f"u{u}", "items": [items[(u + 7 * k) % len(items)]["item_id"] for k in range(4)]}
+            for u in range(20)
+        ],
+        data / "sequences.jsonl",
+    )
     output = tmp_path / "retriever"
-    assert main(["finetune", "--indexer", str(indexed), "--task", "recommendation", "--data", str(data), "--output_dir", str(output),
-                 "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--report_to", "none", "--save_strategy", "no",
-                 "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--eval_num_beams", "6", "--eval_ks", "1,5",
-                 "--max_length", "48"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--indexer",
+                str(indexed),
+                "--task",
+                "recommendation",
+                "--data",
+                str(data),
+                "--output_dir",
+                str(output),
+                "--num_train_epochs",
+                "1",
+                "--per_device_train_batch_size",
+                "8",
+                "--report_to",
+                "none",
+                "--save_strategy",
+                "no",
+                "--eval_strategy",
+                "no",
+                "--use_cpu",
+                "true",
+                "--disable_tqdm",
+                "true",
+                "--eval_num_beams",
+                "6",
+                "--eval_ks",
+                "1,5",
+                "--max_length",
+                "48",
+            ]
+        )
+        == 0
+    )
     saved = json.loads((output / "retrieval_metrics.json").read_text())
     assert {"test_recall@5", "test_ndcg@5", "test_map@1", "test_mrr@5"} <= set(saved)
     # The retriever's card: its task, the test metrics it just measured, its indexer, and the indexer's label plot.
@@ -184,8 +323,24 @@ def test_finetune_evaluate_retrieve_from_an_index(indexed, corpus_file, tmp_path
     assert "- **fine-tuning**: epochs 1; learning rate 0.001; per device batch size 8" in card
     assert (output / "assets" / "label_distribution.png").is_file()
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(output), "--task", "recommendation", "--data", str(data), "--num_beams", "6",
-                 "--ks", "1,5"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(output),
+                "--task",
+                "recommendation",
+                "--data",
+                str(data),
+                "--num_beams",
+                "6",
+                "--ks",
+                "1,5",
+            ]
+        )
+        == 0
+    )
     assert main(["retrieve", "--model", str(output), "--top_k", "3", "--num_beams", "6", "gentle face serum"]) == 0
     out = capsys.readouterr().out
     assert "# gentle face serum" in out and "<id_1_" in out and out.count("\n  ") + out.count("\n ") >= 3
@@ -206,8 +361,24 @@ def test_diagnose_reports_what_an_independent_computation_gives(indexed, corpus_
 
     report_file = tmp_path / "diagnosis.json"
     with one_torch_thread():
-        assert main(["diagnose", "--model", str(indexed), "--corpus", str(corpus_file), "--label_field", "category",
-                     "--sample", "64", "--output", str(report_file)]) == 0
+        assert (
+            main(
+                [
+                    "diagnose",
+                    "--model",
+                    str(indexed),
+                    "--corpus",
+                    str(corpus_file),
+                    "--label_field",
+                    "category",
+                    "--sample",
+                    "64",
+                    "--output",
+                    str(report_file),
+                ]
+            )
+            == 0
+        )
     printed = capsys.readouterr().out
     report = json.loads(report_file.read_text())
     assert report["documents"] == 64 and [entry["position"] for entry in report["positions"]] == [1, 2]
@@ -221,7 +392,9 @@ def test_diagnose_reports_what_an_independent_computation_gives(indexed, corpus_
     codes = assign_corpus(model, tokenizer, sample.texts, max_length=32, progress=False)
     comparison = report["untrained_vs_trained"]
     assert comparison["trained_ami_c1"] == pytest.approx(adjusted_mutual_info_score(sample.labels, codes[:, 0]))
-    assert report["positions"][1]["nmi_with_prefix"] == pytest.approx(normalized_mutual_info_score(codes[:, 0], codes[:, 1]))
+    assert report["positions"][1]["nmi_with_prefix"] == pytest.approx(
+        normalized_mutual_info_score(codes[:, 0], codes[:, 1])
+    )
     for entry in report["positions"]:
         losses = entry["reconstruction_loss"]
         assert all(np.isfinite(value) and value > 0 for value in losses.values())
@@ -243,17 +416,58 @@ def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(index
     items = [json.loads(line) for line in corpus_file.read_text().splitlines()]
     data = tmp_path / "rec"
     write_jsonl(items, data / "items.jsonl")
-    users = [{"user_id": f"u{u}", "items": [items[(u * 5 + 3 * k) % len(items)]["item_id"] for k in range(3 + u % 3)]}
-             for u in range(30)]
+    users = [
+        {"user_id": f"u{u}", "items": [items[(u * 5 + 3 * k) % len(items)]["item_id"] for k in range(3 + u % 3)]}
+        for u in range(30)
+    ]
     write_jsonl(users, data / "sequences.jsonl")
     output = tmp_path / "rec.json"
     with one_torch_thread():
-        assert main(["bench", "rec", "--data", str(data), "--indexers", str(indexed), "--history_formats", "ids,text",
-                     "--test_users", "12", "--sample_seed", "4", "--output", str(output), "--output_dir", str(tmp_path / "runs"),
-                     "--max_steps", "4", "--per_device_train_batch_size", "8", "--report_to", "none", "--save_strategy", "no",
-                     "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--eval_num_beams", "10",
-                     "--eval_ks", "5,10", "--max_length", "48",
-                     "--train_sampling_strategy", "group_by_length"]) == 0
+        assert (
+            main(
+                [
+                    "bench",
+                    "rec",
+                    "--data",
+                    str(data),
+                    "--indexers",
+                    str(indexed),
+                    "--history_formats",
+                    "ids,text",
+                    "--test_users",
+                    "12",
+                    "--sample_seed",
+                    "4",
+                    "--output",
+                    str(output),
+                    "--output_dir",
+                    str(tmp_path / "runs"),
+                    "--max_steps",
+                    "4",
+                    "--per_device_train_batch_size",
+                    "8",
+                    "--report_to",
+                    "none",
+                    "--save_strategy",
+                    "no",
+                    "--eval_strategy",
+                    "no",
+                    "--use_cpu",
+                    "true",
+                    "--disable_tqdm",
+                    "true",
+                    "--eval_num_beams",
+                    "10",
+                    "--eval_ks",
+                    "5,10",
+                    "--max_length",
+                    "48",
+                    "--train_sampling_strategy",
+                    "group_by_length",
+                ]
+            )
+            == 0
+        )
     result = json.loads(output.read_text())
     rows = sorted(np.random.default_rng(4).choice(30, size=12, replace=False).tolist())
     assert result["settings"]["test_users_evaluated"] == 12
@@ -265,31 +479,88 @@ def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(index
     ranked = sorted(counts, key=lambda item: (-counts[item], list(counts).index(item)))[:10]
     hits = [users[row]["items"][-1] in ranked[:10] for row in rows]
     assert result["most_popular"]["recall@10"] == pytest.approx(np.mean(hits))
-    assert most_popular(test_sequences(data / "sequences.jsonl"), rows, [10])["recall@10"] == pytest.approx(np.mean(hits))
+    assert most_popular(test_sequences(data / "sequences.jsonl"), rows, [10])["recall@10"] == pytest.approx(
+        np.mean(hits)
+    )
     assert [(r["history_format"], r["max_steps"]) for r in result["records"]] == [("ids", 4), ("text", 4)]
     # Each run's figures are those of its saved retriever on the same sampled users.
     for record in result["records"]:
         saved = tmp_path / "runs" / f"{indexed.name}-{record['history_format']}-seed0"
-        again = evaluate_retriever(EvaluateArguments(model=str(saved), num_beams=10, ks="5,10"),
-                                   DownstreamDataArguments(task="recommendation", data=str(data), eval_rows=rows, max_length=48,
-                                                           history_format=record["history_format"]))
+        again = evaluate_retriever(
+            EvaluateArguments(model=str(saved), num_beams=10, ks="5,10"),
+            DownstreamDataArguments(
+                task="recommendation",
+                data=str(data),
+                eval_rows=rows,
+                max_length=48,
+                history_format=record["history_format"],
+            ),
+        )
         assert again["recall@10"] == pytest.approx(record["metrics"]["test_recall@10"])
     table = output.with_suffix(".md").read_text()
     assert "| most-popular |" in table and f"| {indexed.name} | own | ids | 0 |" in table
     # A re-run with the same settings keeps the finished runs and a baseline added on the same users (bench_sasrec.py).
     from lmindexer.trainers.bench import rec as bench_rec
 
-    result["baselines"] = [{"ids": "SASRec", "history_format": "item IDs", "seed": 0, "wall_s": 1.0,
-                            "metrics": {f"test_{name}": 0.5 for name in bench_rec.TABLE_METRICS}}]
+    result["baselines"] = [
+        {
+            "ids": "SASRec",
+            "history_format": "item IDs",
+            "seed": 0,
+            "wall_s": 1.0,
+            "metrics": {f"test_{name}": 0.5 for name in bench_rec.TABLE_METRICS},
+        }
+    ]
     output.write_text(json.dumps(result))
     monkeypatch.setattr(bench_rec, "finetune_retriever", lambda *args: pytest.fail("a finished run was redone"))
     with one_torch_thread():
-        assert main(["bench", "rec", "--data", str(data), "--indexers", str(indexed), "--history_formats", "text",
-                     "--test_users", "12", "--sample_seed", "4", "--output", str(output), "--output_dir", str(tmp_path / "runs"),
-                     "--max_steps", "4", "--per_device_train_batch_size", "8", "--report_to", "none", "--save_strategy", "no",
-                     "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--eval_num_beams", "10",
-                     "--eval_ks", "5,10", "--max_length", "48", "--train_sampling_strategy", "group_by_length",
-                     "--logging_steps", "3"]) == 0  # logging is bookkeeping: the finished runs still count
+        assert (
+            main(
+                [
+                    "bench",
+                    "rec",
+                    "--data",
+                    str(data),
+                    "--indexers",
+                    str(indexed),
+                    "--history_formats",
+                    "text",
+                    "--test_users",
+                    "12",
+                    "--sample_seed",
+                    "4",
+                    "--output",
+                    str(output),
+                    "--output_dir",
+                    str(tmp_path / "runs"),
+                    "--max_steps",
+                    "4",
+                    "--per_device_train_batch_size",
+                    "8",
+                    "--report_to",
+                    "none",
+                    "--save_strategy",
+                    "no",
+                    "--eval_strategy",
+                    "no",
+                    "--use_cpu",
+                    "true",
+                    "--disable_tqdm",
+                    "true",
+                    "--eval_num_beams",
+                    "10",
+                    "--eval_ks",
+                    "5,10",
+                    "--max_length",
+                    "48",
+                    "--train_sampling_strategy",
+                    "group_by_length",
+                    "--logging_steps",
+                    "3",
+                ]
+            )
+            == 0
+        )  # logging is bookkeeping: the finished runs still count
     again = json.loads(output.read_text())
     assert again["records"] == result["records"] and again["baselines"] == result["baselines"]
     assert "| SASRec | - | item IDs | 0 | 0.5000 |" in output.with_suffix(".md").read_text()

@@ -65,11 +65,23 @@ def test_round_trip_records_version_and_nests_backbone(tmp_path):
 @pytest.mark.parametrize(
     "backbone",
     [
-        BartConfig(vocab_size=100, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                   decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64),
+        BartConfig(
+            vocab_size=100,
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+        ),
         EncoderDecoderConfig.from_encoder_decoder_configs(
-            BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
-            BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+            BertConfig(
+                vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+            ),
+            BertConfig(
+                vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+            ),
         ),
     ],
     ids=["bart", "bert2bert"],

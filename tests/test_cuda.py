@@ -13,10 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import build_tiny_retriever, random_batch, tiny_indexer_config
-from lmindexer.trainers.downstream.id_streams import (
-    CausalStreamCollator,
-    causal_training_streams,
-)
 from test_causal_recommender import teacher_forced_score, tiny_causal, tiny_id_map
 from transformers import AutoModel, LogitsProcessor, pipeline
 
@@ -24,6 +20,10 @@ from lmindexer import (
     LMIndexerForSemanticID,
     SemanticIDTrie,
     TrieConstrainedLogitsProcessor,
+)
+from lmindexer.trainers.downstream.id_streams import (
+    CausalStreamCollator,
+    causal_training_streams,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "gpu"))
@@ -89,9 +89,12 @@ def test_retrieve_and_pipeline_on_the_device_give_the_cpu_ids_and_scores(retriev
     assert next(loaded.parameters()).device.type == cuda_device
     retrieved = loaded.retrieve(inputs, tokenizer=tokenizer, top_k=5, num_beams=8)
     piped = pipeline("generative-retrieval", model=str(folder), trust_remote_code=True, device=cuda_device)(
-        inputs, top_k=5, num_beams=8)
+        inputs, top_k=5, num_beams=8
+    )
     for got in (retrieved, piped):
-        assert [[hit["doc_id"] for hit in hits] for hits in got] == [[hit["doc_id"] for hit in hits] for hits in expected]
+        assert [[hit["doc_id"] for hit in hits] for hits in got] == [
+            [hit["doc_id"] for hit in hits] for hits in expected
+        ]
         for hits, expected_hits in zip(got, expected):
             assert [hit["score"] for hit in hits] == pytest.approx([hit["score"] for hit in expected_hits], abs=2e-4)
 
@@ -103,7 +106,9 @@ def test_bf16_retrieve_scores_are_the_fp32_scores_of_the_same_ids(retriever_kind
     for text, hits in zip(inputs, results):
         assert len(hits) == 5
         for hit in hits:
-            assert hit["doc_id"] in model.id_map and tuple(model.id_map.semantic_id(hit["doc_id"])) == hit["semantic_id"]
+            assert (
+                hit["doc_id"] in model.id_map and tuple(model.id_map.semantic_id(hit["doc_id"])) == hit["semantic_id"]
+            )
             if model.config.is_causal:
                 history = HISTORIES[inputs.index(text)]
                 exact = teacher_forced_score(model, history, hit["doc_id"])
@@ -132,12 +137,21 @@ def test_trie_processor_on_the_device_equals_the_cpu_one_at_every_step(seq2seq, 
     recorder = RecordingProcessor(model.trie_processor(raise_on_dead_end=False))
     encoded = model.encode_queries(queries, tokenizer).to(cuda_device)
     with torch.no_grad():
-        model.backbone.generate(**encoded, num_beams=6, num_return_sequences=6, max_new_tokens=model.trie.depth + 1,
-                                logits_processor=[recorder])
+        model.backbone.generate(
+            **encoded,
+            num_beams=6,
+            num_return_sequences=6,
+            max_new_tokens=model.trie.depth + 1,
+            logits_processor=[recorder],
+        )
     assert len(recorder.calls) == model.trie.depth + 1  # every ID token, then EOS
     cpu_trie = SemanticIDTrie(model.codes_to_tokens(model.id_map.semantic_ids))
-    cpu_processor = TrieConstrainedLogitsProcessor(cpu_trie, eos_token_id=model.eos_token_id, raise_on_dead_end=False,
-                                                   pad_token_id=model.generation_config.pad_token_id)
+    cpu_processor = TrieConstrainedLogitsProcessor(
+        cpu_trie,
+        eos_token_id=model.eos_token_id,
+        raise_on_dead_end=False,
+        pad_token_id=model.generation_config.pad_token_id,
+    )
     for step, (input_ids, before, after) in enumerate(recorder.calls):
         expected = cpu_processor(input_ids, before.clone())
         assert torch.equal(after, expected), f"step {step}"
@@ -171,9 +185,12 @@ def test_bf16_indexer_steps_lower_the_loss(cuda_device):
     indexer = LMIndexerForSemanticID(tiny_indexer_config()).to(cuda_device).train()
     input_ids, attention_mask = random_batch(batch_size=16, length=12)
     generator = torch.Generator().manual_seed(1)
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask,
-             "prefix_codes": torch.randint(0, 6, (16, 1), generator=generator),
-             "hint_visible": torch.rand(input_ids.shape, generator=generator) < 0.5}
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "prefix_codes": torch.randint(0, 6, (16, 1), generator=generator),
+        "hint_visible": torch.rand(input_ids.shape, generator=generator) < 0.5,
+    }
     batch = {key: value.to(cuda_device) for key, value in batch.items()}
     losses = bf16_steps(indexer, lambda: indexer(**batch, position=2, mode="straight_through").loss, cuda_device)
     assert all(torch.isfinite(torch.tensor(losses)))
@@ -186,7 +203,9 @@ def test_bf16_recommender_steps_lower_the_loss(cuda_device):
     item_tokens = dict(zip(id_map.doc_ids, model.codes_to_tokens(id_map.semantic_ids).tolist()))
     users = [[f"item{(user + step) % 24}" for step in range(6)] for user in range(16)]
     rows = causal_training_streams(users, item_tokens, model.tokenizer.bos_token_id)
-    batch = {key: value.to(cuda_device) for key, value in CausalStreamCollator(model.tokenizer.pad_token_id)(rows).items()}
+    batch = {
+        key: value.to(cuda_device) for key, value in CausalStreamCollator(model.tokenizer.pad_token_id)(rows).items()
+    }
     losses = bf16_steps(model, lambda: model(**batch).loss, cuda_device)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.8 * losses[0], losses

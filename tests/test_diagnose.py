@@ -50,8 +50,18 @@ def test_a_reconstructor_that_ignores_the_ids_is_named():
     for entry in ignored:
         assert entry["true_ids"] == pytest.approx(entry["shuffled_ids"]) == pytest.approx(entry["zero_ids"])
     assert any(abs(entry["true_ids"] - entry["shuffled_ids"]) > 1e-4 for entry in healthy)
-    report = {"positions": [{"position": t, "reconstruction_loss": losses, "nmi_with_prefix": None, "diff_ratio": 1.0,
-                             "shared_share_scored": 0.1} for t, losses in enumerate(ignored, start=1)]}
+    report = {
+        "positions": [
+            {
+                "position": t,
+                "reconstruction_loss": losses,
+                "nmi_with_prefix": None,
+                "diff_ratio": 1.0,
+                "shared_share_scored": 0.1,
+            }
+            for t, losses in enumerate(ignored, start=1)
+        ]
+    }
     assert all("ignores the IDs" in line for line in verdicts(report))
 
 
@@ -59,10 +69,22 @@ def test_verdicts_name_lowered_quality_copied_prefix_and_a_shared_component():
     losses = {"true_ids": 3.0, "shuffled_ids": 4.0, "zero_ids": 4.5}
     report = {
         "untrained_vs_trained": {"untrained_ami_c1": 0.29, "trained_ami_c1": 0.17},
-        "positions": [{"position": 1, "reconstruction_loss": losses, "nmi_with_prefix": None, "diff_ratio": 1.0,
-                       "shared_share_scored": 0.99},
-                      {"position": 2, "reconstruction_loss": losses, "nmi_with_prefix": 0.97, "diff_ratio": 0.05,
-                       "shared_share_scored": 0.2}],
+        "positions": [
+            {
+                "position": 1,
+                "reconstruction_loss": losses,
+                "nmi_with_prefix": None,
+                "diff_ratio": 1.0,
+                "shared_share_scored": 0.99,
+            },
+            {
+                "position": 2,
+                "reconstruction_loss": losses,
+                "nmi_with_prefix": 0.97,
+                "diff_ratio": 0.05,
+                "shared_share_scored": 0.2,
+            },
+        ],
     }
     lines = verdicts(report)
     assert lines[0].startswith("PROBLEM: training lowered")

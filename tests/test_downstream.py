@@ -38,8 +38,14 @@ def test_metrics_by_hand():
 def catalogue(tmp_path, demo_items):
     items = write_jsonl(demo_items[:12], tmp_path / "items.jsonl")
     ids = [i["item_id"] for i in demo_items[:12]]
-    sequences = write_jsonl([{"user_id": "u1", "items": ids[:5]}, {"user_id": "u2", "items": ids[5:7]},
-                             {"user_id": "u3", "items": [ids[8], "UNKNOWN", ids[9], ids[10]]}], tmp_path / "sequences.jsonl")
+    sequences = write_jsonl(
+        [
+            {"user_id": "u1", "items": ids[:5]},
+            {"user_id": "u2", "items": ids[5:7]},
+            {"user_id": "u3", "items": [ids[8], "UNKNOWN", ids[9], ids[10]]},
+        ],
+        tmp_path / "sequences.jsonl",
+    )
     return items, sequences, ids, {i["item_id"]: i["title"] for i in demo_items[:12]}
 
 
@@ -57,7 +63,10 @@ def test_leave_one_out_recommendation(catalogue):
 
 
 def test_beir_splits_count_unknowns(tmp_path):
-    write_jsonl([{"_id": "d1", "title": "A", "text": "alpha"}, {"_id": "d2", "title": "B", "text": "beta"}], tmp_path / "corpus.jsonl")
+    write_jsonl(
+        [{"_id": "d1", "title": "A", "text": "alpha"}, {"_id": "d2", "title": "B", "text": "beta"}],
+        tmp_path / "corpus.jsonl",
+    )
     write_jsonl([{"_id": "q1", "text": "what is alpha"}, {"_id": "q2", "text": "beta?"}], tmp_path / "queries.jsonl")
     (tmp_path / "qrels").mkdir()
     (tmp_path / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq9\td1\t1\nq2\td7\t1\n")
@@ -65,7 +74,10 @@ def test_beir_splits_count_unknowns(tmp_path):
     splits, report = retrieval_splits(tmp_path, known_docs={"d1", "d2"})
     assert report == {"unknown_queries": 1, "unknown_documents": 1}
     assert [(r["input_text"], r["target_doc_id"]) for r in splits["train"]] == [
-        ("what is alpha", "d1"), ("A; alpha", "d1"), ("B; beta", "d2")]
+        ("what is alpha", "d1"),
+        ("A; alpha", "d1"),
+        ("B; beta", "d2"),
+    ]
     assert json.loads(splits["test"][0]["relevant"]) == {"d2": 1, "d1": 1}
 
 
@@ -78,7 +90,8 @@ def tiny_retriever(demo_items, demo_tokenizer, count=12):
     codes = torch.tensor([[i % 3, i // 3 % 4] for i in range(count)])
     id_map = SemanticIDMap.from_codes(ids, codes, [3, 4], 4)
     model = LMIndexerForGenerativeRetrieval.from_backbone_and_map(
-        T5ForConditionalGeneration(tiny_t5_config(len(tokenizer), 32)), tokenizer, id_map)
+        T5ForConditionalGeneration(tiny_t5_config(len(tokenizer), 32)), tokenizer, id_map
+    )
     return model, tokenizer
 
 
@@ -86,14 +99,33 @@ def test_finetune_learns_the_training_pairs_and_evaluates(demo_items, demo_token
     import datasets
 
     model, tokenizer = tiny_retriever(demo_items, demo_tokenizer)
-    rows = [{"input_text": item["title"], "target_doc_id": item["item_id"], "relevant": json.dumps({item["item_id"]: 1})}
-            for item in demo_items[:12]]
+    rows = [
+        {"input_text": item["title"], "target_doc_id": item["item_id"], "relevant": json.dumps({item["item_id"]: 1})}
+        for item in demo_items[:12]
+    ]
     data = datasets.Dataset.from_list(rows)
-    args = RetrievalTrainingArguments(output_dir=str(tmp_path), num_train_epochs=250, learning_rate=1e-2, lr_scheduler_type="constant",
-                                      per_device_train_batch_size=12, report_to="none", save_strategy="no",
-                                      use_cpu=True, disable_tqdm=True, eval_num_beams=6, eval_ks="1,5", logging_steps=100)
-    trainer = GenerativeRetrievalTrainer(model=model, args=args, train_dataset=data, eval_dataset=data,
-                                         data_collator=RetrievalCollator(tokenizer, model, 32), processing_class=tokenizer)
+    args = RetrievalTrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=250,
+        learning_rate=1e-2,
+        lr_scheduler_type="constant",
+        per_device_train_batch_size=12,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        eval_num_beams=6,
+        eval_ks="1,5",
+        logging_steps=100,
+    )
+    trainer = GenerativeRetrievalTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        eval_dataset=data,
+        data_collator=RetrievalCollator(tokenizer, model, 32),
+        processing_class=tokenizer,
+    )
     before = trainer.evaluate()
     trainer.train()
     after = trainer.evaluate()
@@ -114,11 +146,23 @@ def test_lora_changes_output_and_round_trips(demo_items, demo_tokenizer, tmp_pat
     assert any("lora_" in n for n in trainable) and any("shared" in n for n in trainable)
     assert not any("SelfAttention.k.weight" in n for n in trainable)
     rows = [{"input_text": i["title"], "target_doc_id": i["item_id"], "relevant": "{}"} for i in demo_items[:12]]
-    args = RetrievalTrainingArguments(output_dir=str(tmp_path / "t"), num_train_epochs=20, learning_rate=1e-2,
-                                      per_device_train_batch_size=12, report_to="none", save_strategy="no",
-                                      use_cpu=True, disable_tqdm=True)
-    GenerativeRetrievalTrainer(model=lora, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                               data_collator=RetrievalCollator(tokenizer, model, 32), processing_class=tokenizer).train()
+    args = RetrievalTrainingArguments(
+        output_dir=str(tmp_path / "t"),
+        num_train_epochs=20,
+        learning_rate=1e-2,
+        per_device_train_batch_size=12,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    GenerativeRetrievalTrainer(
+        model=lora,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        data_collator=RetrievalCollator(tokenizer, model, 32),
+        processing_class=tokenizer,
+    ).train()
     lora.eval()
     tuned = model.retrieve(query, tokenizer=tokenizer, top_k=3, num_beams=6)
     assert tuned != baseline

@@ -41,8 +41,9 @@ def word_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.post_processor = processors.BertProcessing(("[SEP]", 3), ("[CLS]", 2))
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+    )
 
 
 def tiny_indexer(kind: str, tokenizer, folder, geometry: str = "cosine") -> LMIndexerForSemanticID:
@@ -54,18 +55,44 @@ def tiny_indexer(kind: str, tokenizer, folder, geometry: str = "cosine") -> LMIn
     settings = dict(BEFORE_RECIPE, id_length=2, codebook_sizes=CODEBOOK_SIZES, dedup_size=128, code_geometry=geometry)
     common = dict(vocab_size=len(tokenizer), pad_token_id=0, decoder_start_token_id=0, eos_token_id=1)
     if kind in ("t5", "t5-untied"):
-        t5 = T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_rate=0.0, **common,
-                      **({"tie_word_embeddings": False} if kind == "t5-untied" else {}))
+        t5 = T5Config(
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            dropout_rate=0.0,
+            **common,
+            **({"tie_word_embeddings": False} if kind == "t5-untied" else {}),
+        )
         assert t5.scale_decoder_outputs is (kind == "t5")
         return LMIndexerForSemanticID(LMIndexerConfig(backbone_config=t5.to_dict(), **settings)).eval()
     if kind == "bart":
-        bart = BartConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-                          encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64, dropout=0.0, init_std=0.5,
-                          **common)
+        bart = BartConfig(
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            max_position_embeddings=64,
+            dropout=0.0,
+            init_std=0.5,
+            **common,
+        )
         return LMIndexerForSemanticID(LMIndexerConfig(backbone_config=bart.to_dict(), **settings)).eval()
-    bert = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0, initializer_range=0.5)
+    bert = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.5,
+    )
     BertModel(bert).save_pretrained(folder)  # an encoder checkpoint: the decoder's LM head starts at random
     tokenizer.save_pretrained(folder)
     return LMIndexerForSemanticID.from_backbone(str(folder), tokenizer=tokenizer, **settings).eval()
@@ -104,13 +131,24 @@ def first_steps(retriever, encoded, codes):
     first, second = retriever.config.id_token_offsets[:2]
     start = retriever.generation_config.decoder_start_token_id
     decoder_input_ids = torch.stack([torch.full_like(codes[:, 0], start), codes[:, 0] + first], 1)
-    logits = retriever(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
-                       decoder_input_ids=decoder_input_ids).logits
+    logits = retriever(
+        input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], decoder_input_ids=decoder_input_ids
+    ).logits
     return logits[:, 0, first : first + CODEBOOK_SIZES[0]], logits[:, 1, second : second + CODEBOOK_SIZES[1]]
 
 
-@pytest.mark.parametrize("kind, geometry", [("t5", "cosine"), ("t5", "dot"), ("t5-untied", "cosine"), ("t5-untied", "dot"), ("bart", "cosine"),
-                                            ("bert2bert", "cosine"), ("bert2bert", "dot")])
+@pytest.mark.parametrize(
+    "kind, geometry",
+    [
+        ("t5", "cosine"),
+        ("t5", "dot"),
+        ("t5-untied", "cosine"),
+        ("t5-untied", "dot"),
+        ("bart", "cosine"),
+        ("bert2bert", "cosine"),
+        ("bert2bert", "dot"),
+    ],
+)
 def test_untrained_retriever_scores_id_tokens_like_the_indexer(kind, geometry, demo_items, demo_tokenizer, tmp_path):
     """Before any fine-tuning, the retriever's first-step choice among `<id_1_*>` is the indexer's c^1 (and its
     second-step choice after c^1 is c^2): the ID-token logits are the indexer's code logits, for every backbone."""
@@ -120,7 +158,9 @@ def test_untrained_retriever_scores_id_tokens_like_the_indexer(kind, geometry, d
     encoded = tokenizer(texts, padding=True, return_tensors="pt")
     codes = set_codebooks_from_documents(indexer, encoded)
     assert len(set(codes[:, 0].tolist())) >= CODEBOOK_SIZES[0] // 2  # the indexer's codes are not degenerate
-    id_map = SemanticIDMap.from_codes([item["item_id"] for item in demo_items], codes, CODEBOOK_SIZES, 128, doc_titles=texts)
+    id_map = SemanticIDMap.from_codes(
+        [item["item_id"] for item in demo_items], codes, CODEBOOK_SIZES, 128, doc_titles=texts
+    )
     retriever = LMIndexerForGenerativeRetrieval.from_indexer(indexer, tokenizer=tokenizer, id_map=id_map).eval()
     assert retriever.config.id_token_scoring == "codebook"
     first, second = first_steps(retriever, encoded, codes)
@@ -149,7 +189,9 @@ def test_untrained_retriever_scores_id_tokens_like_the_indexer(kind, geometry, d
         scored = retriever(**encoded, decoder_input_ids=decoder_input_ids).logits[:, 0]
         unscored = plain(**encoded, decoder_input_ids=decoder_input_ids).logits[:, 0]
     assert torch.equal(scored[:, : offsets[0]], unscored[:, : offsets[0]])
-    assert not torch.allclose(scored[:, offsets[0] : offsets[0] + CODEBOOK_SIZES[0]], unscored[:, offsets[0] : offsets[0] + CODEBOOK_SIZES[0]])
+    assert not torch.allclose(
+        scored[:, offsets[0] : offsets[0] + CODEBOOK_SIZES[0]], unscored[:, offsets[0] : offsets[0] + CODEBOOK_SIZES[0]]
+    )
 
 
 def test_id_token_scoring_survives_save_and_load(demo_items, tmp_path):
@@ -201,7 +243,9 @@ def rendered_retriever(demo_items, demo_tokenizer, data_args):
 def test_newest_item_survives_truncation(newest_first, catalogue, demo_items, demo_tokenizer):
     """A history longer than `max_length` keeps its newest item, in training batches and in serving, in either order."""
     folder, items, users = catalogue
-    data_args = DownstreamDataArguments(task="recommendation", data=str(folder), max_length=12, newest_first=newest_first)
+    data_args = DownstreamDataArguments(
+        task="recommendation", data=str(folder), max_length=12, newest_first=newest_first
+    )
     model, tokenizer = rendered_retriever(demo_items, demo_tokenizer, data_args)
     splits = load_downstream_splits(data_args, model.id_map, model.config)
     sample = splits["test"][0]
@@ -219,15 +263,28 @@ def test_newest_item_survives_truncation(newest_first, catalogue, demo_items, de
 
 
 @pytest.mark.parametrize("history_format", ["text", "ids", "text+ids"])
-def test_training_and_serving_render_histories_identically(history_format, catalogue, demo_items, demo_tokenizer, tmp_path):
+def test_training_and_serving_render_histories_identically(
+    history_format, catalogue, demo_items, demo_tokenizer, tmp_path
+):
     """Every training / validation / test sample equals `model.render_history` of the same item IDs, also after the
     model was saved and loaded, so fine-tuning, `retrieve` callers and the Space all see one rendering."""
     folder, items, users = catalogue
-    data_args = DownstreamDataArguments(task="recommendation", data=str(folder), max_history=3, newest_first=True,
-                                        history_separator=" | ", history_format=history_format)
+    data_args = DownstreamDataArguments(
+        task="recommendation",
+        data=str(folder),
+        max_history=3,
+        newest_first=True,
+        history_separator=" | ",
+        history_format=history_format,
+    )
     model, tokenizer = rendered_retriever(demo_items, demo_tokenizer, data_args)
-    assert (model.config.history_format, model.config.history_max_items, model.config.history_newest_first,
-            model.config.history_separator, model.config.history_text_fields) == (history_format, 3, True, " | ", ["title"])
+    assert (
+        model.config.history_format,
+        model.config.history_max_items,
+        model.config.history_newest_first,
+        model.config.history_separator,
+        model.config.history_text_fields,
+    ) == (history_format, 3, True, " | ", ["title"])
     splits = load_downstream_splits(data_args, model.id_map, model.config)
     histories = {"train": [], "validation": [], "test": []}
     for user in users:
@@ -242,9 +299,14 @@ def test_training_and_serving_render_histories_identically(history_format, catal
         assert splits[split]["input_text"] == [loaded.render_history(history) for history in expected]
     titles = {item["item_id"]: item["title"] for item in items}
     history = users[0]["items"][:5]
-    readable = ["".join(f"<id_{p}_{c}>" for p, c in enumerate(model.id_map.semantic_id(item), start=1)) for item in history]
-    text = {"text": [titles[item] for item in history], "ids": readable,
-            "text+ids": [f"{ids} {titles[item]}" for ids, item in zip(readable, history)]}[history_format]
+    readable = [
+        "".join(f"<id_{p}_{c}>" for p, c in enumerate(model.id_map.semantic_id(item), start=1)) for item in history
+    ]
+    text = {
+        "text": [titles[item] for item in history],
+        "ids": readable,
+        "text+ids": [f"{ids} {titles[item]}" for ids, item in zip(readable, history)],
+    }[history_format]
     assert model.render_history(history) == " | ".join(text[-3:][::-1])
 
 
@@ -257,7 +319,11 @@ def test_history_id_tokens_are_single_added_tokens(history_format, demo_items, d
     encoded = model.encode_queries([model.render_history(history)], tokenizer)["input_ids"][0].tolist()
     first_id_token = model.config.id_token_offsets[0]
     id_tokens = [token for token in encoded if token >= first_id_token]
-    expected = [token for item in reversed(history) for token in model.codes_to_tokens(torch.tensor(model.id_map.semantic_id(item))).tolist()]
+    expected = [
+        token
+        for item in reversed(history)
+        for token in model.codes_to_tokens(torch.tensor(model.id_map.semantic_id(item))).tolist()
+    ]
     assert id_tokens == ([] if history_format == "text" else expected)
     decoded = tokenizer.convert_ids_to_tokens(encoded)
     if history_format != "text":
@@ -275,7 +341,10 @@ def test_render_history_takes_given_texts_and_free_text(demo_items, demo_tokeniz
     first, second = demo_items[0], demo_items[1]
     texts = {first["item_id"]: "given one", second["item_id"]: "given two"}
     assert model.render_history([first["item_id"], second["item_id"]], item_texts=texts) == "given one ; given two"
-    assert model.render_history([first["item_id"], "a new item"], item_texts=["given one", None]) == "given one ; a new item"
+    assert (
+        model.render_history([first["item_id"], "a new item"], item_texts=["given one", None])
+        == "given one ; a new item"
+    )
     model.config.history_format = "ids"
     with pytest.raises(ValueError, match="not in the ID map"):
         model.render_history([first["item_id"], "a new item"])
@@ -289,14 +358,18 @@ def test_space_renders_histories_as_the_model_does(catalogue, demo_items, demo_t
     from lmindexer.hub_cards.space.app import RetrievalDemo
 
     folder, items, users = catalogue
-    data_args = DownstreamDataArguments(task="recommendation", data=str(folder), newest_first=True, history_format="text+ids")
+    data_args = DownstreamDataArguments(
+        task="recommendation", data=str(folder), newest_first=True, history_format="text+ids"
+    )
     model, tokenizer = rendered_retriever(demo_items, demo_tokenizer, data_args)
     save_for_hub(model, tmp_path / "published", tokenizer=tokenizer, repo_id="org/tiny-retriever")
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
     demo = RetrievalDemo(str(tmp_path / "published"))
     history = users[1]["items"][:4]
     assert demo.query_text("", history) == model.render_history(history)
-    assert demo.query_text("", history).startswith("".join(f"<id_{p}_{c}>" for p, c in enumerate(model.id_map.semantic_id(history[-1]), 1)))
+    assert demo.query_text("", history).startswith(
+        "".join(f"<id_{p}_{c}>" for p, c in enumerate(model.id_map.semantic_id(history[-1]), 1))
+    )
 
 
 def test_history_format_defaults_keep_the_paper_and_old_models():
@@ -336,18 +409,25 @@ def test_prefix_right_dedup_wrong_at_1(demo_items, demo_tokenizer, tmp_path):
         ({twins[0]: 1, other: 1}, twins[1]),  # a relevant document shares the prefix, dedup token wrong
         ({twins[0]: 1}, None),  # nothing returned
     ]
-    rows = [{"input_text": f"query {i}", "target_doc_id": next(iter(relevant)), "relevant": json.dumps(relevant)}
-            for i, (relevant, _) in enumerate(queries)]
+    rows = [
+        {"input_text": f"query {i}", "target_doc_id": next(iter(relevant)), "relevant": json.dumps(relevant)}
+        for i, (relevant, _) in enumerate(queries)
+    ]
     answers = {f"query {i}": top for i, (_, top) in enumerate(queries)}
 
     def retrieve(texts, **kwargs):
-        return [[{"doc_id": answers[t], "semantic_id": id_map.semantic_id(answers[t]), "score": 0.0}] if answers[t] else []
-                for t in texts]
+        return [
+            [{"doc_id": answers[t], "semantic_id": id_map.semantic_id(answers[t]), "score": 0.0}] if answers[t] else []
+            for t in texts
+        ]
 
     model.retrieve = retrieve
-    args = RetrievalTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, eval_ks="1,5", eval_num_beams=5)
-    trainer = GenerativeRetrievalTrainer(model=model, args=args, data_collator=RetrievalCollator(tokenizer, model, 32),
-                                         processing_class=tokenizer)
+    args = RetrievalTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, eval_ks="1,5", eval_num_beams=5
+    )
+    trainer = GenerativeRetrievalTrainer(
+        model=model, args=args, data_collator=RetrievalCollator(tokenizer, model, 32), processing_class=tokenizer
+    )
     metrics = trainer.evaluate(datasets.Dataset.from_list(rows))
     assert metrics["eval_prefix_right_dedup_wrong@1"] == pytest.approx(2 / 5)
     assert metrics["eval_recall@1"] == pytest.approx(1 / 5)
@@ -355,9 +435,22 @@ def test_prefix_right_dedup_wrong_at_1(demo_items, demo_tokenizer, tmp_path):
 
 # ------------------------------------------------------------------------------------ 7. BART end to end
 def tiny_bart(vocab_size: int, **overrides) -> BartForConditionalGeneration:
-    settings = dict(vocab_size=vocab_size, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                    decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
-                    pad_token_id=0, eos_token_id=1, bos_token_id=2, decoder_start_token_id=1, forced_eos_token_id=1)
+    settings = dict(
+        vocab_size=vocab_size,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        decoder_start_token_id=1,
+        forced_eos_token_id=1,
+    )
     settings.update(overrides)
     torch.manual_seed(0)
     model = BartForConditionalGeneration(BartConfig(**settings))
@@ -372,16 +465,24 @@ def test_bart_retriever_end_to_end(demo_items, demo_tokenizer, tmp_path):
     tokenizer = copy.deepcopy(demo_tokenizer)
     items = demo_items[:40]
     codes = torch.tensor([[i % 3, (i // 3) % 4] for i in range(len(items))])
-    id_map = SemanticIDMap.from_codes([i["item_id"] for i in items], codes, [3, 4], 8, doc_titles=[i["title"] for i in items])
+    id_map = SemanticIDMap.from_codes(
+        [i["item_id"] for i in items], codes, [3, 4], 8, doc_titles=[i["title"] for i in items]
+    )
     model = LMIndexerForGenerativeRetrieval.from_backbone_and_map(tiny_bart(len(tokenizer)), tokenizer, id_map).eval()
     generation = model.generation_config
     assert (generation.decoder_start_token_id, generation.eos_token_id, generation.pad_token_id) == (1, 1, 0)
-    assert generation.forced_bos_token_id is None and generation.no_repeat_ngram_size is None and generation.min_length in (None, 0)
+    assert (
+        generation.forced_bos_token_id is None
+        and generation.no_repeat_ngram_size is None
+        and generation.min_length in (None, 0)
+    )
     queries = ["hydrating face serum", "red lipstick"]
     ranked = model.retrieve(queries, tokenizer=tokenizer, top_k=5, num_beams=8)
     for hits in ranked:
         assert len(hits) == 5 and len({hit["doc_id"] for hit in hits}) == 5
-        assert all(id_map.semantic_id(hit["doc_id"]) == hit["semantic_id"] and len(hit["semantic_id"]) == 3 for hit in hits)
+        assert all(
+            id_map.semantic_id(hit["doc_id"]) == hit["semantic_id"] and len(hit["semantic_id"]) == 3 for hit in hits
+        )
     greedy = model.retrieve(queries, tokenizer=tokenizer, top_k=1, num_beams=1)
     assert all(len(hits) == 1 for hits in greedy)
     model.save_pretrained(tmp_path)
@@ -407,8 +508,12 @@ def test_length_grouping_column_counts_the_collated_tokens(catalogue, demo_items
     folder, _, _ = catalogue
     data_args = DownstreamDataArguments(task="recommendation", data=str(folder), history_format="ids", max_length=16)
     model, tokenizer = rendered_retriever(demo_items, demo_tokenizer, data_args)
-    train = with_token_lengths(load_downstream_splits(data_args, model.id_map, model.config)["train"], tokenizer,
-                               "length", data_args.max_length)
+    train = with_token_lengths(
+        load_downstream_splits(data_args, model.id_map, model.config)["train"],
+        tokenizer,
+        "length",
+        data_args.max_length,
+    )
     collator = RetrievalCollator(tokenizer, model, data_args.max_length)
     lengths = [int(collator([sample])["attention_mask"].sum()) for sample in train]
     assert train["length"] == lengths and max(lengths) == 16 and min(lengths) < 16

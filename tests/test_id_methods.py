@@ -19,8 +19,18 @@ from lmindexer.trainers.id_methods import ID_METHODS, get_id_method, method_of_f
 from lmindexer.trainers.id_methods.quantizer import load_quantizer
 
 TINY_RQVAE = {"hidden_dims": [16], "latent_dim": 8, "epochs": 2, "batch_size": 32, "kmeans_init_points": 64}
-SMALL = ["--id_length", "2", "--codebook_size", "4", "--report_to", "none", "--disable_tqdm", "true",
-         "--embedding_max_length", "24"]
+SMALL = [
+    "--id_length",
+    "2",
+    "--codebook_size",
+    "4",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--embedding_max_length",
+    "24",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +44,16 @@ def encoder(items, tmp_path_factory):
     folder = tmp_path_factory.mktemp("encoder")
     tokenizer = train_tokenizer([f"{i['title']}; {i['brand']}" for i in items], vocab_size=300)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
+    BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -50,9 +68,28 @@ def indexed(corpus_file, encoder, tmp_path_factory):
     root = tmp_path_factory.mktemp("indexed")
     for method in ("rqkmeans", "hkmeans", "rqvae"):
         settings = ["--method_settings", json.dumps(TINY_RQVAE)] if method == "rqvae" else []
-        assert main(["index", "--method", method, "--corpus", str(corpus_file), "--encoder", str(encoder),
-                     "--label_field", "category", "--dedup_size", "64", "--output_dir", str(root / method), *SMALL,
-                     *settings]) == 0
+        assert (
+            main(
+                [
+                    "index",
+                    "--method",
+                    method,
+                    "--corpus",
+                    str(corpus_file),
+                    "--encoder",
+                    str(encoder),
+                    "--label_field",
+                    "category",
+                    "--dedup_size",
+                    "64",
+                    "--output_dir",
+                    str(root / method),
+                    *SMALL,
+                    *settings,
+                ]
+            )
+            == 0
+        )
     return root
 
 
@@ -65,8 +102,16 @@ def test_the_registry_names_every_method():
 @pytest.mark.parametrize("method", ["rqkmeans", "hkmeans", "rqvae"])
 def test_baseline_folder_has_the_indexer_layout(method, indexed, items, encoder):
     folder = indexed / method
-    for name in ("semantic_id_map.safetensors", "indexer_metrics.json", "README.md", "lmindexer_card.json",
-                 "quantizer.safetensors", "quantizer_config.json", "id_method.json", "assets/codebook_usage.png"):
+    for name in (
+        "semantic_id_map.safetensors",
+        "indexer_metrics.json",
+        "README.md",
+        "lmindexer_card.json",
+        "quantizer.safetensors",
+        "quantizer_config.json",
+        "id_method.json",
+        "assets/codebook_usage.png",
+    ):
         assert (folder / name).is_file(), name
     assert method_of_folder(folder).name == method
     id_map = SemanticIDMap.load(folder / "semantic_id_map.safetensors")
@@ -79,8 +124,16 @@ def test_baseline_folder_has_the_indexer_layout(method, indexed, items, encoder)
     # The saved quantiser gives every training document its learned codes back from the cached embeddings.
     stamp = json.loads((folder / "id_method.json").read_text())["embedding"]
     texts = [f"{item['title']}; {item['brand']}" for item in items]
-    vectors = cached_embeddings([i["item_id"] for i in items], texts, indexed / ".embeddings", stamp["encoder"],
-                                stamp["pooling"], stamp["normalize"], stamp["max_length"], stamp["text_fields"])
+    vectors = cached_embeddings(
+        [i["item_id"] for i in items],
+        texts,
+        indexed / ".embeddings",
+        stamp["encoder"],
+        stamp["pooling"],
+        stamp["normalize"],
+        stamp["max_length"],
+        stamp["text_fields"],
+    )
     learned = np.asarray([id_map.semantic_id(item["item_id"])[:2] for item in items])
     assert np.array_equal(load_quantizer(folder).assign(vectors), learned)
     card = (folder / "README.md").read_text()
@@ -102,13 +155,22 @@ def test_assign_on_a_baseline_folder_keeps_ids_and_adds_new_documents(indexed, i
 
 def test_bad_method_settings_and_unknown_method_are_named(corpus_file, encoder, tmp_path, capsys):
     cases = [
-        (["--method", "rqvae", "--encoder", str(encoder), "--method_settings", "{epochs: 2}"], "--method_settings is not valid JSON"),
+        (
+            ["--method", "rqvae", "--encoder", str(encoder), "--method_settings", "{epochs: 2}"],
+            "--method_settings is not valid JSON",
+        ),
         (["--method", "nope"], "Unknown ID method 'nope'"),
         (["--method", "rqkmeans", "--encoder", str(tmp_path / "does-not-exist")], "does-not-exist"),
-        (["--method", "hkmeans", "--encoder", str(encoder), "--codebook_size", "100"], "cannot make 100 codes from 64 documents"),
+        (
+            ["--method", "hkmeans", "--encoder", str(encoder), "--codebook_size", "100"],
+            "cannot make 100 codes from 64 documents",
+        ),
     ]
     for index, (extra, message) in enumerate(cases):
-        assert main(["index", "--corpus", str(corpus_file), "--output_dir", str(tmp_path / str(index)), *SMALL, *extra]) == 1
+        assert (
+            main(["index", "--corpus", str(corpus_file), "--output_dir", str(tmp_path / str(index)), *SMALL, *extra])
+            == 1
+        )
         stderr = capsys.readouterr().err
         errors = [line for line in stderr.splitlines() if line.startswith("lmindexer index: error:")]
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in stderr, stderr
@@ -117,17 +179,46 @@ def test_bad_method_settings_and_unknown_method_are_named(corpus_file, encoder, 
 def test_finetune_on_baseline_ids_needs_and_uses_a_backbone(indexed, items, tmp_path, capsys):
     data = tmp_path / "rec"
     write_jsonl(items, data / "items.jsonl")
-    write_jsonl([{"user_id": f"u{u}", "items": [items[(u + 5 * k) % len(items)]["item_id"] for k in range(4)]}
-                 for u in range(12)], data / "sequences.jsonl")
+    write_jsonl(
+        [
+            {"user_id": f"u{u}", "items": [items[(u + 5 * k) % len(items)]["item_id"] for k in range(4)]}
+            for u in range(12)
+        ],
+        data / "sequences.jsonl",
+    )
     tokenizer = train_tokenizer([item["title"] for item in items], vocab_size=300)
     torch.manual_seed(0)
     backbone = tmp_path / "t5"
     T5ForConditionalGeneration(tiny_t5_config(len(tokenizer), 32)).save_pretrained(backbone)
     tokenizer.save_pretrained(backbone)
-    common = ["--indexer", str(indexed / "hkmeans"), "--task", "recommendation", "--data", str(data),
-              "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--report_to", "none", "--save_strategy", "no",
-              "--eval_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--eval_num_beams", "4",
-              "--eval_ks", "1,4", "--max_length", "48"]
+    common = [
+        "--indexer",
+        str(indexed / "hkmeans"),
+        "--task",
+        "recommendation",
+        "--data",
+        str(data),
+        "--num_train_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "8",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--eval_strategy",
+        "no",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        "--eval_num_beams",
+        "4",
+        "--eval_ks",
+        "1,4",
+        "--max_length",
+        "48",
+    ]
     assert main(["finetune", *common, "--output_dir", str(tmp_path / "no-backbone")]) == 1
     assert "two-stage method 'hkmeans', which has no language model" in capsys.readouterr().err
     output = tmp_path / "retriever"
@@ -141,11 +232,41 @@ def test_finetune_on_baseline_ids_needs_and_uses_a_backbone(indexed, items, tmp_
 @pytest.mark.slow
 def test_bench_ids_writes_records_per_method_and_seed(corpus_file, encoder, tmp_path):
     out = tmp_path / "ids.json"
-    assert main(["bench", "ids", "--data", str(corpus_file.parent), "--methods", "rqkmeans,hkmeans", "--seeds", "0,1",
-                 "--label_field", "category", "--coarse_level", "0", "--fine_levels", "1", "--encoder", str(encoder),
-                 "--output", str(out), "--output_dir", str(tmp_path / "work"), *SMALL]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "ids",
+                "--data",
+                str(corpus_file.parent),
+                "--methods",
+                "rqkmeans,hkmeans",
+                "--seeds",
+                "0,1",
+                "--label_field",
+                "category",
+                "--coarse_level",
+                "0",
+                "--fine_levels",
+                "1",
+                "--encoder",
+                str(encoder),
+                "--output",
+                str(out),
+                "--output_dir",
+                str(tmp_path / "work"),
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
-    assert [(r["method"], r["seed"]) for r in result["records"]] == [("rqkmeans", 0), ("rqkmeans", 1), ("hkmeans", 0), ("hkmeans", 1)]
+    assert [(r["method"], r["seed"]) for r in result["records"]] == [
+        ("rqkmeans", 0),
+        ("rqkmeans", 1),
+        ("hkmeans", 0),
+        ("hkmeans", 1),
+    ]
     for record in result["records"]:
         assert 0 <= record["collision_rate"] <= 1 and len(record["utilisation"]) == 2
     # The demo label is "category > subcategory"; level 0 of a plain string is the string itself.
@@ -159,15 +280,36 @@ def test_bench_ids_rerun_keeps_finished_runs_of_the_same_settings(corpus_file, e
     from lmindexer.trainers.bench import ids as bench_ids
 
     out = tmp_path / "ids.json"
-    args = ["bench", "ids", "--data", str(corpus_file.parent), "--methods", "rqkmeans", "--label_field", "category",
-            "--coarse_level", "0", "--fine_levels", "1", "--encoder", str(encoder), "--output", str(out),
-            "--output_dir", str(tmp_path / "work"), *SMALL]
+    args = [
+        "bench",
+        "ids",
+        "--data",
+        str(corpus_file.parent),
+        "--methods",
+        "rqkmeans",
+        "--label_field",
+        "category",
+        "--coarse_level",
+        "0",
+        "--fine_levels",
+        "1",
+        "--encoder",
+        str(encoder),
+        "--output",
+        str(out),
+        "--output_dir",
+        str(tmp_path / "work"),
+        *SMALL,
+    ]
     assert main([*args, "--seeds", "0"]) == 0
     first = json.loads(out.read_text())["records"]
     ran = []
     index_corpus = bench_ids.index_corpus
-    monkeypatch.setattr(bench_ids, "index_corpus", lambda method_args, run_args: ran.append(run_args.seed)
-                        or index_corpus(method_args, run_args))
+    monkeypatch.setattr(
+        bench_ids,
+        "index_corpus",
+        lambda method_args, run_args: ran.append(run_args.seed) or index_corpus(method_args, run_args),
+    )
     assert main([*args, "--seeds", "0,1"]) == 0  # more seeds: only the new one runs
     result = json.loads(out.read_text())
     assert ran == [1] and result["records"][0] == first[0] and [r["seed"] for r in result["records"]] == [0, 1]
@@ -178,7 +320,9 @@ def test_bench_ids_rerun_keeps_finished_runs_of_the_same_settings(corpus_file, e
 
 
 @pytest.mark.slow
-def test_bench_retrieval_compares_id_methods_with_bm25_and_dense(indexed, items, corpus_file, encoder, tmp_path, capsys):
+def test_bench_retrieval_compares_id_methods_with_bm25_and_dense(
+    indexed, items, corpus_file, encoder, tmp_path, capsys
+):
     """Atomic IDs (a random bit, then a dedup token that alone names the document) and RQ-KMeans IDs fine-tuned under the same
     budget on a tiny BEIR folder; BM25 and dense rankings recomputed independently; each run's figures are those of
     its saved retriever."""
@@ -187,17 +331,40 @@ def test_bench_retrieval_compares_id_methods_with_bm25_and_dense(indexed, items,
     from lmindexer.trainers.downstream.ranking_metrics import ranking_metrics
 
     beir = tmp_path / "beir"
-    write_jsonl([{"_id": item["item_id"], "title": item["title"], "text": item["brand"]} for item in items],
-                beir / "corpus.jsonl")
+    write_jsonl(
+        [{"_id": item["item_id"], "title": item["title"], "text": item["brand"]} for item in items],
+        beir / "corpus.jsonl",
+    )
     write_jsonl([{"_id": f"q{i}", "text": item["title"]} for i, item in enumerate(items)], beir / "queries.jsonl")
     (beir / "qrels").mkdir()
     for split, rows in (("train", range(0, 48)), ("test", range(48, 64))):
         lines = [f"q{i}\t{items[i]['item_id']}\t1" for i in rows]
         (beir / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(lines) + "\n")
     atomic = tmp_path / "atomic"
-    assert main(["index", "--method", "random", "--corpus", str(corpus_file), "--encoder", str(encoder),
-                 "--output_dir", str(atomic), "--report_to", "none", "--id_length", "1", "--codebook_size", "2",
-                 "--embedding_max_length", "24"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "--method",
+                "random",
+                "--corpus",
+                str(corpus_file),
+                "--encoder",
+                str(encoder),
+                "--output_dir",
+                str(atomic),
+                "--report_to",
+                "none",
+                "--id_length",
+                "1",
+                "--codebook_size",
+                "2",
+                "--embedding_max_length",
+                "24",
+            ]
+        )
+        == 0
+    )
     atomic_map = SemanticIDMap.load(atomic / "semantic_id_map.safetensors")
     assert atomic_map.codebook_sizes == [2]
     for code in (0, 1):  # within each half the dedup token alone names the document: 0, 1, 2, ...
@@ -210,33 +377,95 @@ def test_bench_retrieval_compares_id_methods_with_bm25_and_dense(indexed, items,
     tokenizer.save_pretrained(backbone)
     output = tmp_path / "retrieval.json"
     with one_torch_thread():
-        assert main(["bench", "retrieval", "--data", str(beir), "--indexers", f"{atomic},{indexed / 'rqkmeans'}",
-                     "--backbone", str(backbone), "--dense_encoder", str(encoder), "--dense_max_length", "24",
-                     "--output", str(output), "--output_dir", str(tmp_path / "runs"), "--max_steps", "3",
-                     "--per_device_train_batch_size", "16", "--report_to", "none", "--save_strategy", "no",
-                     "--use_cpu", "true", "--disable_tqdm", "true", "--eval_num_beams", "8", "--eval_ks", "5,8",
-                     "--max_length", "24", "--train_sampling_strategy", "group_by_length"]) == 0
+        assert (
+            main(
+                [
+                    "bench",
+                    "retrieval",
+                    "--data",
+                    str(beir),
+                    "--indexers",
+                    f"{atomic},{indexed / 'rqkmeans'}",
+                    "--backbone",
+                    str(backbone),
+                    "--dense_encoder",
+                    str(encoder),
+                    "--dense_max_length",
+                    "24",
+                    "--output",
+                    str(output),
+                    "--output_dir",
+                    str(tmp_path / "runs"),
+                    "--max_steps",
+                    "3",
+                    "--per_device_train_batch_size",
+                    "16",
+                    "--report_to",
+                    "none",
+                    "--save_strategy",
+                    "no",
+                    "--use_cpu",
+                    "true",
+                    "--disable_tqdm",
+                    "true",
+                    "--eval_num_beams",
+                    "8",
+                    "--eval_ks",
+                    "5,8",
+                    "--max_length",
+                    "24",
+                    "--train_sampling_strategy",
+                    "group_by_length",
+                ]
+            )
+            == 0
+        )
     result = json.loads(output.read_text())
     queries, relevant = [items[i]["title"] for i in range(48, 64)], [{items[i]["item_id"]} for i in range(48, 64)]
     doc_ids = [item["item_id"] for item in items]
     bm25, dense = result["baselines"]
     assert bm25["ids"].startswith("BM25") and bm25["metrics"]["recall@8"] >= 0.9  # a query is its document's title
-    documents = encode_texts([f"{item['title']} {item['brand']}" for item in items], encoder, max_length=24, progress=False)
+    documents = encode_texts(
+        [f"{item['title']} {item['brand']}" for item in items], encoder, max_length=24, progress=False
+    )
     scores = encode_texts(queries, encoder, max_length=24, progress=False) @ documents.T
     by_hand = [[doc_ids[j] for j in np.argsort(-row, kind="stable")[:8]] for row in scores]
     assert dense["metrics"] == pytest.approx(ranking_metrics(by_hand, relevant, [5, 8]))
     assert [(record["ids"], record["max_steps"], record["layout"][:-1]) for record in result["records"]] == [
-        ("atomic", 3, [2]), ("rqkmeans", 3, [4, 4])]
+        ("atomic", 3, [2]),
+        ("rqkmeans", 3, [4, 4]),
+    ]
     for record in result["records"]:
-        again = evaluate_retriever(EvaluateArguments(model=str(tmp_path / "runs" / f"{record['ids']}-seed0"), num_beams=8,
-                                                     ks="5,8"), DownstreamDataArguments(task="retrieval", data=str(beir)))
+        again = evaluate_retriever(
+            EvaluateArguments(model=str(tmp_path / "runs" / f"{record['ids']}-seed0"), num_beams=8, ks="5,8"),
+            DownstreamDataArguments(task="retrieval", data=str(beir)),
+        )
         assert again["recall@8"] == pytest.approx(record["metrics"]["recall@8"])
         assert again["ndcg@5"] == pytest.approx(record["metrics"]["ndcg@5"])
     table = output.with_suffix(".md").read_text()
     assert "| atomic | t5 | 0 |" in table and "| BM25 (bm25s) | - | - |" in table and "| dense (encoder" in table
     # Recall@k beyond the beams would compare a shorter generative list with BM25's and dense's k documents.
-    assert main(["bench", "retrieval", "--data", str(beir), "--indexers", str(atomic), "--backbone", str(backbone),
-                 "--output", str(tmp_path / "other.json"), "--eval_num_beams", "8", "--eval_ks", "5,20"]) == 1
+    assert (
+        main(
+            [
+                "bench",
+                "retrieval",
+                "--data",
+                str(beir),
+                "--indexers",
+                str(atomic),
+                "--backbone",
+                str(backbone),
+                "--output",
+                str(tmp_path / "other.json"),
+                "--eval_num_beams",
+                "8",
+                "--eval_ks",
+                "5,20",
+            ]
+        )
+        == 1
+    )
     assert "exceeds --eval_num_beams 8" in capsys.readouterr().err
 
 
@@ -256,7 +485,25 @@ def test_reindexing_a_baseline_folder_swaps_it_whole(indexed, corpus_file, encod
 
     monkeypatch.setattr(two_stage, "write_id_map_card", killed_after_the_quantizer)
     with pytest.raises(KeyboardInterrupt):
-        main(["index", "--method", "rqkmeans", "--corpus", str(corpus_file), "--encoder", str(encoder), "--seed", "5",
-              "--label_field", "category", "--dedup_size", "64", "--output_dir", str(folder), *SMALL])
+        main(
+            [
+                "index",
+                "--method",
+                "rqkmeans",
+                "--corpus",
+                str(corpus_file),
+                "--encoder",
+                str(encoder),
+                "--seed",
+                "5",
+                "--label_field",
+                "category",
+                "--dedup_size",
+                "64",
+                "--output_dir",
+                str(folder),
+                *SMALL,
+            ]
+        )
     assert SemanticIDMap.load(folder / "semantic_id_map.safetensors") == before
     assert (folder / "quantizer.safetensors").read_bytes() == quantizer_before

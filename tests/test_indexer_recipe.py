@@ -12,8 +12,15 @@ from lmindexer import LMIndexerForSemanticID
 from lmindexer.modeling_lmindexer.reconstructor import sample_hint_mask
 from lmindexer.trainers.indexer.stage_trainers import encoder_layer_stack, frozen_encoder_parameters
 
-RECIPES = [{}, {"later_position_input": "residual", "center_hidden": True, "pooled_hidden": True,
-                "reconstructor_position_norm": True}]
+RECIPES = [
+    {},
+    {
+        "later_position_input": "residual",
+        "center_hidden": True,
+        "pooled_hidden": True,
+        "reconstructor_position_norm": True,
+    },
+]
 
 
 def batch(size=6, length=9, seed=0):
@@ -33,7 +40,9 @@ def test_at_t2_the_prefix_codes_vector_drives_reconstruction_and_gets_its_gradie
     prefix = torch.tensor([[0], [1], [2], [0], [1], [2]])
 
     def reconstruction():
-        return model(input_ids, attention_mask, prefix_codes=prefix, position=2, hint_visible=visible).reconstruction_loss
+        return model(
+            input_ids, attention_mask, prefix_codes=prefix, position=2, hint_visible=visible
+        ).reconstruction_loss
 
     seen = {}
     spy = model.reconstructor.register_forward_pre_hook(lambda module, args: seen.update(id_vectors=args[0]))
@@ -95,7 +104,7 @@ def test_commitment_loss_by_hand_each_position_against_its_own_codebook():
         losses.append(F.cross_entropy(cosine / config.code_temperature, prefix[:, column]))
     by_hand = torch.stack(losses).mean()
     assert torch.allclose(output.commitment_loss, by_hand, atol=1e-6)
-    total = (0.7 * output.reconstruction_loss + 0.3 * output.contrastive_loss + 2.5 * by_hand)
+    total = 0.7 * output.reconstruction_loss + 0.3 * output.contrastive_loss + 2.5 * by_hand
     assert torch.allclose(output.loss, total, atol=1e-6)
 
 
@@ -108,7 +117,9 @@ def test_batch_vocabulary_softmax_is_the_full_softmax_restricted_to_the_batchs_t
     for module in model.modules():  # no dropout, so both computations see the same network
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    sampled = model(input_ids, attention_mask, prefix_codes=prefix, position=2, hint_visible=visible).reconstruction_loss
+    sampled = model(
+        input_ids, attention_mask, prefix_codes=prefix, position=2, hint_visible=visible
+    ).reconstruction_loss
     logits = {}
     hook = model.reconstructor.register_forward_hook(lambda module, args, output: logits.setdefault("full", output))
     model.config.reconstruction_vocabulary = "full"
@@ -133,14 +144,17 @@ def test_pooled_path_adds_the_masked_mean_of_the_encoder_states():
     input_ids, attention_mask, _ = batch()
     encoded = plain.encode(input_ids, attention_mask).last_hidden_state
     mean = torch.stack([encoded[row, attention_mask[row].bool()].mean(dim=0) for row in range(len(input_ids))])
-    difference = pooled.decoder_states(input_ids, attention_mask, None) - plain.decoder_states(input_ids, attention_mask, None)
+    difference = pooled.decoder_states(input_ids, attention_mask, None) - plain.decoder_states(
+        input_ids, attention_mask, None
+    )
     assert torch.allclose(difference[:, 0], mean, atol=1e-5)
 
 
 def test_encoder_trainable_layers_freezes_the_lower_layers_and_embeddings():
     torch.manual_seed(0)
-    model = LMIndexerForSemanticID(tiny_indexer_config(backbone_config={**tiny_indexer_config().backbone_config.to_dict(),
-                                                                        "num_layers": 3}))
+    model = LMIndexerForSemanticID(
+        tiny_indexer_config(backbone_config={**tiny_indexer_config().backbone_config.to_dict(), "num_layers": 3})
+    )
     layers = encoder_layer_stack(model)
     assert len(layers) == 3
     frozen = {id(p) for p in frozen_encoder_parameters(model, 1)}
@@ -158,12 +172,24 @@ def test_cached_frozen_encoder_states_give_the_losses_of_running_the_encoder(dem
     from lmindexer.trainers.indexer.encoder_cache import EncoderStateCache
 
     torch.manual_seed(0)
-    model = LMIndexerForSemanticID(tiny_indexer_config(backbone_config=tiny_t5_config(len(demo_tokenizer), d_model=32).to_dict(),
-                                                       reconstructor_max_positions=64, pooled_hidden=True)).eval()
+    model = LMIndexerForSemanticID(
+        tiny_indexer_config(
+            backbone_config=tiny_t5_config(len(demo_tokenizer), d_model=32).to_dict(),
+            reconstructor_max_positions=64,
+            pooled_hidden=True,
+        )
+    ).eval()
     encoded = demo_tokenizer([item["title"] for item in demo_items[:12]], max_length=32, truncation=True)
     cache = EncoderStateCache.build(model, encoded["input_ids"], demo_tokenizer.pad_token_id, batch_size=5)
-    features = [{"row": row, "input_ids": encoded["input_ids"][row], "attention_mask": encoded["attention_mask"][row],
-                 "prefix_codes": [row % 6]} for row in (7, 2, 11, 0)]
+    features = [
+        {
+            "row": row,
+            "input_ids": encoded["input_ids"][row],
+            "attention_mask": encoded["attention_mask"][row],
+            "prefix_codes": [row % 6],
+        }
+        for row in (7, 2, 11, 0)
+    ]
     plain = IndexerDataCollator(demo_tokenizer, 0.5, seed=3)(features)
     cached = IndexerDataCollator(demo_tokenizer, 0.5, seed=3, encoder_states=cache)(features)
     assert torch.equal(plain["hint_visible"], cached["hint_visible"])

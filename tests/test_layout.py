@@ -30,8 +30,11 @@ def imported_modules(path: Path) -> set[str]:
                 continue
             found.update(".".join(name) for name in names if name)
         elif isinstance(node, ast.Import):
-            found.update(".".join(alias.name.split(".")[2:]) for alias in node.names
-                         if alias.name.startswith("lmindexer.trainers."))
+            found.update(
+                ".".join(alias.name.split(".")[2:])
+                for alias in node.names
+                if alias.name.startswith("lmindexer.trainers.")
+            )
     return found
 
 
@@ -46,8 +49,11 @@ def test_the_indexer_imports_no_downstream_bench_or_id_method(path):
     assert forbidden == [], f"{path.relative_to(TRAINERS)} imports {forbidden}"
 
 
-@pytest.mark.parametrize("path", [*modules_of("downstream"), *modules_of("data"), *modules_of("folders")],
-                         ids=lambda path: str(path.relative_to(TRAINERS)))
+@pytest.mark.parametrize(
+    "path",
+    [*modules_of("downstream"), *modules_of("data"), *modules_of("folders")],
+    ids=lambda path: str(path.relative_to(TRAINERS)),
+)
 def test_downstream_data_and_folders_import_no_bench(path):
     forbidden = [name for name in imported_modules(path) if name.split(".")[0] == "bench"]
     assert forbidden == [], f"{path.relative_to(TRAINERS)} imports {forbidden}"

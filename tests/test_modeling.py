@@ -63,9 +63,13 @@ def test_straight_through_forward_uses_the_hard_vector(tiny_model):
     # With the hard vector forward, the reconstruction equals the one computed from the argmax codebook row.
     input_ids, attention_mask = random_batch()
     tiny_model.eval()
-    output = tiny_model(input_ids, attention_mask, mode="straight_through", hint_generator=torch.Generator().manual_seed(5))
+    output = tiny_model(
+        input_ids, attention_mask, mode="straight_through", hint_generator=torch.Generator().manual_seed(5)
+    )
     hard = tiny_model.code_vectors(1, output.codes)
-    direct, _, _ = tiny_model._reconstruction_loss(input_ids, attention_mask, [hard], 1, torch.Generator().manual_seed(5))
+    direct, _, _ = tiny_model._reconstruction_loss(
+        input_ids, attention_mask, [hard], 1, torch.Generator().manual_seed(5)
+    )
     torch.testing.assert_close(output.reconstruction_loss, direct)
 
 
@@ -140,12 +144,26 @@ def test_code_logits_follow_the_geometry(geometry):
 @pytest.mark.parametrize(
     "backbone",
     [
-        BartConfig(vocab_size=120, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                   decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, dropout=0.0),
+        BartConfig(
+            vocab_size=120,
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            dropout=0.0,
+        ),
         EncoderDecoderConfig.from_encoder_decoder_configs(
-            BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
-            BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
-            decoder_start_token_id=2, pad_token_id=0,
+            BertConfig(
+                vocab_size=120, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+            ),
+            BertConfig(
+                vocab_size=120, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+            ),
+            decoder_start_token_id=2,
+            pad_token_id=0,
         ),
     ],
     ids=["bart", "bert2bert"],
@@ -171,8 +189,10 @@ def test_from_pretrained_accepts_a_bare_backbone(tmp_path):
     assert model.config.codebook_sizes == [5, 3]
     assert torch.equal(model.backbone.shared.weight, backbone.shared.weight)
     same = LMIndexerForSemanticID.from_backbone(tmp_path, id_length=2, codebook_sizes=3)
-    assert torch.equal(same.backbone.encoder.block[0].layer[0].SelfAttention.q.weight,
-                       backbone.encoder.block[0].layer[0].SelfAttention.q.weight)
+    assert torch.equal(
+        same.backbone.encoder.block[0].layer[0].SelfAttention.q.weight,
+        backbone.encoder.block[0].layer[0].SelfAttention.q.weight,
+    )
 
 
 @pytest.mark.parametrize(

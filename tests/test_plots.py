@@ -11,8 +11,12 @@ from lmindexer.hub_cards.card_data import LMIndexerCardData
 
 def test_writing_a_card_leaves_the_matplotlib_backend_alone(demo_items, demo_tokenizer, tmp_path, monkeypatch):
     model, _ = build_tiny_retriever(demo_items, demo_tokenizer)
-    card_data = LMIndexerCardData(label_field="category", label_distribution=label_distribution_table(
-        [i % 3 for i in range(len(demo_items))], [item["category"] for item in demo_items]))
+    card_data = LMIndexerCardData(
+        label_field="category",
+        label_distribution=label_distribution_table(
+            [i % 3 for i in range(len(demo_items))], [item["category"] for item in demo_items]
+        ),
+    )
     # A non-Agg backend, as a notebook user might have; restored by monkeypatch afterwards.
     monkeypatch.setitem(matplotlib.rcParams, "backend", "svg")
 
@@ -25,4 +29,3 @@ def test_writing_a_card_leaves_the_matplotlib_backend_alone(demo_items, demo_tok
     assert matplotlib.get_backend() == "svg"
     for plot in ("codebook_usage", "prefix_density", "label_distribution"):
         assert (tmp_path / "assets" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-

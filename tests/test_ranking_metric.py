@@ -69,8 +69,10 @@ def trec_eval_mean() -> dict[str, float]:
     evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"recall.2,5", "ndcg_cut.2,5", "map_cut.2,5", "recip_rank"})
     mean = {}
     for k in KS:
-        run = {f"q{i}": {doc: float(len(ranked) - rank) for rank, doc in enumerate(ranked[:k])}
-               for i, ranked in enumerate(RANKINGS)}
+        run = {
+            f"q{i}": {doc: float(len(ranked) - rank) for rank, doc in enumerate(ranked[:k])}
+            for i, ranked in enumerate(RANKINGS)
+        }
         results = evaluator.evaluate(run)
         for query, relevant in zip(qrels, RELEVANTS):
             measures, count = results[query], len(relevant)
@@ -114,7 +116,8 @@ def test_per_query_values_and_map_differs_from_trec_map_cut():
             assert [values[f"{name}@{k}"] for name in ["recall", "ndcg", "map", "mrr"]] == pytest.approx(hand[k])
     # Three relevant documents, k=2, the first one at rank 1: trec_eval's map_cut_2 divides by 3, ours by 2.
     trec = pytrec_eval.RelevanceEvaluator({"q": {"a": 1, "b": 1, "c": 1}}, {"map_cut.2"}).evaluate(
-        {"q": {"a": 2.0, "x": 1.0}})
+        {"q": {"a": 2.0, "x": 1.0}}
+    )
     assert trec["q"]["map_cut_2"] == pytest.approx(1 / 3)
     assert query_metrics(["a", "x"], {"a", "b", "c"}, 2)["map@2"] == pytest.approx(1 / 2)
 
@@ -128,7 +131,11 @@ def test_order_is_the_ranking_not_the_document_ids(metric):
     assert query_metrics(["a", "a"], {"a", "b"}, 2)["recall@2"] == 0.5
     # Sets, ranking deeper than k, an empty ranking.
     assert ranking_metrics([["a"], []], [{"a"}, {"b"}], ks=[1]) == {
-        "map@1": 0.5, "mrr@1": 0.5, "ndcg@1": 0.5, "recall@1": 0.5}
+        "map@1": 0.5,
+        "mrr@1": 0.5,
+        "ndcg@1": 0.5,
+        "recall@1": 0.5,
+    }
 
 
 def test_invalid_inputs(metric):
@@ -162,15 +169,33 @@ def test_loads_offline_from_its_folder_in_a_fresh_process(tmp_path):
         "metric = evaluate.load(sys.argv[1])\n"
         "print(json.dumps(metric.compute(predictions=[['x', 'a']], references=['[\"a\"]'], ks=[1, 2])))\n"
     )
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("HF_", "HUGGINGFACE_")) and key not in {"XDG_CACHE_HOME"}}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("HF_", "HUGGINGFACE_")) and key not in {"XDG_CACHE_HOME"}
+    }
     env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", HF_EVALUATE_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    done = subprocess.run([sys.executable, "-c", script, str(METRIC_PATH)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(METRIC_PATH)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == pytest.approx(
-        {"map@1": 0.0, "map@2": 0.5, "mrr@1": 0.0, "mrr@2": 0.5, "ndcg@1": 0.0, "ndcg@2": 1 / math.log2(3),
-         "recall@1": 0.0, "recall@2": 1.0})
+        {
+            "map@1": 0.0,
+            "map@2": 0.5,
+            "mrr@1": 0.0,
+            "mrr@2": 0.5,
+            "ndcg@1": 0.0,
+            "ndcg@2": 1 / math.log2(3),
+            "recall@1": 0.0,
+            "recall@2": 1.0,
+        }
+    )
     # The script was copied into evaluate's modules cache; nothing was written next to it.
     cached = tmp_path / "hf" / "modules" / "evaluate_modules" / "metrics" / "semantic_id_ranking"
     assert list(cached.rglob("semantic_id_ranking.py"))

@@ -17,15 +17,23 @@ from lmindexer.trainers.data.demo import generate_demo_corpus
 from lmindexer.trainers.id_methods.lmindexer_method import build_indexer
 
 # Config fields that `lmindexer index` sets from the corpus or the run, not from a default.
-FROM_THE_DATA = {"backbone_config", "codebook_sizes", "dedup_size", "indexing_max_length", "indexing_text_fields",
-                 "id_map_run_id"}
+FROM_THE_DATA = {
+    "backbone_config",
+    "codebook_sizes",
+    "dedup_size",
+    "indexing_max_length",
+    "indexing_text_fields",
+    "id_map_run_id",
+}
 
 
 def test_index_arguments_take_every_shared_default_from_the_config():
     index_args, _ = parse("index", [])
     python = LMIndexerConfig()
     # `hint_ratios` unset is the config's own default for the ID length (a list once the config is built).
-    shared = [name for name in vars(index_args) if hasattr(python, name) and name not in {*FROM_THE_DATA, "hint_ratios"}]
+    shared = [
+        name for name in vars(index_args) if hasattr(python, name) and name not in {*FROM_THE_DATA, "hint_ratios"}
+    ]
     assert {*BEFORE_RECIPE, "code_geometry", "id_length", "reconstruction_weight"} <= set(shared)
     assert {name: getattr(index_args, name) for name in shared} == {name: getattr(python, name) for name in shared}
 
@@ -38,15 +46,26 @@ def test_the_cli_indexer_and_a_python_config_agree_field_by_field():
     corpus = build_corpus(items, index_args.id_field, index_args.text_field_list)
     model, _ = build_indexer(index_args, corpus)
     cli = model.config.to_dict()
-    python = LMIndexerConfig(backbone_config=model.config.backbone_config, codebook_sizes=model.config.codebook_sizes,
-                             dedup_size=model.config.dedup_size).to_dict()
-    differing = {key: (cli.get(key), python.get(key)) for key in set(cli) | set(python)
-                 if key not in FROM_THE_DATA and cli.get(key) != python.get(key)}
+    python = LMIndexerConfig(
+        backbone_config=model.config.backbone_config,
+        codebook_sizes=model.config.codebook_sizes,
+        dedup_size=model.config.dedup_size,
+    ).to_dict()
+    differing = {
+        key: (cli.get(key), python.get(key))
+        for key in set(cli) | set(python)
+        if key not in FROM_THE_DATA and cli.get(key) != python.get(key)
+    }
     assert differing == {}
     assert {name: cli[name] for name in BEFORE_RECIPE} == {
-        "later_position_input": "residual", "center_hidden": False, "contrastive_positive": "dropout",
-        "reconstructor_warmup_input": "hidden", "reconstructor_position_norm": True, "pooled_hidden": True,
-        "reconstruction_vocabulary": "batch"}
+        "later_position_input": "residual",
+        "center_hidden": False,
+        "contrastive_positive": "dropout",
+        "reconstructor_warmup_input": "hidden",
+        "reconstructor_position_norm": True,
+        "pooled_hidden": True,
+        "reconstruction_vocabulary": "batch",
+    }
 
 
 def test_from_backbone_trains_the_recipe(tmp_path):
@@ -55,12 +74,14 @@ def test_from_backbone_trains_the_recipe(tmp_path):
     model = LMIndexerForSemanticID.from_backbone(str(tmp_path / "t5"), id_length=2, codebook_sizes=4)
     index_args, _ = parse("index", [])
     assert {name: getattr(model.config, name) for name in BEFORE_RECIPE} == {
-        name: getattr(index_args, name) for name in BEFORE_RECIPE}
+        name: getattr(index_args, name) for name in BEFORE_RECIPE
+    }
 
 
 def test_a_checkpoint_saved_before_the_recipe_fields_loads_as_it_was_trained(tmp_path):
-    model = LMIndexerForSemanticID(LMIndexerConfig(backbone_config=tiny_t5().to_dict(), id_length=2, codebook_sizes=4,
-                                                   **BEFORE_RECIPE))
+    model = LMIndexerForSemanticID(
+        LMIndexerConfig(backbone_config=tiny_t5().to_dict(), id_length=2, codebook_sizes=4, **BEFORE_RECIPE)
+    )
     model.save_pretrained(tmp_path)
     config_file = tmp_path / "config.json"
     saved = json.loads(config_file.read_text())

@@ -47,8 +47,9 @@ def mark_unsafe(config):
 
 def dirty_bert2bert() -> EncoderDecoderConfig:
     def side():
-        return mark_unsafe(BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                      intermediate_size=32))
+        return mark_unsafe(
+            BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+        )
 
     config = EncoderDecoderConfig.from_encoder_decoder_configs(side(), side())
     config.decoder_start_token_id = config.pad_token_id = 0
@@ -132,8 +133,12 @@ def test_generation_settings_at_the_bounds_still_give_whole_ids(model, tiny):
     _, tokenizer = tiny
     depth, eos = model.trie.depth, model.eos_token_id
     encoded = tokenizer(["hydrating face serum", "red lipstick"], return_tensors="pt", padding=True)
-    for settings in ({"min_new_tokens": depth}, {"min_length": depth + 1}, {"max_new_tokens": depth + 1},
-                     {"max_new_tokens": None, "max_length": depth + 2}):
+    for settings in (
+        {"min_new_tokens": depth},
+        {"min_length": depth + 1},
+        {"max_new_tokens": depth + 1},
+        {"max_new_tokens": None, "max_length": depth + 2},
+    ):
         sequences = model.generate(**encoded, num_beams=4, num_return_sequences=4, **settings)
         assert model.trie.contains(sequences[:, 1 : 1 + depth]).all(), settings
         assert (sequences[:, 1 + depth] == eos).all(), settings
@@ -224,7 +229,9 @@ def test_one_beam_decodes_greedily(model, tiny):
     _, tokenizer = tiny
     [hits] = model.retrieve(["hydrating face serum"], tokenizer=tokenizer, top_k=1, num_beams=1)
     assert len(hits) == 1
-    assert hits[0]["score"] == pytest.approx(teacher_forced_score(model, tokenizer, "hydrating face serum", hits[0]), abs=1e-4)
+    assert hits[0]["score"] == pytest.approx(
+        teacher_forced_score(model, tokenizer, "hydrating face serum", hits[0]), abs=1e-4
+    )
     # Greedy: every token is the best one the trie allows after the previous ones.
     encoded = tokenizer(["hydrating face serum"], return_tensors="pt")
     ids = model.codes_to_tokens(torch.tensor(hits[0]["semantic_id"]))
@@ -251,7 +258,9 @@ def test_pipeline_validates_beams_and_query_types(tiny):
 # ----------------------------------------------------------------------------------------- 4. hit scores
 def teacher_forced_score(model, tokenizer, query: str, hit: dict, length_penalty: float = 1.0) -> float:
     """Sum of the full-vocabulary log-probabilities of the hit's ID tokens and EOS, over (tokens) ** length_penalty."""
-    labels = torch.cat([model.codes_to_tokens(torch.tensor(hit["semantic_id"])), torch.tensor([model.eos_token_id])])[None]
+    labels = torch.cat([model.codes_to_tokens(torch.tensor(hit["semantic_id"])), torch.tensor([model.eos_token_id])])[
+        None
+    ]
     with torch.no_grad():
         logits = model(**tokenizer([query], return_tensors="pt"), labels=labels).logits
     log_probs = logits.float().log_softmax(-1).gather(2, labels[..., None]).squeeze(-1)
@@ -271,10 +280,32 @@ def test_hit_score_is_the_length_normalised_teacher_forced_log_probability(model
 
 
 # ---------------------------------------------------------------------------------------- 5. pickle check
-PICKLE_NAMES = ["x.pkl.gz", "MODEL.BIN", "scaler.joblib", "arrays.npz", "array.npy", "state.pickle", "weights.pt",
-                "weights.PTH", "last.ckpt", "training_args.bin", "model.Pkl", "cache.joblib.xz", "fn.dill", ".pkl"]
-SAFE_NAMES = ["model.safetensors", "config.json", "tokenizer.json", "README.md", "semantic_id_map.safetensors",
-              "x.bin.safetensors", "spm.model", "notes.txt.gz"]
+PICKLE_NAMES = [
+    "x.pkl.gz",
+    "MODEL.BIN",
+    "scaler.joblib",
+    "arrays.npz",
+    "array.npy",
+    "state.pickle",
+    "weights.pt",
+    "weights.PTH",
+    "last.ckpt",
+    "training_args.bin",
+    "model.Pkl",
+    "cache.joblib.xz",
+    "fn.dill",
+    ".pkl",
+]
+SAFE_NAMES = [
+    "model.safetensors",
+    "config.json",
+    "tokenizer.json",
+    "README.md",
+    "semantic_id_map.safetensors",
+    "x.bin.safetensors",
+    "spm.model",
+    "notes.txt.gz",
+]
 
 
 @pytest.mark.parametrize("name", PICKLE_NAMES)

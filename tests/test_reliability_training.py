@@ -29,10 +29,30 @@ from lmindexer.trainers.data.demo import generate_demo_corpus, write_jsonl
 from lmindexer.trainers.id_methods.arguments import AssignArguments
 
 SMALL = [
-    "--id_length", "2", "--codebook_size", "4", "--report_to", "none", "--disable_tqdm", "true",
-    "--reconstructor_warmup_batch_size", "16", "--encoder_warmup_batch_size", "16", "--codebook_batch_size", "16",
-    "--save_strategy", "no", "--use_cpu", "true", "--max_length", "32", "--kmeans_iterations", "5",
-    "--diagnostics_sample", "8",
+    "--id_length",
+    "2",
+    "--codebook_size",
+    "4",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--reconstructor_warmup_batch_size",
+    "16",
+    "--encoder_warmup_batch_size",
+    "16",
+    "--codebook_batch_size",
+    "16",
+    "--save_strategy",
+    "no",
+    "--use_cpu",
+    "true",
+    "--max_length",
+    "32",
+    "--kmeans_iterations",
+    "5",
+    "--diagnostics_sample",
+    "8",
 ]
 
 
@@ -54,8 +74,10 @@ def corpus_file(items, tmp_path_factory):
 def trained(corpus_file, tmp_path_factory):
     """A tiny indexer trained by `lmindexer index` on 40 documents, indexing the title only, at 32 tokens."""
     output = tmp_path_factory.mktemp("index") / "run"
-    assert main(["index", "--corpus", str(corpus_file), "--output_dir", str(output), "--text_fields", "title",
-                 *SMALL]) == 0
+    assert (
+        main(["index", "--corpus", str(corpus_file), "--output_dir", str(output), "--text_fields", "title", *SMALL])
+        == 0
+    )
     return output
 
 
@@ -91,8 +113,17 @@ def saving_trainer(folder: Path, corpus_file: Path):
 
 
 def test_final_save_killed_between_weights_and_map_keeps_the_previous_folder(folder, corpus_file, monkeypatch):
-    before = {name: file_digest(folder / name) for name in
-              ("model.safetensors", ID_MAP_FILE, "config.json", "indexer_metrics.json", "README.md", "tokenizer.json")}
+    before = {
+        name: file_digest(folder / name)
+        for name in (
+            "model.safetensors",
+            ID_MAP_FILE,
+            "config.json",
+            "indexer_metrics.json",
+            "README.md",
+            "tokenizer.json",
+        )
+    }
     old_map = SemanticIDMap.load(folder / ID_MAP_FILE)
     assert (folder / "checkpoint-stage").is_dir()
     trainer, new_map = saving_trainer(folder, corpus_file)
@@ -144,8 +175,10 @@ def test_a_swap_interrupted_between_the_renames_is_named_and_recovered(folder, c
 
 # --------------------------------------------------------------------------------------- 2. concurrent assign
 def new_documents(items, prefix: str, count: int) -> list[dict]:
-    return [dict(item, item_id=f"{prefix}{i}", title=f"{item['title']} {prefix.lower()} edition")
-            for i, item in enumerate(items[:count])]
+    return [
+        dict(item, item_id=f"{prefix}{i}", title=f"{item['title']} {prefix.lower()} edition")
+        for i, item in enumerate(items[:count])
+    ]
 
 
 def test_two_concurrent_assigns_keep_both_batches(folder, items, tmp_path, monkeypatch):
@@ -188,10 +221,15 @@ def test_assign_waits_a_bounded_time_for_a_held_lock_and_a_dead_holder_frees_it(
 
     batch = write_jsonl(new_documents(items, "C", 3), tmp_path / "c.jsonl")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)",
-         str(folder / ASSIGN_LOCK_FILE)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)",
+            str(folder / ASSIGN_LOCK_FILE),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -240,8 +278,9 @@ def test_run_id_and_text_digests_survive_save_load_and_extend(tmp_path, suffix):
     from lmindexer.trainers.data.corpus import text_digests
 
     texts = ["rose toner", "clay mask", "lip balm"]
-    id_map = SemanticIDMap.from_codes(list("abc"), torch.tensor([[0, 0], [0, 0], [1, 2]]), [4, 3], 4,
-                                      text_digests=text_digests(texts))
+    id_map = SemanticIDMap.from_codes(
+        list("abc"), torch.tensor([[0, 0], [0, 0], [1, 2]]), [4, 3], 4, text_digests=text_digests(texts)
+    )
     loaded = SemanticIDMap.load(id_map.save(tmp_path / f"map{suffix}"))
     assert loaded.run_id == id_map.run_id and torch.equal(loaded.text_digests, id_map.text_digests)
     extended = loaded.extend(["d"], torch.tensor([[1, 2]]))  # no digest given: recorded as unknown (0)
@@ -276,7 +315,8 @@ def test_a_retriever_built_for_a_map_adopts_its_id_and_reloads(demo_items, demo_
     indexer = LMIndexerForSemanticID.from_pretrained(saved_indexer(tmp_path / "indexer", 0))
     other = SemanticIDMap.from_codes(["x", "y"], torch.tensor([[0, 0, 0], [1, 1, 1]]), [6, 5, 4], 16)
     retriever = LMIndexerForGenerativeRetrieval.from_backbone_and_map(
-        indexer.backbone, copy.deepcopy(demo_tokenizer), other, config=indexer.config)
+        indexer.backbone, copy.deepcopy(demo_tokenizer), other, config=indexer.config
+    )
     assert retriever.config.id_map_run_id == other.run_id != indexer.config.id_map_run_id
 
 
@@ -306,8 +346,9 @@ def test_csv_document_ids_keep_leading_zeros(tmp_path):
     from lmindexer.trainers.data.corpus import build_corpus, load_records
 
     path = tmp_path / "items.csv"
-    path.write_text("item_id,title,brand\n00017,Rose water toner,Acme\n0042,Clay mask,\n1e3,Lip balm,NA\n",
-                    encoding="utf-8")
+    path.write_text(
+        "item_id,title,brand\n00017,Rose water toner,Acme\n0042,Clay mask,\n1e3,Lip balm,NA\n", encoding="utf-8"
+    )
     corpus = build_corpus(load_records(path), "item_id", ["title", "brand"])
     assert corpus.doc_ids == ["00017", "0042", "1e3"]
     assert corpus.texts == ["Rose water toner; Acme", "Clay mask", "Lip balm; NA"]
@@ -334,10 +375,13 @@ def test_an_empty_corpus_file_is_named(tmp_path, capsys):
     assert "items.csv holds no documents" in one_error_line(capsys, "index")
 
 
-@pytest.mark.parametrize("name, content", [
-    ("items.jsonl", b'{"item_id": "a", "title": "ok"}\n{"item_id": "b", "title": "caf\xe9 au lait"}\n'),
-    ("items.csv", b"item_id,title\nb,caf\xe9 au lait\na,ok\n"),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("items.jsonl", b'{"item_id": "a", "title": "ok"}\n{"item_id": "b", "title": "caf\xe9 au lait"}\n'),
+        ("items.csv", b"item_id,title\nb,caf\xe9 au lait\na,ok\n"),
+    ],
+)
 def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path, capsys, name, content):
     (tmp_path / name).write_bytes(content)
     assert main(["index", "--corpus", str(tmp_path / name), "--output_dir", str(tmp_path / "run"), *SMALL]) == 1
@@ -384,8 +428,23 @@ def test_an_existing_document_with_changed_text_is_warned_about(folder, items, t
 
 def test_resuming_with_another_config_names_the_keys(folder, corpus_file, capsys):
     options = [a if a != "4" else "3" for a in SMALL]  # --codebook_size 3
-    assert main(["index", "--corpus", str(corpus_file), "--output_dir", str(folder), "--text_fields", "title",
-                 "--resume", "true", *options]) == 1
+    assert (
+        main(
+            [
+                "index",
+                "--corpus",
+                str(corpus_file),
+                "--output_dir",
+                str(folder),
+                "--text_fields",
+                "title",
+                "--resume",
+                "true",
+                *options,
+            ]
+        )
+        == 1
+    )
     line = one_error_line(capsys, "index")
     assert "different config (codebook_sizes: [4, 4] -> [3, 3])" in line
 
@@ -436,23 +495,30 @@ def fill_largest_group(folder: Path) -> tuple[tuple[int, ...], int]:
     learned = [tuple(row[:-1]) for row in id_map.semantic_ids.tolist()]
     group = max(set(learned), key=learned.count)
     size = learned.count(group)
-    full = SemanticIDMap(id_map.doc_ids, id_map.semantic_ids, id_map.codebook_sizes, size, id_map.doc_titles,
-                         run_id=id_map.run_id, text_digests=id_map.text_digests)
+    full = SemanticIDMap(
+        id_map.doc_ids,
+        id_map.semantic_ids,
+        id_map.codebook_sizes,
+        size,
+        id_map.doc_titles,
+        run_id=id_map.run_id,
+        text_digests=id_map.text_digests,
+    )
     full.save(folder / ID_MAP_FILE)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(dict(config, dedup_size=size)))
     return group, size
 
 
-def test_a_full_group_is_named_and_rededuplicate_grows_the_dedup_position(folder, items, tmp_path, monkeypatch,
-                                                                         capsys):
+def test_a_full_group_is_named_and_rededuplicate_grows_the_dedup_position(folder, items, tmp_path, monkeypatch, capsys):
     from lmindexer.trainers.indexer import corpus_passes
 
     group, size = fill_largest_group(folder)
     before = SemanticIDMap.load(folder / ID_MAP_FILE)
     # The encoder puts every new document into the full group.
-    monkeypatch.setattr(corpus_passes, "assign_corpus",
-                        lambda model, tokenizer, texts, **kwargs: np_full(len(texts), group))
+    monkeypatch.setattr(
+        corpus_passes, "assign_corpus", lambda model, tokenizer, texts, **kwargs: np_full(len(texts), group)
+    )
     batch = write_jsonl(new_documents(items, "G", 2), tmp_path / "g.jsonl")
     assert main(["assign", "--model", str(folder), "--corpus", str(batch)]) == 1
     line = one_error_line(capsys, "assign")

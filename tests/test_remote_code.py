@@ -46,7 +46,11 @@ def run_loader(folder: Path, trust: bool, tmp_path: Path) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
     result = subprocess.run(
         [sys.executable, "-c", LOADER, str(folder), "trust" if trust else "no"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -61,8 +65,14 @@ def test_remote_code_path_without_the_package(tiny_model, tmp_path):
         "AutoModel": "modeling_lmindexer.LMIndexerForSemanticID",
     }
     copied = {p.name for p in folder.glob("*.py")}
-    assert copied == {"configuration_lmindexer.py", "modeling_lmindexer.py", "reconstructor.py", "losses.py", "semantic_id_map.py",
-                      "atomic_writes.py"}
+    assert copied == {
+        "configuration_lmindexer.py",
+        "modeling_lmindexer.py",
+        "reconstructor.py",
+        "losses.py",
+        "semantic_id_map.py",
+        "atomic_writes.py",
+    }
     for source in folder.glob("*.py"):  # Hub code imports only torch, transformers, stdlib and siblings
         for line in source.read_text().splitlines():
             if line.startswith(("import ", "from ")) and not line.startswith("from ."):
@@ -70,7 +80,9 @@ def test_remote_code_path_without_the_package(tiny_model, tmp_path):
                 assert root in {"torch", "transformers", *sys.stdlib_module_names}, line
 
     input_ids, attention_mask = random_batch(batch_size=3, seed=11)
-    (folder / "batch.json").write_text(json.dumps({"input_ids": input_ids.tolist(), "attention_mask": attention_mask.tolist()}))
+    (folder / "batch.json").write_text(
+        json.dumps({"input_ids": input_ids.tolist(), "attention_mask": attention_mask.tolist()})
+    )
     expected = tiny_model.eval().assign_codes(input_ids, attention_mask).tolist()
 
     remote = run_loader(folder, trust=True, tmp_path=tmp_path)
@@ -85,7 +97,11 @@ def test_remote_code_path_without_the_package(tiny_model, tmp_path):
 
 def test_id_map_module_is_hub_safe():
     source = (REPO_ROOT / "modeling_lmindexer" / "semantic_id_map.py").read_text()
-    roots = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from ")) and not line.startswith("from .")}
+    roots = {
+        line.split()[1].split(".")[0]
+        for line in source.splitlines()
+        if line.startswith(("import ", "from ")) and not line.startswith("from .")
+    }
     assert roots <= {"__future__", "json", "math", "os", "tempfile", "collections", "pathlib", "torch", "transformers"}
     assert "pickle" not in source and "torch.load" not in source
 
@@ -108,14 +124,29 @@ def test_retrieval_model_through_remote_code(tmp_path, demo_items, demo_tokenize
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     assert {p.name for p in folder.glob("*.py")} == {
-        "configuration_lmindexer.py", "modeling_lmindexer.py", "modeling_retrieval.py", "reconstructor.py", "losses.py",
-        "semantic_id_map.py", "trie.py", "pipeline_generative_retrieval.py", "causal_decoding.py", "history.py", "id_tokens.py",
+        "configuration_lmindexer.py",
+        "modeling_lmindexer.py",
+        "modeling_retrieval.py",
+        "reconstructor.py",
+        "losses.py",
+        "semantic_id_map.py",
+        "trie.py",
+        "pipeline_generative_retrieval.py",
+        "causal_decoding.py",
+        "history.py",
+        "id_tokens.py",
         "atomic_writes.py",
     }
     expected = model.retrieve(["gentle cleanser"], tokenizer=tokenizer, top_k=3, num_beams=6)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
-    result = subprocess.run([sys.executable, "-c", RETRIEVAL_LOADER, str(folder), "trust"], capture_output=True, text=True,
-                            env=env, cwd=tmp_path, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", RETRIEVAL_LOADER, str(folder), "trust"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip(), result.stderr[-3000:]
     remote = json.loads(result.stdout.strip().splitlines()[-1])

@@ -10,8 +10,12 @@ from lmindexer.trainers.data.demo import tiny_t5_config
 def indexer_dir(tmp_path_factory, demo_items, demo_tokenizer):
     torch.manual_seed(0)
     texts = [item["title"] for item in demo_items]
-    config = LMIndexerConfig(backbone_config=tiny_t5_config(len(demo_tokenizer), 32).to_dict(), id_length=2,
-                             codebook_sizes=[5, 4], dedup_size=128)
+    config = LMIndexerConfig(
+        backbone_config=tiny_t5_config(len(demo_tokenizer), 32).to_dict(),
+        id_length=2,
+        codebook_sizes=[5, 4],
+        dedup_size=128,
+    )
     indexer = LMIndexerForSemanticID(config).eval()
     encoded = demo_tokenizer(texts, padding=True, return_tensors="pt")
     codes = indexer.assign_codes(encoded["input_ids"], encoded["attention_mask"])
@@ -76,8 +80,9 @@ def test_save_and_load_with_the_map(retriever, tmp_path):
         assert isinstance(loaded, LMIndexerForGenerativeRetrieval)
         assert loaded.id_map == retriever.id_map
         query = ["gentle cleanser"]
-        assert loaded.eval().retrieve(query, tokenizer=AutoTokenizer.from_pretrained(tmp_path), top_k=3, num_beams=6) == \
-            retriever.retrieve(query, top_k=3, num_beams=6)
+        assert loaded.eval().retrieve(
+            query, tokenizer=AutoTokenizer.from_pretrained(tmp_path), top_k=3, num_beams=6
+        ) == retriever.retrieve(query, top_k=3, num_beams=6)
 
 
 def test_any_backbone_and_any_map(demo_tokenizer, demo_items):
@@ -134,14 +139,17 @@ def test_bert2bert_indexer_becomes_a_retriever(tmp_path):
     vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{f"w{i}": 4 + i for i in range(60)}}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
-                                        cls_token="[CLS]", sep_token="[SEP]")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+    )
     side = dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
-    backbone = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(**side), BertConfig(**side),
-                                                                 decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)
+    backbone = EncoderDecoderConfig.from_encoder_decoder_configs(
+        BertConfig(**side), BertConfig(**side), decoder_start_token_id=2, pad_token_id=0, eos_token_id=3
+    )
     torch.manual_seed(0)
-    indexer = LMIndexerForSemanticID(LMIndexerConfig(backbone_config=backbone.to_dict(), id_length=2, codebook_sizes=[3, 3],
-                                                     dedup_size=8)).eval()
+    indexer = LMIndexerForSemanticID(
+        LMIndexerConfig(backbone_config=backbone.to_dict(), id_length=2, codebook_sizes=[3, 3], dedup_size=8)
+    ).eval()
     texts = [" ".join(f"w{(i * 7 + j) % 60}" for j in range(5)) for i in range(20)]
     encoded = tokenizer(texts, padding=True, return_tensors="pt")
     codes = indexer.assign_codes(encoded["input_ids"], encoded["attention_mask"])
@@ -149,11 +157,16 @@ def test_bert2bert_indexer_becomes_a_retriever(tmp_path):
     indexer.config.dedup_size = 32
     retriever = LMIndexerForGenerativeRetrieval.from_indexer(indexer, tokenizer=tokenizer, id_map=id_map).eval()
     offset = retriever.config.id_token_offsets[0]
-    for table in (retriever.backbone.encoder.get_input_embeddings().weight,
-                  retriever.backbone.decoder.get_input_embeddings().weight,
-                  retriever.backbone.get_output_embeddings().weight):
+    for table in (
+        retriever.backbone.encoder.get_input_embeddings().weight,
+        retriever.backbone.decoder.get_input_embeddings().weight,
+        retriever.backbone.get_output_embeddings().weight,
+    ):
         assert table.shape[0] == len(tokenizer)
-    for table in (retriever.backbone.decoder.get_input_embeddings().weight, retriever.backbone.get_output_embeddings().weight):
+    for table in (
+        retriever.backbone.decoder.get_input_embeddings().weight,
+        retriever.backbone.get_output_embeddings().weight,
+    ):
         assert torch.equal(table[offset : offset + 3], indexer.codebooks[1].weight)
     ranked = retriever.retrieve([texts[0]], tokenizer=tokenizer, top_k=4, num_beams=4)[0]
     assert len(ranked) == 4 and all(retriever.id_map.semantic_id(r["doc_id"]) == r["semantic_id"] for r in ranked)
@@ -188,6 +201,8 @@ def test_each_hits_score_is_the_teacher_forced_log_probability_of_its_id(retriev
         codes = torch.tensor([hit["semantic_id"]])
         labels = torch.cat([retriever.codes_to_tokens(codes), torch.tensor([[retriever.eos_token_id]])], dim=1)
         with torch.no_grad():
-            logits = retriever(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], labels=labels).logits
+            logits = retriever(
+                input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], labels=labels
+            ).logits
         log_probs = logits.float().log_softmax(-1).gather(2, labels[..., None]).squeeze(-1)
         assert hit["score"] == pytest.approx(float(log_probs.sum() / labels.shape[1]), abs=1e-4)

@@ -61,15 +61,18 @@ def test_statistics_computed_independently():
 
 def test_overflow_error_says_how_large_dedup_must_be():
     codes = torch.tensor([[1, 1]] * 5 + [[0, 0]])
-    with pytest.raises(ValueError, match="5 documents share one learned ID .* holds only 3: set `dedup_size` to at least 5"):
+    with pytest.raises(
+        ValueError, match="5 documents share one learned ID .* holds only 3: set `dedup_size` to at least 5"
+    ):
         SemanticIDMap.from_codes([str(i) for i in range(6)], codes, SIZES, 3)
 
 
 @pytest.mark.parametrize("suffix", [".json", ".safetensors"])
 def test_round_trip_and_atomic_write(tmp_path, suffix):
     doc_ids = ["α-1", "b/2", "c\n3", 'd"4']
-    id_map = SemanticIDMap.from_codes(doc_ids, torch.tensor([[1, 2], [1, 2], [0, 0], [3, 1]]), SIZES, 4,
-                                      doc_titles=["t1", "t2", "t3", "t4"])
+    id_map = SemanticIDMap.from_codes(
+        doc_ids, torch.tensor([[1, 2], [1, 2], [0, 0], [3, 1]]), SIZES, 4, doc_titles=["t1", "t2", "t3", "t4"]
+    )
     path = id_map.save(tmp_path / f"map{suffix}")
     loaded = SemanticIDMap.load(path)
     assert loaded == id_map and loaded.title("c\n3") == "t3"

@@ -20,8 +20,16 @@ from lmindexer.hub_cards import export_space, push_space, save_for_hub
 gradio = pytest.importorskip("gradio", reason="the Spaces demo needs gradio (pip install -e '.[dev]')")
 
 ARTIFACTS = Path(os.environ.get("LMINDEXER_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +60,9 @@ def test_search_history_and_id_tree(published, demo_items, monkeypatch, tmp_path
     history = [demo_items[4]["item_id"], demo_items[9]["item_id"]]
     assert demo.query_text("", history) == f"{demo_items[4]['title']} | {demo_items[9]['title']}"
     by_history, _, _ = demo.search("", history, 3)
-    joined = model.retrieve([f"{demo_items[4]['title']} | {demo_items[9]['title']}"], tokenizer=tokenizer, top_k=3, num_beams=20)[0]
+    joined = model.retrieve(
+        [f"{demo_items[4]['title']} | {demo_items[9]['title']}"], tokenizer=tokenizer, top_k=3, num_beams=20
+    )[0]
     assert [row[1] for row in by_history] == [hit["doc_id"] for hit in joined]
     with pytest.raises(gradio.Error, match="Type a query or pick"):
         demo.search("  ", [], 3)
@@ -87,13 +97,24 @@ def test_exported_space_and_its_push(fake_hub, tmp_path):
     card = SpaceCard.load(tmp_path / "space" / "README.md")
     assert card.data.sdk == "gradio" and card.data.app_file == "app.py" and card.data.models == ["org/tiny-retriever"]
     assert card.data.sdk_version == gradio.__version__
-    assert json.loads((tmp_path / "space" / "space_config.json").read_text()) == {"model": "org/tiny-retriever", "revision": "abc123"}
+    assert json.loads((tmp_path / "space" / "space_config.json").read_text()) == {
+        "model": "org/tiny-retriever",
+        "revision": "abc123",
+    }
     requirements = (tmp_path / "space" / "requirements.txt").read_text()
     assert "transformers>=5.0,<6" in requirements and "lmindexer" not in requirements  # the model brings its code
 
     push_space("org/tiny-retriever", "org/tiny-demo", revision="abc123", token="hf_space")
-    assert fake_hub.repos == [{"repo_id": "org/tiny-demo", "private": None, "exist_ok": True, "repo_type": "space",
-                               "space_sdk": "gradio", "token": "hf_space"}]
+    assert fake_hub.repos == [
+        {
+            "repo_id": "org/tiny-demo",
+            "private": None,
+            "exist_ok": True,
+            "repo_type": "space",
+            "space_sdk": "gradio",
+            "token": "hf_space",
+        }
+    ]
     assert fake_hub.commits[0]["repo_type"] == "space"
     assert sorted(fake_hub.commits[0]["paths"]) == written
 
@@ -141,7 +162,9 @@ def poll(condition, timeout: float) -> bool:
 
 
 def test_space_in_a_headless_browser(published, demo_items, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
+    )
     chromium = find_chromium()
     if chromium is None:
         pytest.skip("no Chromium on this machine: install Debian's `chromium` package (.ci/run does)")
@@ -154,10 +177,15 @@ def test_space_in_a_headless_browser(published, demo_items, tmp_path):
     assert [hit["doc_id"] for hit in by_history] != [hit["doc_id"] for hit in expected]
 
     port = free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    env = dict(
+        os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules")
+    )
     server = subprocess.Popen(
         [sys.executable, "-m", "lmindexer.trainers.cli", "space", "--model", str(folder), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         url = f"http://127.0.0.1:{port}/"
@@ -169,13 +197,17 @@ def test_space_in_a_headless_browser(published, demo_items, tmp_path):
             page.locator("#query textarea").fill("gentle cleanser")
             page.locator("#search-button").click()
             top_doc = expected[0]["doc_id"]
-            page.wait_for_function(f"document.querySelector('#results')?.innerText.includes({json.dumps(top_doc)})", timeout=60_000)
+            page.wait_for_function(
+                f"document.querySelector('#results')?.innerText.includes({json.dumps(top_doc)})", timeout=60_000
+            )
             table = page.locator("#results").inner_text()
             for hit in expected:
                 assert hit["doc_id"] in table and hit["title"] in table
             readable = "".join(f"<id_{p}_{c}>" for p, c in enumerate(expected[0]["semantic_id"], start=1))
             assert readable in table
-            page.wait_for_function(f"document.querySelector('#id-tree')?.innerText.includes({json.dumps(readable)})", timeout=30_000)
+            page.wait_for_function(
+                f"document.querySelector('#id-tree')?.innerText.includes({json.dumps(readable)})", timeout=30_000
+            )
             assert "Documents sharing its learned ID" in page.locator("#id-tree").inner_text()
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "space_demo.png"), full_page=True)
@@ -193,8 +225,9 @@ def test_space_in_a_headless_browser(published, demo_items, tmp_path):
                 assert item["title"] in page.locator("#history").inner_text()
             page.locator("#search-button").click()
             # Ranked as model.retrieve ranks the rendered history; polled until the table has been replaced.
-            assert poll(lambda: ranked_in_table(page.locator("#results").inner_text(), by_history), timeout=60), \
+            assert poll(lambda: ranked_in_table(page.locator("#results").inner_text(), by_history), timeout=60), (
                 page.locator("#results").inner_text()
+            )
             page.screenshot(path=str(ARTIFACTS / "space_demo_history.png"), full_page=True)
             browser.close()
         assert (ARTIFACTS / "space_demo.png").stat().st_size > 10_000

@@ -31,24 +31,44 @@ from lmindexer.trainers.indexer.trainer import IndexerTrainer
 
 
 def demo_corpus(items, count=None):
-    return build_corpus(items[:count] if count else items, "item_id", ["title", "brand"], "subcategory", title_field="title")
+    return build_corpus(
+        items[:count] if count else items, "item_id", ["title", "brand"], "subcategory", title_field="title"
+    )
 
 
 def tiny_model(tokenizer, **overrides):
     torch.manual_seed(0)
     # The recipe as Python-built configs defaulted to it when the demo map was pinned (DEMO_MAP_SHA256).
-    settings = dict(BEFORE_RECIPE, backbone_config=tiny_t5_config(len(tokenizer), d_model=32).to_dict(), id_length=2,
-                    codebook_sizes=[4, 4], dedup_size=64, reconstructor_max_positions=64)
+    settings = dict(
+        BEFORE_RECIPE,
+        backbone_config=tiny_t5_config(len(tokenizer), d_model=32).to_dict(),
+        id_length=2,
+        codebook_sizes=[4, 4],
+        dedup_size=64,
+        reconstructor_max_positions=64,
+    )
     settings.update(overrides)
     return LMIndexerForSemanticID(LMIndexerConfig(**settings))
 
 
 def tiny_args(output_dir, **overrides):
     settings = dict(
-        output_dir=str(output_dir), report_to="none", disable_tqdm=True, save_strategy="no", logging_steps=5,
-        reconstructor_warmup_epochs=1, encoder_warmup_epochs=1, codebook_epochs=1,
-        reconstructor_warmup_batch_size=16, encoder_warmup_batch_size=16, codebook_batch_size=16,
-        assignment_batch_size=32, kmeans_iterations=5, diagnostics_sample=32, seed=7, use_cpu=True,
+        output_dir=str(output_dir),
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=5,
+        reconstructor_warmup_epochs=1,
+        encoder_warmup_epochs=1,
+        codebook_epochs=1,
+        reconstructor_warmup_batch_size=16,
+        encoder_warmup_batch_size=16,
+        codebook_batch_size=16,
+        assignment_batch_size=32,
+        kmeans_iterations=5,
+        diagnostics_sample=32,
+        seed=7,
+        use_cpu=True,
         encoder_warmup_groups_by_prefix=False,  # as when the demo map was pinned (DEMO_MAP_SHA256)
     )
     settings.update(overrides)
@@ -56,8 +76,9 @@ def tiny_args(output_dir, **overrides):
 
 
 def run_pipeline(items, tokenizer, output_dir, **overrides):
-    pipeline = IndexerTrainer(tiny_model(tokenizer), tokenizer, demo_corpus(items), tiny_args(output_dir, **overrides),
-                                       max_length=32)
+    pipeline = IndexerTrainer(
+        tiny_model(tokenizer), tokenizer, demo_corpus(items), tiny_args(output_dir, **overrides), max_length=32
+    )
     return pipeline, pipeline.train()
 
 
@@ -66,23 +87,37 @@ def tokenised_dataset(tokenizer, items, prefix=None, length=None):
 
     texts = [item["title"] for item in items]
     encoded = tokenizer(texts, max_length=length or 32, truncation=True, padding="max_length" if length else False)
-    columns = {"row": list(range(len(texts))), "input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    columns = {
+        "row": list(range(len(texts))),
+        "input_ids": encoded["input_ids"],
+        "attention_mask": encoded["attention_mask"],
+    }
     columns["prefix_codes"] = prefix if prefix is not None else [[] for _ in texts]
     return datasets.Dataset.from_dict(columns)
 
 
 # ----------------------------------------------------------------------------------------------- stages
-@pytest.mark.parametrize("trainer_class, position", [(ReconstructorWarmupTrainer, 1), (EncoderWarmupTrainer, 1),
-                                                     (CodebookTrainer, 2)])
+@pytest.mark.parametrize(
+    "trainer_class, position", [(ReconstructorWarmupTrainer, 1), (EncoderWarmupTrainer, 1), (CodebookTrainer, 2)]
+)
 def test_each_stage_trains_what_it_should(trainer_class, position, demo_items, demo_tokenizer, tmp_path, caplog):
     model = tiny_model(demo_tokenizer)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     prefix = [[i % 2] for i in range(len(demo_items))] if position == 2 else None
     trainer = trainer_class(
         model=model,
-        args=TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, report_to="none",
-                               learning_rate=1e-2, remove_unused_columns=False, logging_steps=1, save_strategy="no",
-                               use_cpu=True, disable_tqdm=True),
+        args=TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=3,
+            per_device_train_batch_size=8,
+            report_to="none",
+            learning_rate=1e-2,
+            remove_unused_columns=False,
+            logging_steps=1,
+            save_strategy="no",
+            use_cpu=True,
+            disable_tqdm=True,
+        ),
         train_dataset=tokenised_dataset(demo_tokenizer, demo_items, prefix),
         data_collator=IndexerDataCollator(demo_tokenizer, 0.5),
         position=position,
@@ -108,10 +143,23 @@ def test_gradient_accumulation_matches_a_larger_batch(demo_items, demo_tokenizer
         model = tiny_model(demo_tokenizer, contrastive_weight=0.0)
         trainer = EncoderWarmupTrainer(
             model=model,
-            args=TrainingArguments(output_dir=str(tmp_path / f"b{batch_size}"), max_steps=1, per_device_train_batch_size=batch_size,
-                                   gradient_accumulation_steps=accumulation, learning_rate=0.5, optim="sgd", report_to="none",
-                                   remove_unused_columns=False, save_strategy="no", use_cpu=True, disable_tqdm=True,
-                                   seed=3, data_seed=3, lr_scheduler_type="constant", max_grad_norm=1e9),
+            args=TrainingArguments(
+                output_dir=str(tmp_path / f"b{batch_size}"),
+                max_steps=1,
+                per_device_train_batch_size=batch_size,
+                gradient_accumulation_steps=accumulation,
+                learning_rate=0.5,
+                optim="sgd",
+                report_to="none",
+                remove_unused_columns=False,
+                save_strategy="no",
+                use_cpu=True,
+                disable_tqdm=True,
+                seed=3,
+                data_seed=3,
+                lr_scheduler_type="constant",
+                max_grad_norm=1e9,
+            ),
             # Equal lengths: every document hides the same number of tokens, so the per-token mean decomposes.
             train_dataset=equal_length,
             data_collator=IndexerDataCollator(demo_tokenizer, 0.5, seed=1),
@@ -123,7 +171,9 @@ def test_gradient_accumulation_matches_a_larger_batch(demo_items, demo_tokenizer
     moved = [name for name in start if not torch.equal(results[0][name], start[name])]
     assert moved
     for name in moved:
-        torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-4, atol=1e-5, msg=name)  # float noise: 8.6e-6 seen with one thread
+        torch.testing.assert_close(
+            results[0][name], results[1][name], rtol=1e-4, atol=1e-5, msg=name
+        )  # float noise: 8.6e-6 seen with one thread
 
 
 def test_prefix_group_sampler_fills_batches_with_groups():
@@ -174,14 +224,22 @@ def test_pipeline_end_to_end(demo_items, demo_tokenizer, reference_run):
     tmp_path, id_map = reference_run
     assert len(id_map) == len(demo_items)
     assert len({tuple(row) for row in id_map.semantic_ids.tolist()}) == len(demo_items)
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "semantic_id_map.safetensors", "indexer_metrics.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "semantic_id_map.safetensors",
+        "indexer_metrics.json",
+    ):
         assert (tmp_path / name).exists(), name
     metrics = json.loads((tmp_path / "indexer_metrics.json").read_text())
     assert [stage.name for stage in plan_stages(2)] == list(metrics["stages"])
     codebook = metrics["stages"]["codebook_t2"]
     for key in ("perplexity_t2", "utilisation_t2", "diff_ratio_t2", "collision_rate", "ami_t2", "reconstruction_f1"):
         assert key in codebook
-    loaded = SemanticIDMap.load(tmp_path / "semantic_id_map.safetensors", config=LMIndexerForSemanticID.from_pretrained(tmp_path).config)
+    loaded = SemanticIDMap.load(
+        tmp_path / "semantic_id_map.safetensors", config=LMIndexerForSemanticID.from_pretrained(tmp_path).config
+    )
     assert loaded == id_map
     # The saved model reproduces the last position's codes given the frozen earlier ones (earlier codes are
     # frozen at their own stage, so later training may move the greedy argmax away from them).
@@ -189,8 +247,14 @@ def test_pipeline_end_to_end(demo_items, demo_tokenizer, reference_run):
 
     reloaded = LMIndexerForSemanticID.from_pretrained(tmp_path)
     frozen = id_map.semantic_ids[:, :2].numpy()
-    codes = assign_corpus(reloaded, demo_tokenizer, demo_corpus(demo_items).texts, prefix_codes=frozen[:, :1],
-                          max_length=32, progress=False)
+    codes = assign_corpus(
+        reloaded,
+        demo_tokenizer,
+        demo_corpus(demo_items).texts,
+        prefix_codes=frozen[:, :1],
+        max_length=32,
+        progress=False,
+    )
     assert np.array_equal(codes, frozen)
 
 
@@ -217,8 +281,13 @@ def test_same_seed_same_map_and_resume_between_stages(demo_items, demo_tokenizer
     assert resumed == reference
 
     with pytest.raises(ValueError, match="different config"):
-        pipeline = IndexerTrainer(tiny_model(demo_tokenizer, codebook_sizes=[5, 4]), demo_tokenizer,
-                                           demo_corpus(demo_items), tiny_args(tmp_path / "c", resume=True), max_length=32)
+        pipeline = IndexerTrainer(
+            tiny_model(demo_tokenizer, codebook_sizes=[5, 4]),
+            demo_tokenizer,
+            demo_corpus(demo_items),
+            tiny_args(tmp_path / "c", resume=True),
+            max_length=32,
+        )
         pipeline.train()
 
 
@@ -232,8 +301,13 @@ def test_nan_loss_stops_naming_stage_and_step(demo_items, demo_tokenizer, tmp_pa
 
 
 def test_fewer_documents_than_codes(demo_items, demo_tokenizer, tmp_path):
-    pipeline = IndexerTrainer(tiny_model(demo_tokenizer, codebook_sizes=[8, 4]), demo_tokenizer,
-                                       demo_corpus(demo_items, 6), tiny_args(tmp_path), max_length=32)
+    pipeline = IndexerTrainer(
+        tiny_model(demo_tokenizer, codebook_sizes=[8, 4]),
+        demo_tokenizer,
+        demo_corpus(demo_items, 6),
+        tiny_args(tmp_path),
+        max_length=32,
+    )
     with pytest.raises(ValueError, match="cannot make 8 codes from 6 documents"):
         pipeline.train()
 
@@ -244,7 +318,10 @@ def test_fewer_documents_than_codes(demo_items, demo_tokenizer, tmp_path):
         ([{"item_id": "a", "title": " ", "brand": ""}], "have no text after joining"),
         ([{"item_id": "a", "title": "x"}], "no field 'brand'"),
         ([], "empty"),
-        ([{"item_id": "a", "title": "x", "brand": "y"}, {"item_id": "a", "title": "z", "brand": "y"}], "Duplicate document IDs"),
+        (
+            [{"item_id": "a", "title": "x", "brand": "y"}, {"item_id": "a", "title": "z", "brand": "y"}],
+            "Duplicate document IDs",
+        ),
     ],
 )
 def test_corpus_bad_input(records, message):
@@ -253,7 +330,9 @@ def test_corpus_bad_input(records, message):
 
 
 def test_html_entities_are_unescaped():
-    corpus = build_corpus([{"item_id": 1, "title": "Salt &amp; Pepper", "brand": "Q&amp;A"}], "item_id", ["title", "brand"])
+    corpus = build_corpus(
+        [{"item_id": 1, "title": "Salt &amp; Pepper", "brand": "Q&amp;A"}], "item_id", ["title", "brand"]
+    )
     assert corpus.texts == ["Salt & Pepper; Q&A"] and corpus.doc_ids == ["1"]
 
 
@@ -266,7 +345,9 @@ def test_kmeans_codebook_separates_clusters_in_its_geometry(geometry):
     vectors = np.concatenate([d + rng.normal(0, 0.2, (50, 8)).astype(np.float32) for d in directions])
     centroids = kmeans_codebook(vectors, 4, geometry, seed=0, iterations=10, progress=True)
     if geometry == "cosine":
-        scores = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)) @ (centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).T
+        scores = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)) @ (
+            centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+        ).T
         assert np.allclose(np.linalg.norm(centroids, axis=1), np.linalg.norm(vectors, axis=1).mean(), rtol=1e-4)
     else:
         scores = vectors @ centroids.T
@@ -340,8 +421,9 @@ def spy_on_phases(monkeypatch, calls: list, first_call: dict | None = None) -> N
 
 
 @pytest.mark.slow
-def test_resume_skips_finished_stages_and_starts_from_their_state(demo_items, demo_tokenizer, tmp_path, monkeypatch,
-                                                                   caplog, reference_run):
+def test_resume_skips_finished_stages_and_starts_from_their_state(
+    demo_items, demo_tokenizer, tmp_path, monkeypatch, caplog, reference_run
+):
     """A resume that silently restarted from scratch, re-ran a finished stage, or read the checkpoint's state but
     went on with fresh weights or codes would still finish with a plausible map; this checks what it ran and from
     which state."""
@@ -384,7 +466,11 @@ def test_resume_skips_finished_stages_and_starts_from_their_state(demo_items, de
     # Finished stages are skipped ...
     assert calls == [("init_codebook", 2), ("train_codebook", 2), ("assign", 2)]
     started = [record.getMessage() for record in caplog.records if "starting stage" in record.getMessage()]
-    assert started == ["[kmeans_t2] starting stage 7/9", "[codebook_t2] starting stage 8/9", "[assign_t2] starting stage 9/9"]
+    assert started == [
+        "[kmeans_t2] starting stage 7/9",
+        "[codebook_t2] starting stage 8/9",
+        "[assign_t2] starting stage 9/9",
+    ]
     # ... and the remaining ones start from the checkpoint's weights and codes, not from a fresh model.
     assert np.array_equal(first_call["codes"], saved_codes)
     assert torch.equal(first_call["weights"][codebook_1], saved_weights[codebook_1])
@@ -406,12 +492,15 @@ def interrupt_reconstructor_warmup_after_a_checkpoint(demo_items, demo_tokenizer
 
 
 @pytest.mark.slow
-def test_another_runs_mid_stage_checkpoints_are_refused_or_cleared(demo_items, demo_tokenizer, tmp_path, monkeypatch,
-                                                                  reference_run):
+def test_another_runs_mid_stage_checkpoints_are_refused_or_cleared(
+    demo_items, demo_tokenizer, tmp_path, monkeypatch, reference_run
+):
     from lmindexer.trainers.indexer.stage_trainers import IndexerStageTrainer
 
     _, reference = reference_run  # seed 7
-    stage_dir = interrupt_reconstructor_warmup_after_a_checkpoint(demo_items, demo_tokenizer, tmp_path, monkeypatch, seed=11)
+    stage_dir = interrupt_reconstructor_warmup_after_a_checkpoint(
+        demo_items, demo_tokenizer, tmp_path, monkeypatch, seed=11
+    )
     assert (stage_dir / "checkpoint-2" / "trainer_state.json").exists()
     assert json.loads((stage_dir / "fingerprint.json").read_text())["seed"] == 11
 
@@ -497,8 +586,11 @@ def test_restore_falls_back_to_the_old_checkpoint_after_a_kill_between_renames(d
 
     monkeypatch.setattr(Path, "rename", killed_before_the_new_checkpoint_is_in_place)
     with pytest.raises(KeyboardInterrupt):
-        checkpoints.save(model, np.zeros((6, 2), dtype=np.int64),
-                         {"completed_stages": 9, "stage_names": names, "metrics": {}, "card": None})
+        checkpoints.save(
+            model,
+            np.zeros((6, 2), dtype=np.int64),
+            {"completed_stages": 9, "stage_names": names, "metrics": {}, "card": None},
+        )
     monkeypatch.setattr(Path, "rename", original_rename)
     assert not (tmp_path / "checkpoint-stage").exists() and (tmp_path / "checkpoint-stage.old").is_dir()
 
@@ -508,13 +600,22 @@ def test_restore_falls_back_to_the_old_checkpoint_after_a_kill_between_renames(d
 
 
 @pytest.mark.slow
-def test_resume_from_the_old_checkpoint_of_a_finished_run(demo_items, demo_tokenizer, tmp_path, monkeypatch, reference_run):
+def test_resume_from_the_old_checkpoint_of_a_finished_run(
+    demo_items, demo_tokenizer, tmp_path, monkeypatch, reference_run
+):
     folder, reference = reference_run
-    shutil.copytree(folder / "checkpoint-stage", tmp_path / "checkpoint-stage.old")  # as a kill between renames leaves it
+    shutil.copytree(
+        folder / "checkpoint-stage", tmp_path / "checkpoint-stage.old"
+    )  # as a kill between renames leaves it
     calls = []
     spy_on_phases(monkeypatch, calls)
-    trainer = IndexerTrainer(tiny_model(demo_tokenizer), demo_tokenizer, demo_corpus(demo_items),
-                             tiny_args(tmp_path, resume=True), max_length=32)
+    trainer = IndexerTrainer(
+        tiny_model(demo_tokenizer),
+        demo_tokenizer,
+        demo_corpus(demo_items),
+        tiny_args(tmp_path, resume=True),
+        max_length=32,
+    )
     id_map = trainer.train()
     assert calls == []  # every stage had finished
     assert np.array_equal(trainer.codes, reference.semantic_ids[:, :2].numpy())
@@ -527,15 +628,18 @@ def test_resume_from_the_old_checkpoint_of_a_finished_run(demo_items, demo_token
 @pytest.mark.slow
 def test_phases_run_by_hand_give_the_map_of_train(demo_items, demo_tokenizer, tmp_path, reference_run):
     _, reference = reference_run
-    trainer = IndexerTrainer(tiny_model(demo_tokenizer), demo_tokenizer, demo_corpus(demo_items), tiny_args(tmp_path),
-                             max_length=32)
+    trainer = IndexerTrainer(
+        tiny_model(demo_tokenizer), demo_tokenizer, demo_corpus(demo_items), tiny_args(tmp_path), max_length=32
+    )
     trainer.warm_up_reconstructor()
     for position in (1, 2):
         trainer.warm_up_encoder(position)
         trainer.init_codebook(position)
         trainer.train_codebook(position)
         if position == 1:  # refused before it touches anything: the run goes on unchanged
-            with pytest.raises(ValueError, match=r"encoder_warmup_t2 needs the codes of positions 1\.\.1; assign them first"):
+            with pytest.raises(
+                ValueError, match=r"encoder_warmup_t2 needs the codes of positions 1\.\.1; assign them first"
+            ):
                 trainer.warm_up_encoder(2)
         trainer.assign(position)
     id_map = trainer.build_id_map()
@@ -545,10 +649,13 @@ def test_phases_run_by_hand_give_the_map_of_train(demo_items, demo_tokenizer, tm
 
 
 def test_phases_out_of_order_are_refused(demo_items, demo_tokenizer, tmp_path):
-    trainer = IndexerTrainer(tiny_model(demo_tokenizer), demo_tokenizer, demo_corpus(demo_items), tiny_args(tmp_path),
-                             max_length=32)
+    trainer = IndexerTrainer(
+        tiny_model(demo_tokenizer), demo_tokenizer, demo_corpus(demo_items), tiny_args(tmp_path), max_length=32
+    )
     for phase in ("warm_up_encoder", "init_codebook", "train_codebook", "assign"):
-        with pytest.raises(ValueError, match=r"_t2 needs the codes of positions 1\.\.1; assign them first \(0 assigned"):
+        with pytest.raises(
+            ValueError, match=r"_t2 needs the codes of positions 1\.\.1; assign them first \(0 assigned"
+        ):
             getattr(trainer, phase)(2)
     with pytest.raises(ValueError, match=r"Assign all 2 positions before building the ID map \(0 assigned so far\)"):
         trainer.build_id_map()
@@ -584,10 +691,15 @@ def test_offline_hub_name_is_a_clear_error(monkeypatch):
 def test_stages_at_t2_see_whole_prefix_groups(trainer_class, groups_by_prefix, demo_items, demo_tokenizer, tmp_path):
     prefix = [[row % 6] for row in range(48)]  # six groups of eight documents, interleaved in corpus order
     trainer = trainer_class(
-        model=tiny_model(demo_tokenizer), train_dataset=tokenised_dataset(demo_tokenizer, demo_items[:48], prefix),
-        args=TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=16, report_to="none", use_cpu=True),
-        data_collator=IndexerDataCollator(demo_tokenizer, 0.3), position=2,
-        prefix_keys=np.array([codes[0] for codes in prefix]), groups_by_prefix=groups_by_prefix,
+        model=tiny_model(demo_tokenizer),
+        train_dataset=tokenised_dataset(demo_tokenizer, demo_items[:48], prefix),
+        args=TrainingArguments(
+            output_dir=str(tmp_path), per_device_train_batch_size=16, report_to="none", use_cpu=True
+        ),
+        data_collator=IndexerDataCollator(demo_tokenizer, 0.3),
+        position=2,
+        prefix_keys=np.array([codes[0] for codes in prefix]),
+        groups_by_prefix=groups_by_prefix,
     )
     seen = []
     for batch in trainer.get_train_dataloader():
@@ -609,12 +721,26 @@ def test_training_raises_id_quality_above_the_untrained_indexer_and_random_codes
     items = generate_demo_corpus(480, seed=0)
     tokenizer = train_tokenizer([f"{item['title']}; {item['brand']}" for item in items], vocab_size=400)
     corpus = demo_corpus(items)
-    recipe = dict(later_position_input="residual", center_hidden=True, pooled_hidden=True, contrastive_positive="dropout",
-                  reconstructor_warmup_input="hidden", reconstructor_position_norm=True, reconstruction_vocabulary="batch")
+    recipe = dict(
+        later_position_input="residual",
+        center_hidden=True,
+        pooled_hidden=True,
+        contrastive_positive="dropout",
+        reconstructor_warmup_input="hidden",
+        reconstructor_position_norm=True,
+        reconstruction_vocabulary="batch",
+    )
     trainer = IndexerTrainer(
-        tiny_model(tokenizer, id_length=1, codebook_sizes=[8], **recipe), tokenizer, corpus,
-        tiny_args(tmp_path, encoder_warmup_epochs=3.0, codebook_epochs=3.0, learning_rate=1e-3,
-                  encoder_warmup_groups_by_prefix=True),
+        tiny_model(tokenizer, id_length=1, codebook_sizes=[8], **recipe),
+        tokenizer,
+        corpus,
+        tiny_args(
+            tmp_path,
+            encoder_warmup_epochs=3.0,
+            codebook_epochs=3.0,
+            learning_rate=1e-3,
+            encoder_warmup_groups_by_prefix=True,
+        ),
         max_length=32,
     )
     trainer.init_codebook(1)

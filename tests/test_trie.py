@@ -18,11 +18,19 @@ def test_every_step_matches_a_python_reference(seed):
     depth = rng.randint(1, 5)
     sizes = [rng.randint(1, 9) for _ in range(depth)]
     offsets = [3 + sum(sizes[:level]) for level in range(depth)]  # disjoint token range per position, like <id_t_k>
-    sequences = sorted({tuple(offsets[level] + rng.randrange(sizes[level]) for level in range(depth)) for _ in range(rng.randint(1, 60))})
+    sequences = sorted(
+        {
+            tuple(offsets[level] + rng.randrange(sizes[level]) for level in range(depth))
+            for _ in range(rng.randint(1, 60))
+        }
+    )
     trie = SemanticIDTrie(torch.tensor(sequences))
     assert trie.num_sequences == len(sequences)
     prefixes = {seq[:cut] for seq in sequences for cut in range(depth)}
-    prefixes |= {tuple(rng.randrange(3, offsets[-1] + sizes[-1] + 2) for _ in range(rng.randint(0, depth - 1))) for _ in range(30)}
+    prefixes |= {
+        tuple(rng.randrange(3, offsets[-1] + sizes[-1] + 2) for _ in range(rng.randint(0, depth - 1)))
+        for _ in range(30)
+    }
     for prefix in prefixes:
         assert trie.allowed_tokens(list(prefix)) == reference_allowed(sequences, prefix), prefix
     # The processor allows exactly the reference set, per row, for a batch of mixed prefixes at one depth.
@@ -49,8 +57,17 @@ def test_prefix_outside_the_trie_may_only_end():
 
 def tiny_seq2seq(vocab_size=64):
     torch.manual_seed(0)
-    config = T5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    config = T5Config(
+        vocab_size=vocab_size,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     return T5ForConditionalGeneration(config).eval()
 
 
@@ -66,8 +83,13 @@ def test_twenty_beams_return_only_valid_ids_for_a_batch():
     model = tiny_seq2seq()
     inputs = torch.randint(3, 64, (3, 7))
     output = model.generate(
-        input_ids=inputs, num_beams=20, num_return_sequences=20, max_new_tokens=5, do_sample=False,
-        logits_processor=[TrieConstrainedLogitsProcessor(trie, eos_token_id=1)], output_scores=True,
+        input_ids=inputs,
+        num_beams=20,
+        num_return_sequences=20,
+        max_new_tokens=5,
+        do_sample=False,
+        logits_processor=[TrieConstrainedLogitsProcessor(trie, eos_token_id=1)],
+        output_scores=True,
         return_dict_in_generate=True,
     )
     generated = output.sequences
@@ -78,17 +100,28 @@ def test_twenty_beams_return_only_valid_ids_for_a_batch():
     for query in range(3):  # beams of one query are 20 distinct IDs
         assert len({tuple(row) for row in ids[query * 20 : (query + 1) * 20].tolist()}) == 20
     # Layout: each query's block equals generating that query alone.
-    alone = model.generate(input_ids=inputs[1:2], num_beams=20, num_return_sequences=20, max_new_tokens=5,
-                           logits_processor=[TrieConstrainedLogitsProcessor(trie, eos_token_id=1)])
+    alone = model.generate(
+        input_ids=inputs[1:2],
+        num_beams=20,
+        num_return_sequences=20,
+        max_new_tokens=5,
+        logits_processor=[TrieConstrainedLogitsProcessor(trie, eos_token_id=1)],
+    )
     assert torch.equal(alone[:, 1:4], ids[20:40])
 
 
 def test_fewer_ids_than_beams_does_not_crash_or_invent_ids():
     trie = SemanticIDTrie(torch.tensor([[10, 16], [10, 17], [11, 16]]))
     model = tiny_seq2seq()
-    output = model.generate(input_ids=torch.randint(3, 64, (2, 5)), num_beams=8, num_return_sequences=8,
-                            max_new_tokens=4, logits_processor=[TrieConstrainedLogitsProcessor(trie, eos_token_id=1)],
-                            output_scores=True, return_dict_in_generate=True)
+    output = model.generate(
+        input_ids=torch.randint(3, 64, (2, 5)),
+        num_beams=8,
+        num_return_sequences=8,
+        max_new_tokens=4,
+        logits_processor=[TrieConstrainedLogitsProcessor(trie, eos_token_id=1)],
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     ids = output.sequences[:, 1:3]
     valid = trie.contains(ids)
     scores = output.sequences_scores

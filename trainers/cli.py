@@ -63,8 +63,9 @@ def run_assign(args: AssignArguments) -> dict:
     return report
 
 
-def run_finetune(finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
-                 training_args: RetrievalTrainingArguments) -> dict:
+def run_finetune(
+    finetune_args: FinetuneArguments, data_args: DownstreamDataArguments, training_args: RetrievalTrainingArguments
+) -> dict:
     from .downstream.finetuning import finetune_retriever
 
     metrics = finetune_retriever(finetune_args, data_args, training_args)
@@ -139,12 +140,21 @@ def run_push(args: PushArguments):
     card_data = LMIndexerCardData.load(args.model) or LMIndexerCardData()  # a retriever's task is filled in later
     card_data.set_metadata(dataset=args.dataset, license=args.license, language=args.language)
     if args.save_to:
-        written = save_for_hub(model, args.save_to, tokenizer=tokenizer, card_data=card_data, repo_id=args.repo_id or None)
+        written = save_for_hub(
+            model, args.save_to, tokenizer=tokenizer, card_data=card_data, repo_id=args.repo_id or None
+        )
         print(f"Wrote {len(written)} files to {args.save_to}: {', '.join(written)}")
         return written
     commit = push_model_to_hub(
-        model, args.repo_id, tokenizer=tokenizer, card_data=card_data, commit_message=args.commit_message,
-        private=args.private, token=args.token, revision=args.revision, create_pr=args.create_pr,
+        model,
+        args.repo_id,
+        tokenizer=tokenizer,
+        card_data=card_data,
+        commit_message=args.commit_message,
+        private=args.private,
+        token=args.token,
+        revision=args.revision,
+        create_pr=args.create_pr,
     )
     print(f"Pushed to {commit.commit_url}")
     print(f'Pin this commit when loading with remote code: revision="{commit.oid}"')
@@ -157,8 +167,12 @@ class SpaceArguments:
     revision: str | None = field(default=None, metadata={"help": "Model revision (commit SHA) to load."})
     host: str = field(default="127.0.0.1")
     port: int | None = field(default=None, metadata={"help": "Default: Gradio's (7860, or the next free port)."})
-    export: str | None = field(default=None, metadata={"help": "Write a Space folder for --model here instead of running."})
-    push_space: str | None = field(default=None, metadata={"help": "Publish the Space to this repo (e.g. org/lmindexer-demo)."})
+    export: str | None = field(
+        default=None, metadata={"help": "Write a Space folder for --model here instead of running."}
+    )
+    push_space: str | None = field(
+        default=None, metadata={"help": "Publish the Space to this repo (e.g. org/lmindexer-demo)."}
+    )
     token: str | None = field(default=None)
 
 
@@ -183,14 +197,17 @@ class BenchArguments:
     suite: list[str] = field(default_factory=list, metadata={"help": "Positional: the benchmark to run, `ids`."})
 
 
-def run_bench(bench: BenchArguments, ids: BenchIDsArguments, index_args: IndexArguments,
-              training_args: IndexerTrainingArguments) -> dict:
+def run_bench(
+    bench: BenchArguments, ids: BenchIDsArguments, index_args: IndexArguments, training_args: IndexerTrainingArguments
+) -> dict:
     from .bench.ids import bench_ids
     from .bench.results import command_line
 
     if bench.suite != ["ids"]:
-        raise ValueError(f"Unknown benchmark {' '.join(bench.suite) or '(none)'}: the benchmarks are `lmindexer bench ids` "
-                         "`lmindexer bench rec` and `lmindexer bench retrieval`.")
+        raise ValueError(
+            f"Unknown benchmark {' '.join(bench.suite) or '(none)'}: the benchmarks are `lmindexer bench ids` "
+            "`lmindexer bench rec` and `lmindexer bench retrieval`."
+        )
     return bench_ids(ids, index_args, training_args, command=command_line())
 
 
@@ -200,9 +217,11 @@ def run_diagnose(args: DiagnoseArguments) -> dict:
     report = diagnose_indexer(args)
     for entry in report["positions"]:
         losses = entry["reconstruction_loss"]
-        print(f"t={entry['position']}: reconstruction loss true/shuffled/zero IDs {losses['true_ids']:.3f} / "
-              f"{losses['shuffled_ids']:.3f} / {losses['zero_ids']:.3f}; diff ratio {entry['diff_ratio']:.3f}; "
-              f"shared component {entry['shared_share_scored']:.1%}")
+        print(
+            f"t={entry['position']}: reconstruction loss true/shuffled/zero IDs {losses['true_ids']:.3f} / "
+            f"{losses['shuffled_ids']:.3f} / {losses['zero_ids']:.3f}; diff ratio {entry['diff_ratio']:.3f}; "
+            f"shared component {entry['shared_share_scored']:.1%}"
+        )
     print("\n".join(report["verdicts"]))
     print(f"Report written to {args.output}")
     return report
@@ -211,8 +230,12 @@ def run_diagnose(args: DiagnoseArguments) -> dict:
 def downstream_bench_runner(module: str, function: str) -> Callable:
     """A runner for `bench rec` / `bench retrieval`: call the API with the command line, print the Markdown table."""
 
-    def run(bench, finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
-            training_args: RetrievalTrainingArguments) -> dict:
+    def run(
+        bench,
+        finetune_args: FinetuneArguments,
+        data_args: DownstreamDataArguments,
+        training_args: RetrievalTrainingArguments,
+    ) -> dict:
         import importlib
 
         from .bench.results import command_line
@@ -257,31 +280,59 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "index": Command((IndexArguments, IndexerTrainingArguments), run_index,
-                     "Learn semantic IDs for a corpus (--method lmindexer by default; the demo catalogue by default)."),
+    "index": Command(
+        (IndexArguments, IndexerTrainingArguments),
+        run_index,
+        "Learn semantic IDs for a corpus (--method lmindexer by default; the demo catalogue by default).",
+    ),
     "assign": Command((AssignArguments,), run_assign, "Give semantic IDs to new documents and extend the saved map."),
-    "finetune": Command((FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments), run_finetune,
-                        "Fine-tune a retriever from a trained indexer (recommendation or retrieval) and evaluate it."),
-    "evaluate": Command((EvaluateArguments, DownstreamDataArguments), run_evaluate, "Recall/NDCG/MAP/MRR of a retriever."),
-    "retrieve": Command((RetrieveArguments,), run_retrieve,
-                        'Ranked documents for queries: lmindexer retrieve --model DIR "query".', positional="queries"),
-    "push": Command((PushArguments,), run_push,
-                    "Publish a trained indexer or retriever (weights, tokenizer, ID map, code, card) to the Hub."),
-    "space": Command((SpaceArguments,), run_space,
-                     "Run the Gradio demo on a retriever (or --export / --push_space a Space for it)."),
-    "bench": Command((BenchArguments, BenchIDsArguments, IndexArguments, IndexerTrainingArguments), run_bench,
-                     "Compare ID methods on a dataset folder: lmindexer bench ids --data DIR --methods rqkmeans,hkmeans.",
-                     positional="suite"),
-    "diagnose": Command((DiagnoseArguments,), run_diagnose,
-                        "Check a trained indexer's health: trained vs untrained AMI, whether IDs are used, prefix copying."),
-    "bench rec": Command((BenchRecArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments),
-                         downstream_bench_runner("bench.rec", "bench_rec"),
-                         "Compare ID methods downstream: lmindexer bench rec --data DIR --indexers A,B."),
-    "bench retrieval": Command((BenchRetrievalArguments, FinetuneArguments, DownstreamDataArguments,
-                                RetrievalTrainingArguments), downstream_bench_runner("bench.retrieval", "bench_retrieval"),
-                               "Compare ID methods for retrieval, with BM25 and dense: "
-                               "lmindexer bench retrieval --data BEIR_DIR --indexers A,B."),
-    "demo": Command((DemoArguments,), run_demo, "Build, save, reload and run a small untrained indexer on the demo corpus."),
+    "finetune": Command(
+        (FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments),
+        run_finetune,
+        "Fine-tune a retriever from a trained indexer (recommendation or retrieval) and evaluate it.",
+    ),
+    "evaluate": Command(
+        (EvaluateArguments, DownstreamDataArguments), run_evaluate, "Recall/NDCG/MAP/MRR of a retriever."
+    ),
+    "retrieve": Command(
+        (RetrieveArguments,),
+        run_retrieve,
+        'Ranked documents for queries: lmindexer retrieve --model DIR "query".',
+        positional="queries",
+    ),
+    "push": Command(
+        (PushArguments,),
+        run_push,
+        "Publish a trained indexer or retriever (weights, tokenizer, ID map, code, card) to the Hub.",
+    ),
+    "space": Command(
+        (SpaceArguments,), run_space, "Run the Gradio demo on a retriever (or --export / --push_space a Space for it)."
+    ),
+    "bench": Command(
+        (BenchArguments, BenchIDsArguments, IndexArguments, IndexerTrainingArguments),
+        run_bench,
+        "Compare ID methods on a dataset folder: lmindexer bench ids --data DIR --methods rqkmeans,hkmeans.",
+        positional="suite",
+    ),
+    "diagnose": Command(
+        (DiagnoseArguments,),
+        run_diagnose,
+        "Check a trained indexer's health: trained vs untrained AMI, whether IDs are used, prefix copying.",
+    ),
+    "bench rec": Command(
+        (BenchRecArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments),
+        downstream_bench_runner("bench.rec", "bench_rec"),
+        "Compare ID methods downstream: lmindexer bench rec --data DIR --indexers A,B.",
+    ),
+    "bench retrieval": Command(
+        (BenchRetrievalArguments, FinetuneArguments, DownstreamDataArguments, RetrievalTrainingArguments),
+        downstream_bench_runner("bench.retrieval", "bench_retrieval"),
+        "Compare ID methods for retrieval, with BM25 and dense: "
+        "lmindexer bench retrieval --data BEIR_DIR --indexers A,B.",
+    ),
+    "demo": Command(
+        (DemoArguments,), run_demo, "Build, save, reload and run a small untrained indexer on the demo corpus."
+    ),
 }
 
 

@@ -42,8 +42,9 @@ def run(context: PartContext) -> None:
     results.set("files", CUDA_TEST_FILES)
     results.set("tests", [])
     os.chdir(REPO_ROOT)
-    exit_code = pytest.main(["-m", "cuda", "-q", "-p", "no:cacheprovider", *CUDA_TEST_FILES],
-                            plugins=[OutcomeRecorder(results)])
+    exit_code = pytest.main(
+        ["-m", "cuda", "-q", "-p", "no:cacheprovider", *CUDA_TEST_FILES], plugins=[OutcomeRecorder(results)]
+    )
     outcomes = [entry["outcome"] for entry in results.data["tests"]]
     results.set("counts", {name: outcomes.count(name) for name in ("passed", "failed", "skipped")})
     results.set("pytest_exit_code", int(exit_code))

@@ -44,10 +44,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="CPU, toy sizes, output in a fresh temporary folder.")
     parser.add_argument("--out", help="Output folder (default: benchmarks/gpu, or a temporary folder with --smoke).")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"Comma-separated subset of {', '.join(PARTS)}.")
-    parser.add_argument("--limit", action="append", default=[], metavar="PART=SECONDS",
-                        help="Time limit of one part, e.g. --limit decoding=200 (repeatable).")
-    parser.add_argument("--rec_model", help="A trained causal recommender folder for `decoding` (random weights if unset).")
-    parser.add_argument("--search_model", help="A trained seq2seq retriever folder for `decoding` (random T5-base if unset).")
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="PART=SECONDS",
+        help="Time limit of one part, e.g. --limit decoding=200 (repeatable).",
+    )
+    parser.add_argument(
+        "--rec_model", help="A trained causal recommender folder for `decoding` (random weights if unset)."
+    )
+    parser.add_argument(
+        "--search_model", help="A trained seq2seq retriever folder for `decoding` (random T5-base if unset)."
+    )
     parser.add_argument("--launcher", choices=("fork", "subprocess"), help="How parts are started (see above).")
     parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # internal: run one part in this process
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)  # internal: that part's limit
@@ -67,7 +76,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if args.out is None:
         args.out = tempfile.mkdtemp(prefix="lmindexer-gpu-smoke-") if args.smoke else str(committed)
     if args.smoke and Path(args.out).resolve() == committed:
-        parser.error("--smoke writes toy figures: give an --out other than benchmarks/gpu, whose JSON files are the GPU's")
+        parser.error(
+            "--smoke writes toy figures: give an --out other than benchmarks/gpu, whose JSON files are the GPU's"
+        )
     for name in ("rec_model", "search_model"):
         folder = getattr(args, name)
         if folder and not (Path(folder) / "config.json").is_file():
@@ -84,9 +95,15 @@ def run_part(name: str, args: argparse.Namespace, command: str, seconds: float) 
     """Run part `name` in this process; a failure is written into its JSON. Returns the exit code."""
     from suite_common import PartContext
 
-    context = PartContext(name=name, out_dir=Path(args.out), smoke=args.smoke, command=command,
-                          deadline=time.monotonic() + seconds - MARGIN_S, rec_model=args.rec_model,
-                          search_model=args.search_model)
+    context = PartContext(
+        name=name,
+        out_dir=Path(args.out),
+        smoke=args.smoke,
+        command=command,
+        deadline=time.monotonic() + seconds - MARGIN_S,
+        rec_model=args.rec_model,
+        search_model=args.search_model,
+    )
     try:
         importlib.import_module(name).run(context)
         return 0
@@ -107,7 +124,8 @@ def launch(name: str, args: argparse.Namespace, command: str, argv: list[str]) -
         import multiprocessing
 
         process = multiprocessing.get_context("fork").Process(
-            target=lambda: sys.exit(run_part(name, args, command, limit)), name=name)
+            target=lambda: sys.exit(run_part(name, args, command, limit)), name=name
+        )
         process.start()
         process.join(limit)
         if process.is_alive():
@@ -115,9 +133,11 @@ def launch(name: str, args: argparse.Namespace, command: str, argv: list[str]) -
             process.join()
             return None, time.monotonic() - start
         return process.exitcode, time.monotonic() - start
-    child = subprocess.Popen([sys.executable, str(HERE / "suite.py"), *argv, "--out", args.out, "--part", name,
-                              "--seconds", str(limit)],
-                             start_new_session=True, env=dict(os.environ, GPU_SUITE_COMMAND=command))
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "suite.py"), *argv, "--out", args.out, "--part", name, "--seconds", str(limit)],
+        start_new_session=True,
+        env=dict(os.environ, GPU_SUITE_COMMAND=command),
+    )
     try:
         return child.wait(timeout=limit), time.monotonic() - start
     except subprocess.TimeoutExpired:
@@ -144,8 +164,13 @@ def settle(name: str, args: argparse.Namespace, command: str, exit_code: int | N
 
 
 def cuda_visible() -> bool:
-    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
-                           capture_output=True, text=True, timeout=120, check=False)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     return probe.stdout.strip() == "True"
 
 
@@ -157,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_part(args.part, args, command, args.seconds or args.limits[args.part])
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if not args.smoke and not cuda_visible():
-        print("No CUDA device is visible: run the suite on a GPU machine, or rehearse it here with --smoke.",
-              file=sys.stderr)
+        print(
+            "No CUDA device is visible: run the suite on a GPU machine, or rehearse it here with --smoke.",
+            file=sys.stderr,
+        )
         return 2
     if args.launcher == "fork":  # import once, before forking (never touching CUDA here)
         for module in ("lmindexer", "pytest", "lmindexer.trainers.downstream.causal_recommender", *args.parts):
@@ -172,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
 
     summary_path = write_summary(Path(args.out), verdicts, command, time.monotonic() - started, args.smoke)
     failed = [name for name, data in verdicts.items() if data["status"] != "ok"]
-    print(f"wrote {args.out} ({summary_path.name}); {len(verdicts) - len(failed)} of {len(verdicts)} parts ok"
-          + (f", not ok: {', '.join(failed)}" if failed else ""), flush=True)
+    print(
+        f"wrote {args.out} ({summary_path.name}); {len(verdicts) - len(failed)} of {len(verdicts)} parts ok"
+        + (f", not ok: {', '.join(failed)}" if failed else ""),
+        flush=True,
+    )
     return 1 if failed else 0
 
 

@@ -22,8 +22,25 @@ import torch
 # The test-time history of every Amazon Beauty user in `sequences.jsonl` (22,363 users): all items but the last,
 # at most 20 (the CPU preset's `max_history`), counted by length. The data does not travel to the GPU machine;
 # these counts let the suite decode histories of the real lengths with synthetic items.
-BEAUTY_TEST_HISTORY_LENGTHS = {4: 7162, 5: 4221, 6: 2680, 7: 1811, 8: 1366, 9: 881, 10: 695, 11: 558, 12: 439,
-                               13: 361, 14: 262, 15: 207, 16: 213, 17: 141, 18: 118, 19: 112, 20: 1136}
+BEAUTY_TEST_HISTORY_LENGTHS = {
+    4: 7162,
+    5: 4221,
+    6: 2680,
+    7: 1811,
+    8: 1366,
+    9: 881,
+    10: 695,
+    11: 558,
+    12: 439,
+    13: 361,
+    14: 262,
+    15: 207,
+    16: 213,
+    17: 141,
+    18: 118,
+    19: 112,
+    20: 1136,
+}
 BEAUTY_ITEMS = 12_101
 PAPER_LAYOUT = [256, 256, 256]  # 3 learned positions of 256 codes, plus the dedup position
 T5_TEXT_VOCABULARY = 32_100
@@ -49,10 +66,16 @@ class PartContext:
         return self.deadline - time.monotonic()
 
     def result_file(self) -> ResultFile:
-        return ResultFile(self.out_dir / f"{self.name}.json", {
-            "group": self.name, "smoke": self.smoke, "command": self.command, "environment": environment(self.device),
-            "status": "running",
-        })
+        return ResultFile(
+            self.out_dir / f"{self.name}.json",
+            {
+                "group": self.name,
+                "smoke": self.smoke,
+                "command": self.command,
+                "environment": environment(self.device),
+                "status": "running",
+            },
+        )
 
 
 class ResultFile:
@@ -81,13 +104,20 @@ class ResultFile:
 def environment(device: str) -> dict:
     import transformers
 
-    info = {"device": f"{platform.machine()} CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)",
-            "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
-            "python": platform.python_version()}
+    info = {
+        "device": f"{platform.machine()} CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
     if device == "cuda":
         properties = torch.cuda.get_device_properties(0)
-        info.update(device=torch.cuda.get_device_name(0), gpu_memory_gib=round(properties.total_memory / 2**30, 1),
-                    multiprocessors=properties.multi_processor_count)
+        info.update(
+            device=torch.cuda.get_device_name(0),
+            gpu_memory_gib=round(properties.total_memory / 2**30, 1),
+            multiprocessors=properties.multi_processor_count,
+        )
     return info
 
 
@@ -107,8 +137,12 @@ def timed(function, device: str) -> tuple[float, object]:
 
 
 def summary(samples: list[float], scale: float = 1.0, digits: int = 4) -> dict:
-    return {"median": round(statistics.median(samples) * scale, digits), "min": round(min(samples) * scale, digits),
-            "max": round(max(samples) * scale, digits), "n": len(samples)}
+    return {
+        "median": round(statistics.median(samples) * scale, digits),
+        "min": round(min(samples) * scale, digits),
+        "max": round(max(samples) * scale, digits),
+        "n": len(samples),
+    }
 
 
 class RegionTimer:
@@ -235,8 +269,18 @@ def t5_config(smoke: bool, vocab_size: int, size: str = "base"):
 
     dims = {"base": (768, 3072, 12, 12), "small": (512, 2048, 6, 8), "tiny": (32, 64, 1, 4)}["tiny" if smoke else size]
     d_model, d_ff, layers, heads = dims
-    return T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=d_model // heads, d_ff=d_ff, num_layers=layers,
-                    num_heads=heads, dropout_rate=0.1, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=d_model // heads,
+        d_ff=d_ff,
+        num_layers=layers,
+        num_heads=heads,
+        dropout_rate=0.1,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
 
 
 def random_seq2seq_retriever(id_map, smoke: bool, text_vocabulary: int = T5_TEXT_VOCABULARY, device: str = "cpu"):
@@ -248,9 +292,15 @@ def random_seq2seq_retriever(id_map, smoke: bool, text_vocabulary: int = T5_TEXT
     sizes = id_map.vocabulary_sizes
     offsets = [text_vocabulary + sum(sizes[:position]) for position in range(len(sizes))]
     backbone = t5_config(smoke, text_vocabulary + sum(sizes))
-    config = LMIndexerRetrievalConfig(backbone_config=backbone.to_dict(), id_length=id_map.id_length,
-                                      codebook_sizes=id_map.codebook_sizes, dedup_size=id_map.dedup_size,
-                                      id_map_run_id=id_map.run_id, id_token_offsets=offsets, id_token_init="model")
+    config = LMIndexerRetrievalConfig(
+        backbone_config=backbone.to_dict(),
+        id_length=id_map.id_length,
+        codebook_sizes=id_map.codebook_sizes,
+        dedup_size=id_map.dedup_size,
+        id_map_run_id=id_map.run_id,
+        id_token_offsets=offsets,
+        id_token_init="model",
+    )
     torch.manual_seed(0)
     with torch.device(device):
         model = LMIndexerForGenerativeRetrieval(config)
@@ -263,19 +313,21 @@ def random_seq2seq_retriever(id_map, smoke: bool, text_vocabulary: int = T5_TEXT
 def random_causal_recommender(id_map, max_history: int = 20):
     """The causal recommender of `lmindexer finetune --preset cpu` (GPT-2, 2 layers, d_model 128, 4 heads, ID-only
     vocabulary), built by the preset's own code, with fresh weights."""
+    from lmindexer import LMIndexerForGenerativeRetrieval
     from lmindexer.trainers.downstream.causal_recommender import (
         CausalModelArguments,
         causal_backbone_config,
     )
     from lmindexer.trainers.downstream.id_streams import id_vocabulary_tokenizer
 
-    from lmindexer import LMIndexerForGenerativeRetrieval
-
     tokenizer = id_vocabulary_tokenizer(id_map.vocabulary_sizes)
     longest = 1 + (max_history + 1) * len(id_map.vocabulary_sizes)
     torch.manual_seed(0)
     return LMIndexerForGenerativeRetrieval.from_causal_config(
-        causal_backbone_config(CausalModelArguments(), longest), tokenizer, id_map, history_max_items=max_history,
+        causal_backbone_config(CausalModelArguments(), longest),
+        tokenizer,
+        id_map,
+        history_max_items=max_history,
         max_query_length=longest,
     ).eval()
 

@@ -32,18 +32,39 @@ from suite_common import (
     timed,
 )
 
-FULL = {"rec_batch": 256, "indexer_batch": 128, "document_lengths": [64, 512], "codebook_size": 512,
-        "warmup_steps": 2, "timed_steps": 5, "layout": PAPER_LAYOUT, "items": BEAUTY_ITEMS, "reserve_s": 25}
-SMOKE = {"rec_batch": 8, "indexer_batch": 8, "document_lengths": [12], "codebook_size": 8, "warmup_steps": 1,
-         "timed_steps": 2, "layout": [16, 16, 16], "items": 500, "reserve_s": 1}
+FULL = {
+    "rec_batch": 256,
+    "indexer_batch": 128,
+    "document_lengths": [64, 512],
+    "codebook_size": 512,
+    "warmup_steps": 2,
+    "timed_steps": 5,
+    "layout": PAPER_LAYOUT,
+    "items": BEAUTY_ITEMS,
+    "reserve_s": 25,
+}
+SMOKE = {
+    "rec_batch": 8,
+    "indexer_batch": 8,
+    "document_lengths": [12],
+    "codebook_size": 8,
+    "warmup_steps": 1,
+    "timed_steps": 2,
+    "layout": [16, 16, 16],
+    "items": 500,
+    "reserve_s": 1,
+}
 # reserve_s: the longest one measurement may take; none is started with less of the part's time left.
 
 
 def run(context: PartContext) -> None:
     settings = SMOKE if context.smoke else FULL
     results = context.result_file()
-    results.set("settings", {key: value for key, value in settings.items() if key != "layout"}
-                | {"precision": "bf16 autocast, fp32 weights (as Trainer's --bf16)", "optimizer": "AdamW"})
+    results.set(
+        "settings",
+        {key: value for key, value in settings.items() if key != "layout"}
+        | {"precision": "bf16 autocast, fp32 weights (as Trainer's --bf16)", "optimizer": "AdamW"},
+    )
     results.set("recommender", recommender_throughput(context, settings))
     results.set("indexer", [])
     for length in settings["document_lengths"]:
@@ -104,20 +125,28 @@ def recommender_throughput(context: PartContext, settings: dict) -> dict:
     users = synthetic_histories(id_map.doc_ids, [h + 1 for h in history_lengths(batch_size * steps, seed=1)], seed=1)
     rows = causal_training_streams(users, item_tokens, model.tokenizer.bos_token_id, window_items=21)
     collate = CausalStreamCollator(model.tokenizer.pad_token_id)
-    batches = [{key: value.to(device) for key, value in collate(rows[start : start + batch_size]).items()}
-               for start in range(0, len(rows) - batch_size + 1, batch_size)]
+    batches = [
+        {key: value.to(device) for key, value in collate(rows[start : start + batch_size]).items()}
+        for start in range(0, len(rows) - batch_size + 1, batch_size)
+    ]
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     seconds, losses = train_steps(model, batches, settings, device, learning_rate=1e-3)
     tokens = [int(batch["attention_mask"].sum()) for batch in batches]
     step = summary(seconds)
-    result = {"model": "GPT-2, 2 layers, d_model 128, 4 heads (the CPU preset), random weights",
-              "parameters": sum(parameter.numel() for parameter in model.parameters()), "batch_size": batch_size,
-              "streams": "causal_training_streams of synthetic users at Beauty's lengths (window 21 items)",
-              "mean_stream_tokens": round(sum(tokens) / (len(tokens) * batch_size), 1),
-              "step_seconds": step, "examples_per_s": round(batch_size / step["median"], 1),
-              "tokens_per_s": round(sum(tokens) / len(tokens) / step["median"], 1),
-              "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4), "peak_memory_gib": peak_memory(device)}
+    result = {
+        "model": "GPT-2, 2 layers, d_model 128, 4 heads (the CPU preset), random weights",
+        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+        "batch_size": batch_size,
+        "streams": "causal_training_streams of synthetic users at Beauty's lengths (window 21 items)",
+        "mean_stream_tokens": round(sum(tokens) / (len(tokens) * batch_size), 1),
+        "step_seconds": step,
+        "examples_per_s": round(batch_size / step["median"], 1),
+        "tokens_per_s": round(sum(tokens) / len(tokens) / step["median"], 1),
+        "loss_first": round(losses[0], 4),
+        "loss_last": round(losses[-1], 4),
+        "peak_memory_gib": peak_memory(device),
+    }
     print(f"training: recommender {result['examples_per_s']} examples/s", flush=True)
     return result
 
@@ -138,8 +167,13 @@ def indexer_throughput(context: PartContext, settings: dict, length: int) -> dic
 
     device = context.device
     backbone = t5_config(context.smoke, T5_TEXT_VOCABULARY if not context.smoke else 200)
-    config = LMIndexerConfig(backbone_config=backbone.to_dict(), id_length=3, codebook_sizes=settings["codebook_size"],
-                             dedup_size=16, reconstructor_max_positions=max(length, 16))
+    config = LMIndexerConfig(
+        backbone_config=backbone.to_dict(),
+        id_length=3,
+        codebook_sizes=settings["codebook_size"],
+        dedup_size=16,
+        reconstructor_max_positions=max(length, 16),
+    )
     torch.manual_seed(0)
     with torch.device(device):
         indexer = LMIndexerForSemanticID(config)
@@ -149,18 +183,29 @@ def indexer_throughput(context: PartContext, settings: dict, length: int) -> dic
     for _ in range(2):
         input_ids = torch.randint(3, backbone.vocab_size, (batch_size, length), generator=generator)
         prefix = torch.randint(0, settings["codebook_size"], (batch_size, 1), generator=generator)
-        batches.append({"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids).to(device),
-                        "prefix_codes": prefix.to(device)})
+        batches.append(
+            {
+                "input_ids": input_ids.to(device),
+                "attention_mask": torch.ones_like(input_ids).to(device),
+                "prefix_codes": prefix.to(device),
+            }
+        )
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     step_module = IndexerStep(indexer)
     seconds, losses = train_steps(step_module, batches, settings, device, learning_rate=1e-3, eps=1e-6)
     step = summary(seconds)
-    result = {"model": ("T5-base" if not context.smoke else "tiny T5") + ", random weights, every layer trained",
-              "parameters": sum(parameter.numel() for parameter in indexer.parameters()), "batch_size": batch_size,
-              "document_tokens": length, "step_seconds": step,
-              "documents_per_s": round(batch_size / step["median"], 1),
-              "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4), "peak_memory_gib": peak_memory(device)}
+    result = {
+        "model": ("T5-base" if not context.smoke else "tiny T5") + ", random weights, every layer trained",
+        "parameters": sum(parameter.numel() for parameter in indexer.parameters()),
+        "batch_size": batch_size,
+        "document_tokens": length,
+        "step_seconds": step,
+        "documents_per_s": round(batch_size / step["median"], 1),
+        "loss_first": round(losses[0], 4),
+        "loss_last": round(losses[-1], 4),
+        "peak_memory_gib": peak_memory(device),
+    }
     print(f"training: indexer at {length} tokens, {result['documents_per_s']} documents/s", flush=True)
     del indexer, step_module, batches
     return result

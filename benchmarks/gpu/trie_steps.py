@@ -33,10 +33,24 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-FULL = {"ids": [BEAUTY_ITEMS, 1_000_000], "loads": [(2, 20), (32, 20), (2, 256)], "layout": PAPER_LAYOUT,
-        "text_vocabulary": T5_TEXT_VOCABULARY, "query_length": 32, "repeats": 5, "reserve_s": 20}
-SMOKE = {"ids": [300, 3_000], "loads": [(2, 4), (4, 4), (1, 16)], "layout": [16, 16, 16], "text_vocabulary": 200,
-         "query_length": 8, "repeats": 1, "reserve_s": 1}
+FULL = {
+    "ids": [BEAUTY_ITEMS, 1_000_000],
+    "loads": [(2, 20), (32, 20), (2, 256)],
+    "layout": PAPER_LAYOUT,
+    "text_vocabulary": T5_TEXT_VOCABULARY,
+    "query_length": 32,
+    "repeats": 5,
+    "reserve_s": 20,
+}
+SMOKE = {
+    "ids": [300, 3_000],
+    "loads": [(2, 4), (4, 4), (1, 16)],
+    "layout": [16, 16, 16],
+    "text_vocabulary": 200,
+    "query_length": 8,
+    "repeats": 1,
+    "reserve_s": 1,
+}
 # reserve_s: the longest one measurement may take; none is started with less of the part's time left.
 ANCHOR = "STATIC reports 0.033 ms per decoding step at YouTube scale, measured outside HF generate"
 
@@ -86,12 +100,17 @@ def run(context: PartContext) -> None:
     device = context.device
     results = context.result_file()
     sizes = settings["layout"]
-    results.set("settings", {
-        "model": "t5-small-sized seq2seq, random weights" if not context.smoke else "tiny T5, random weights",
-        "ids": "uniformly random codes, layout " + " x ".join(map(str, sizes)) + " + dedup",
-        "text_vocabulary": settings["text_vocabulary"], "query_tokens": settings["query_length"],
-        "repeats": settings["repeats"], "anchor": ANCHOR,
-    })
+    results.set(
+        "settings",
+        {
+            "model": "t5-small-sized seq2seq, random weights" if not context.smoke else "tiny T5, random weights",
+            "ids": "uniformly random codes, layout " + " x ".join(map(str, sizes)) + " + dedup",
+            "text_vocabulary": settings["text_vocabulary"],
+            "query_tokens": settings["query_length"],
+            "repeats": settings["repeats"],
+            "anchor": ANCHOR,
+        },
+    )
     results.set("runs", [])
     maps = {count: synthetic_id_map(count, sizes, seed=1) for count in settings["ids"]}
     largest = max(sum(id_map.vocabulary_sizes) for id_map in maps.values())
@@ -100,8 +119,12 @@ def run(context: PartContext) -> None:
     model = T5ForConditionalGeneration(t5_config(context.smoke, vocabulary, size="small")).eval().to(device)
     eos = model.config.eos_token_id
     for count, id_map in maps.items():
-        offsets = torch.tensor([settings["text_vocabulary"] + sum(id_map.vocabulary_sizes[:p])
-                                for p in range(len(id_map.vocabulary_sizes))])
+        offsets = torch.tensor(
+            [
+                settings["text_vocabulary"] + sum(id_map.vocabulary_sizes[:p])
+                for p in range(len(id_map.vocabulary_sizes))
+            ]
+        )
         sequences = id_map.semantic_ids + offsets
         build_seconds, trie = timed(lambda sequences=sequences: SemanticIDTrie(sequences).to(device), device)
         dict_seconds, root = timed(lambda sequences=sequences: dict_trie(sequences.tolist()), "cpu")
@@ -117,13 +140,25 @@ def run(context: PartContext) -> None:
                 continue
             processors["hf_dict_trie"] = PrefixConstrainedLogitsProcessor(dict_prefix_function(root, eos), beams)
             generator = torch.Generator().manual_seed(batch * 1000 + beams)
-            inputs = torch.randint(3, settings["text_vocabulary"], (batch, settings["query_length"]), generator=generator)
+            inputs = torch.randint(
+                3, settings["text_vocabulary"], (batch, settings["query_length"]), generator=generator
+            )
             entry = measure_load(model, inputs.to(device), processors, depth, beams, settings["repeats"], device)
-            entry.update(ids=count, batch=batch, beams=beams, rows=batch * beams, vocabulary=vocabulary,
-                         tensor_trie_build_s=round(build_seconds, 3), dict_trie_build_s=round(dict_seconds, 3))
+            entry.update(
+                ids=count,
+                batch=batch,
+                beams=beams,
+                rows=batch * beams,
+                vocabulary=vocabulary,
+                tensor_trie_build_s=round(build_seconds, 3),
+                dict_trie_build_s=round(dict_seconds, 3),
+            )
             results.append("runs", entry)
-            print(f"trie_steps: {count} IDs, {batch} x {beams}: ours {entry['ours']['processor_ms_per_step']} ms/step, "
-                  f"HF {entry['hf_dict_trie']['processor_ms_per_step']} ms/step", flush=True)
+            print(
+                f"trie_steps: {count} IDs, {batch} x {beams}: ours {entry['ours']['processor_ms_per_step']} ms/step, "
+                f"HF {entry['hf_dict_trie']['processor_ms_per_step']} ms/step",
+                flush=True,
+            )
     results.set("status", "ok")
 
 
@@ -134,8 +169,12 @@ def measure_load(model, inputs, processors: dict, depth: int, beams: int, repeat
         unconstrained = processors[name] is None
         with torch.no_grad():
             return model.generate(
-                input_ids=inputs, attention_mask=torch.ones_like(inputs), num_beams=beams, num_return_sequences=beams,
-                max_new_tokens=new_tokens, min_new_tokens=new_tokens if unconstrained else None,
+                input_ids=inputs,
+                attention_mask=torch.ones_like(inputs),
+                num_beams=beams,
+                num_return_sequences=beams,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens if unconstrained else None,
                 logits_processor=[InstrumentedProcessor(processors[name], timer, counter)],
             )
 
@@ -144,9 +183,11 @@ def measure_load(model, inputs, processors: dict, depth: int, beams: int, repeat
         counter = HostSyncCounter(device)
         timer = RegionTimer(device)
         outputs[name] = generate(name, timer, counter)
-        entry[name] = {"host_reads_per_step": round(sum(counter.reads.values()) / len(timer.host_seconds), 2),
-                       "cuda_syncs_per_step": round(counter.cuda_syncs / len(timer.host_seconds), 2),
-                       "read_kinds": dict(counter.reads)}
+        entry[name] = {
+            "host_reads_per_step": round(sum(counter.reads.values()) / len(timer.host_seconds), 2),
+            "cuda_syncs_per_step": round(counter.cuda_syncs / len(timer.host_seconds), 2),
+            "read_kinds": dict(counter.reads),
+        }
     samples = {name: {"generate": [], "device": [], "host": [], "steps": 0} for name in processors}
     for _ in range(repeats):  # interleaved, so that drift hits every variant alike
         for name in processors:
@@ -161,12 +202,15 @@ def measure_load(model, inputs, processors: dict, depth: int, beams: int, repeat
         steps = sample["steps"]
         generate_s = statistics.median(sample["generate"])
         entry[name].update(
-            steps=steps, generate_ms=round(generate_s * 1e3, 3), generate_ms_per_step=round(generate_s * 1e3 / steps, 3),
+            steps=steps,
+            generate_ms=round(generate_s * 1e3, 3),
+            generate_ms_per_step=round(generate_s * 1e3 / steps, 3),
             processor_ms_per_step=round(statistics.mean(sample["device"]) * 1e3, 4),
             processor_host_ms_per_step=round(statistics.mean(sample["host"]) * 1e3, 4),
             over_unconstrained_ms_per_step=round((generate_s - free) * 1e3 / steps, 3),
         )
     entry["ours_equals_hf_sequences"] = bool(torch.equal(outputs["ours"].cpu(), outputs["hf_dict_trie"].cpu()))
-    entry["hf_over_ours_processor"] = round(entry["hf_dict_trie"]["processor_ms_per_step"]
-                                            / max(entry["ours"]["processor_ms_per_step"], 1e-9), 1)
+    entry["hf_over_ours_processor"] = round(
+        entry["hf_dict_trie"]["processor_ms_per_step"] / max(entry["ours"]["processor_ms_per_step"], 1e-9), 1
+    )
     return entry

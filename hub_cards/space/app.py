@@ -24,8 +24,10 @@ NEIGHBOURS_SHOWN = 8
 def configured_model() -> tuple[str | None, str | None]:
     """(model, revision) from the environment, else from `space_config.json`."""
     settings = json.loads(SPACE_CONFIG.read_text()) if SPACE_CONFIG.is_file() else {}
-    return (os.environ.get("LMINDEXER_MODEL") or settings.get("model"),
-            os.environ.get("LMINDEXER_REVISION") or settings.get("revision"))
+    return (
+        os.environ.get("LMINDEXER_MODEL") or settings.get("model"),
+        os.environ.get("LMINDEXER_REVISION") or settings.get("revision"),
+    )
 
 
 class RetrievalDemo:
@@ -70,9 +72,13 @@ class RetrievalDemo:
         text = self.query_text(query, history)
         top_k = int(top_k)
         ranked = self.model.retrieve([text], tokenizer=self.tokenizer, top_k=top_k, num_beams=max(20, top_k))[0]
-        rows = [[rank, hit["doc_id"], self.readable_id(hit["semantic_id"]), hit.get("title") or "", round(hit["score"], 4)]
-                for rank, hit in enumerate(ranked, start=1)]
-        choices = [(f"{rank}. {hit.get('title') or hit['doc_id']}", hit["doc_id"]) for rank, hit in enumerate(ranked, start=1)]
+        rows = [
+            [rank, hit["doc_id"], self.readable_id(hit["semantic_id"]), hit.get("title") or "", round(hit["score"], 4)]
+            for rank, hit in enumerate(ranked, start=1)
+        ]
+        choices = [
+            (f"{rank}. {hit.get('title') or hit['doc_id']}", hit["doc_id"]) for rank, hit in enumerate(ranked, start=1)
+        ]
         first = ranked[0]["doc_id"] if ranked else None
         return rows, gr.update(choices=choices, value=first), self.id_tree(first)
 
@@ -91,8 +97,10 @@ class RetrievalDemo:
             if prefix[-1] not in shown:  # the document's own branch is always shown
                 shown[-1] = prefix[-1]
             siblings = ", ".join(f"`{code}`: {branches[code]}" + (" ←" if code == prefix[-1] else "") for code in shown)
-            lines.append(f"{'  ' * (depth - 1)}- `{self.readable_id(prefix)}`: {branches[prefix[-1]]} documents "
-                         f"(branches at position {depth}: {siblings})")
+            lines.append(
+                f"{'  ' * (depth - 1)}- `{self.readable_id(prefix)}`: {branches[prefix[-1]]} documents "
+                f"(branches at position {depth}: {siblings})"
+            )
         neighbours = [other for other in self.id_map.documents_with_prefix(semantic_id[:learned]) if other != doc_id]
         lines.append("")
         lines.append(f"Documents sharing its learned ID ({len(neighbours)}):")
@@ -119,7 +127,8 @@ def build_demo(model_path: str, revision: str | None = None) -> gr.Blocks:
     task = getattr(demo_state.model.config, "task", "retrieval")
     with gr.Blocks(title="LMIndexer generative retrieval") as demo:
         gr.Markdown(
-            f"# LMIndexer generative retrieval\nModel: `{model_path}`" + (f" @ `{revision}`" if revision else "")
+            f"# LMIndexer generative retrieval\nModel: `{model_path}`"
+            + (f" @ `{revision}`" if revision else "")
             + f" · {len(demo_state.id_map)} documents · IDs of {demo_state.id_map.id_length} learned codes"
             + " + dedup. Results are decoded under the ID trie, so every one is a real document."
         )
@@ -127,14 +136,21 @@ def build_demo(model_path: str, revision: str | None = None) -> gr.Blocks:
             with gr.Column(scale=3):
                 query = gr.Textbox(label="Query", placeholder="e.g. moisturizer for dry skin", elem_id="query")
                 history = gr.Dropdown(
-                    choices=demo_state.history_choices, multiselect=True, elem_id="history",
-                    label="…or pick a user history (items in the order bought)" + (" — this model recommends" if task == "recommendation" else ""),
+                    choices=demo_state.history_choices,
+                    multiselect=True,
+                    elem_id="history",
+                    label="…or pick a user history (items in the order bought)"
+                    + (" — this model recommends" if task == "recommendation" else ""),
                 )
             with gr.Column(scale=1):
                 top_k = gr.Slider(1, 20, value=10, step=1, label="Top k", elem_id="top-k")
                 search = gr.Button("Search", variant="primary", elem_id="search-button")
-        results = gr.Dataframe(headers=["rank", "doc_id", "semantic ID", "title", "score"], label="Results",
-                               elem_id="results", interactive=False)
+        results = gr.Dataframe(
+            headers=["rank", "doc_id", "semantic ID", "title", "score"],
+            label="Results",
+            elem_id="results",
+            interactive=False,
+        )
         selected = gr.Dropdown(choices=[], label="ID tree around result", elem_id="tree-choice")
         tree = gr.Markdown("Search first; the ID tree of the selected result appears here.", elem_id="id-tree")
         outputs = [results, selected, tree]

@@ -31,9 +31,16 @@ from ..indexer.diagnostics import code_diagnostics
 from ..indexer.stage_checkpoint import OPTIMISATION_FLAGS, SCHEDULE_PREFIXES
 from .results import earlier_result, finished_records, markdown_table, new_result, seed_list, write_result
 
-COLUMNS = [("ami_c1_coarse", "AMI(c1, coarse)"), ("ami_full_fine", "AMI(ID, fine)"), ("nmi_c2_c1", "NMI(c2;c1)"),
-           ("diff_ratio_last", "diff ratio"), ("collision_rate", "collisions"), ("largest_dedup_group", "max group"),
-           ("fit_s", "fit s"), ("wall_s", "wall s")]
+COLUMNS = [
+    ("ami_c1_coarse", "AMI(c1, coarse)"),
+    ("ami_full_fine", "AMI(ID, fine)"),
+    ("nmi_c2_c1", "NMI(c2;c1)"),
+    ("diff_ratio_last", "diff ratio"),
+    ("collision_rate", "collisions"),
+    ("largest_dedup_group", "max group"),
+    ("fit_s", "fit s"),
+    ("wall_s", "wall s"),
+]
 
 
 @dataclass
@@ -46,7 +53,9 @@ class BenchIDsArguments:
     settings_per_method: str | None = field(
         default=None, metadata={"help": 'JSON: quantiser settings per method, e.g. \'{"rqvae": {"epochs": 20}}\'.'}
     )
-    output: str = field(default="benchmarks/ids.json", metadata={"help": "JSON results; the table goes beside it (.md)."})
+    output: str = field(
+        default="benchmarks/ids.json", metadata={"help": "JSON results; the table goes beside it (.md)."}
+    )
 
 
 def category_labels(records, id_field: str, label_field: str, coarse_level: int, fine_levels: int) -> dict[str, tuple]:
@@ -69,7 +78,9 @@ def id_quality(id_map, labels: dict[str, tuple]) -> dict:
     record = {
         "ami_c1_coarse": float(adjusted_mutual_info_score(coarse, learned[:, 0])),
         "ami_full_fine": float(adjusted_mutual_info_score(fine, prefix_keys(learned, id_map.codebook_sizes))),
-        "nmi_c2_c1": float(normalized_mutual_info_score(learned[:, 0], learned[:, 1])) if learned.shape[1] > 1 else None,
+        "nmi_c2_c1": float(normalized_mutual_info_score(learned[:, 0], learned[:, 1]))
+        if learned.shape[1] > 1
+        else None,
         "collision_rate": statistics["collision_rate"],
         "largest_dedup_group": statistics["max_documents_per_learned_id"],
         "utilisation": statistics["utilisation"],
@@ -91,7 +102,10 @@ def summarise(records: list[dict]) -> dict[str, dict]:
                 summary[method][key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
         for key in ("utilisation", "perplexity"):  # one value per position
             per_position = np.asarray([row[key] for row in rows], dtype=float)
-            summary[method][key] = {"mean": per_position.mean(axis=0).tolist(), "std": per_position.std(axis=0).tolist()}
+            summary[method][key] = {
+                "mean": per_position.mean(axis=0).tolist(),
+                "std": per_position.std(axis=0).tolist(),
+            }
     return summary
 
 
@@ -111,27 +125,41 @@ def summary_table(summary: dict[str, dict], title: str) -> str:
     return markdown_table(title, ["method", "runs", *(name for _, name in COLUMNS)], rows)
 
 
-def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_args: IndexerTrainingArguments,
-              command: str | None = None) -> dict:
+def bench_ids(
+    bench: BenchIDsArguments,
+    index_args: IndexArguments,
+    training_args: IndexerTrainingArguments,
+    command: str | None = None,
+) -> dict:
     """Run every method for every seed on `bench.data` and write the JSON and Markdown results."""
     items = Path(bench.data) / "items.jsonl"
     if not items.is_file():
         raise FileNotFoundError(f"{bench.data} has no items.jsonl: give a dataset folder in the shared/data layout.")
     # The shared/data layout keeps its category path in `categories`; on a copy: the caller's arguments stay as given.
     index_args = dataclasses.replace(index_args, label_field=index_args.label_field or "categories")
-    labels = category_labels(load_records(items), index_args.id_field, index_args.label_field, bench.coarse_level,
-                             bench.fine_levels)
+    labels = category_labels(
+        load_records(items), index_args.id_field, index_args.label_field, bench.coarse_level, bench.fine_levels
+    )
     per_method = json.loads(bench.settings_per_method) if bench.settings_per_method else {}
     methods = split_names(bench.methods)
     for method in methods:  # an unknown name fails now, not after the first methods have run
         get_id_method(method)
     work = Path(training_args.output_dir)
     output = Path(bench.output)
-    result = new_result(command, bench.data, {**asdict(bench), "index": asdict(index_args), "training": {
-        key: value for key, value in training_args.to_dict().items()
-        if key.startswith(SCHEDULE_PREFIXES) or key in OPTIMISATION_FLAGS}})
-    result["records"] = finished_records(earlier_result(output), result["settings"], ("method", "seed"),
-                                         output=output)
+    result = new_result(
+        command,
+        bench.data,
+        {
+            **asdict(bench),
+            "index": asdict(index_args),
+            "training": {
+                key: value
+                for key, value in training_args.to_dict().items()
+                if key.startswith(SCHEDULE_PREFIXES) or key in OPTIMISATION_FLAGS
+            },
+        },
+    )
+    result["records"] = finished_records(earlier_result(output), result["settings"], ("method", "seed"), output=output)
     done = {(record["method"], record["seed"]) for record in result["records"]}
     layout = f"{index_args.id_length} x {index_args.codebook_size} + dedup"
     title = f"{Path(bench.data).name}: {layout}, text {index_args.text_fields}"
@@ -141,7 +169,9 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
                 continue
             method_args = copy.copy(index_args)
             method_args.method, method_args.corpus, method_args.label_level = method, str(items), bench.coarse_level
-            method_args.method_settings = json.dumps(per_method[method]) if method in per_method else index_args.method_settings
+            method_args.method_settings = (
+                json.dumps(per_method[method]) if method in per_method else index_args.method_settings
+            )
             method_args.embedding_cache_dir = index_args.embedding_cache_dir or str(work / ".embeddings")
             run_args = copy.deepcopy(training_args)
             run_args.seed, run_args.output_dir = seed, str(work / f"{method}-seed{seed}")
@@ -151,12 +181,21 @@ def bench_ids(bench: BenchIDsArguments, index_args: IndexArguments, training_arg
             stages = indexed.metrics.get("stages", {})
             # Two-stage methods: the quantiser's own time, without embedding (shared by all, cached after the first).
             fit = stages["quantize"]["seconds"] if "quantize" in stages else wall
-            record = {"method": method, "seed": seed, **id_quality(indexed.id_map, labels), "fit_s": fit, "wall_s": wall,
-                      "embed_s": stages.get("embed", {}).get("seconds"), "method_settings": stages.get("quantize")}
+            record = {
+                "method": method,
+                "seed": seed,
+                **id_quality(indexed.id_map, labels),
+                "fit_s": fit,
+                "wall_s": wall,
+                "embed_s": stages.get("embed", {}).get("seconds"),
+                "method_settings": stages.get("quantize"),
+            }
             result["records"].append(record)
             result["summary"] = summarise(result["records"])
             write_result(result, output, summary_table(result["summary"], title))  # after every run
-            print(json.dumps({key: record[key] for key in ("method", "seed", "ami_c1_coarse", "ami_full_fine", "wall_s")}))
+            print(
+                json.dumps({key: record[key] for key in ("method", "seed", "ami_c1_coarse", "ami_full_fine", "wall_s")})
+            )
     result["summary"] = summarise(result["records"])
     table = summary_table(result["summary"], title)
     write_result(result, output, table)

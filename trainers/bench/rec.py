@@ -54,19 +54,24 @@ def table_metrics(ks: list[int]) -> list[str]:
 @dataclass
 class BenchRecArguments:
     indexers: str = field(default="", metadata={"help": "Comma-separated indexer folders whose IDs are compared."})
-    history_formats: str = field(default="ids", metadata={"help": "Comma-separated history formats: text, ids, text+ids."})
+    history_formats: str = field(
+        default="ids", metadata={"help": "Comma-separated history formats: text, ids, text+ids."}
+    )
     seeds: str = field(default="0", metadata={"help": "Comma-separated fine-tuning seeds."})
     test_users: int = field(default=0, metadata={"help": "Evaluate on this many test users, sampled; 0: all of them."})
     sample_seed: int = field(default=0, metadata={"help": "Seed of the test-user sample."})
-    output: str = field(default="benchmarks/rec.json", metadata={"help": "JSON results; the table goes beside it (.md)."})
+    output: str = field(
+        default="benchmarks/rec.json", metadata={"help": "JSON results; the table goes beside it (.md)."}
+    )
     lmindexer_backbone: str = field(default="own", metadata=LMINDEXER_BACKBONE_FIELD)
 
 
 def test_sequences(sequences_path: str | Path) -> list[list[str]]:
     """The item sequences of the users that have a test sample (3 or more items), in file order: row i is the test
     split's row i when every item is in the ID map."""
-    users = [user_items(user, number, sequences_path)
-             for number, user in enumerate(load_records(sequences_path), start=1)]
+    users = [
+        user_items(user, number, sequences_path) for number, user in enumerate(load_records(sequences_path), start=1)
+    ]
     return [items for items in users if len(items) >= 3]
 
 
@@ -93,8 +98,13 @@ def records_table(records: list[dict], title: str, metrics: list[str] | tuple[st
     return markdown_table(title, columns, rows, text_columns=3)
 
 
-def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
-              training_args, command: str | None = None) -> dict:
+def bench_rec(
+    bench: BenchRecArguments,
+    finetune_args: FinetuneArguments,
+    data_args: DownstreamDataArguments,
+    training_args,
+    command: str | None = None,
+) -> dict:
     """Fine-tune and evaluate every (indexer, history format, seed), score most-popular, write JSON and Markdown."""
     folder = Path(data_args.data)
     if not (folder / "sequences.jsonl").is_file() or not (folder / "items.jsonl").is_file():
@@ -109,17 +119,32 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
     data_args = copy.copy(data_args)
     data_args.task, data_args.eval_rows = RECOMMENDATION, rows
     output = Path(bench.output)
-    result = new_result(command, folder, {
-        **asdict(bench), "test_users_evaluated": len(rows), "finetune": asdict(finetune_args),
-        "data": {key: value for key, value in asdict(data_args).items() if key != "eval_rows"},
-        "training": comparable_training_settings(training_args)}, most_popular=most_popular(users, rows, training_args.ks))
+    result = new_result(
+        command,
+        folder,
+        {
+            **asdict(bench),
+            "test_users_evaluated": len(rows),
+            "finetune": asdict(finetune_args),
+            "data": {key: value for key, value in asdict(data_args).items() if key != "eval_rows"},
+            "training": comparable_training_settings(training_args),
+        },
+        most_popular=most_popular(users, rows, training_args.ks),
+    )
     earlier = earlier_result(output)
-    result["records"] = finished_records(earlier, result["settings"], ("ids", "history_format", "seed"),
-                                         varying=("seeds", "indexers", "history_formats"), output=output)
+    result["records"] = finished_records(
+        earlier,
+        result["settings"],
+        ("ids", "history_format", "seed"),
+        varying=("seeds", "indexers", "history_formats"),
+        output=output,
+    )
     if result["records"]:  # records added by other tools on the same users (bench_sasrec.py)
         result["baselines"] = earlier.get("baselines", [])
-    done = {(str(Path(record["indexer"]).resolve()), record["history_format"], record["seed"])
-            for record in result["records"]}
+    done = {
+        (str(Path(record["indexer"]).resolve()), record["history_format"], record["seed"])
+        for record in result["records"]
+    }
     work = Path(training_args.output_dir)
     for indexer in indexers:
         for history_format in formats:
@@ -135,23 +160,44 @@ def bench_rec(bench: BenchRecArguments, finetune_args: FinetuneArguments, data_a
                 run_finetune = run_finetune_arguments(finetune_args, indexer, bench.lmindexer_backbone)
                 started = time.perf_counter()
                 metrics = finetune_retriever(run_finetune, run_data, run_args)
-                result["records"].append({
-                    "ids": Path(indexer).name, "indexer": indexer, "history_format": history_format, "seed": seed,
-                    "backbone": run_finetune.backbone or (
-                        f"{run_finetune.causal_model_type} (causal)" if run_finetune.architecture == "causal" else "own"),
-                    "architecture": run_finetune.architecture, "epochs": run_args.num_train_epochs,
-                    "metrics": metrics, "max_steps": run_args.max_steps, "batch_size": run_args.per_device_train_batch_size,
-                    "wall_s": round(time.perf_counter() - started, 1)})
+                result["records"].append(
+                    {
+                        "ids": Path(indexer).name,
+                        "indexer": indexer,
+                        "history_format": history_format,
+                        "seed": seed,
+                        "backbone": run_finetune.backbone
+                        or (
+                            f"{run_finetune.causal_model_type} (causal)"
+                            if run_finetune.architecture == "causal"
+                            else "own"
+                        ),
+                        "architecture": run_finetune.architecture,
+                        "epochs": run_args.num_train_epochs,
+                        "metrics": metrics,
+                        "max_steps": run_args.max_steps,
+                        "batch_size": run_args.per_device_train_batch_size,
+                        "wall_s": round(time.perf_counter() - started, 1),
+                    }
+                )
                 write_bench_rec(result, output, folder.name)
     write_bench_rec(result, output, folder.name)
     return result
 
 
 def write_bench_rec(result: dict, output: Path, dataset: str) -> None:
-    popular = {"ids": "most-popular", "history_format": "-", "seed": "-", "wall_s": 0.0,
-               "metrics": {f"test_{key}": value for key, value in result["most_popular"].items()}}
+    popular = {
+        "ids": "most-popular",
+        "history_format": "-",
+        "seed": "-",
+        "wall_s": 0.0,
+        "metrics": {f"test_{key}": value for key, value in result["most_popular"].items()},
+    }
     ks = parse_ks(result["settings"]["training"].get("eval_ks", "5,10"))
     users = result["settings"]["test_users_evaluated"]
-    table = records_table([popular, *result.get("baselines", []), *result["records"]],
-                          f"{dataset}: leave-one-out, full ranking, {users} test users", table_metrics(ks))
+    table = records_table(
+        [popular, *result.get("baselines", []), *result["records"]],
+        f"{dataset}: leave-one-out, full ranking, {users} test users",
+        table_metrics(ks),
+    )
     write_result(result, output, table)

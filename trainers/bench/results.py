@@ -19,14 +19,33 @@ from ..folders.inspection import folder_method
 
 # Training arguments that do not change what a run learns or how it is scored: left out when deciding whether a
 # finished run of a comparison can be kept.
-BOOKKEEPING_PREFIXES = ("output_dir", "overwrite", "logging", "save_", "save", "report_to", "run_name", "disable_tqdm",
-                        "push_to_hub", "hub_", "resume_from_checkpoint", "seed", "data_seed", "dataloader_",
-                        "eval_batch_queries", "local_rank", "ddp_", "trackio", "project")
+BOOKKEEPING_PREFIXES = (
+    "output_dir",
+    "overwrite",
+    "logging",
+    "save_",
+    "save",
+    "report_to",
+    "run_name",
+    "disable_tqdm",
+    "push_to_hub",
+    "hub_",
+    "resume_from_checkpoint",
+    "seed",
+    "data_seed",
+    "dataloader_",
+    "eval_batch_queries",
+    "local_rank",
+    "ddp_",
+    "trackio",
+    "project",
+)
 
 LMINDEXER_BACKBONE_FIELD = {
     "help": "own: an LMIndexer folder fine-tunes its own backbone with codebook-initialised ID tokens (`lmindexer "
-            "finetune`'s path); shared: it uses --backbone like the two-stage folders, so that only the IDs differ.",
-    "choices": ["own", "shared"]}
+    "finetune`'s path); shared: it uses --backbone like the two-stage folders, so that only the IDs differ.",
+    "choices": ["own", "shared"],
+}
 
 
 def command_line() -> str:
@@ -40,8 +59,14 @@ def command_line() -> str:
 
 def new_result(command: str | None, data, settings: dict, **extra) -> dict:
     """A bench's result before its first run: what ran, on which data and machine, with which settings."""
-    return {"command": command, "data": str(data), "machine": f"{platform.machine()} {platform.processor()}".strip(),
-            "settings": settings, **extra, "records": []}
+    return {
+        "command": command,
+        "data": str(data),
+        "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "settings": settings,
+        **extra,
+        "records": [],
+    }
 
 
 def earlier_result(output: Path) -> dict:
@@ -87,11 +112,17 @@ def setting_changes(found: dict, expected: dict, prefix: str = "") -> list[str]:
     return changes
 
 
-def finished_records(earlier: dict, settings: dict, key_fields: tuple[str, ...],
-                     varying: tuple[str, ...] = ("seeds",), output: Path | None = None) -> list[dict]:
+def finished_records(
+    earlier: dict,
+    settings: dict,
+    key_fields: tuple[str, ...],
+    varying: tuple[str, ...] = ("seeds",),
+    output: Path | None = None,
+) -> list[dict]:
     """The records of an `earlier_result` made with the same settings (those named in `varying`, such as the seed
     list, aside), so that a re-run, or a run with more seeds, goes on from them instead of redoing them. With other
     settings nothing is kept, and the earlier file at `output` is moved aside (`set_aside`), naming what differs."""
+
     def comparable(values: dict) -> dict:  # as read back from JSON, without the settings that may vary
         return {key: value for key, value in json.loads(json.dumps(values)).items() if key not in varying}
 
@@ -100,20 +131,26 @@ def finished_records(earlier: dict, settings: dict, key_fields: tuple[str, ...],
     changes = setting_changes(comparable(earlier.get("settings", {})), comparable(settings))
     if changes:
         if output is not None and output.is_file() and earlier.get("records"):
-            set_aside(output, f"its {len(earlier['records'])} run(s) were made with other settings "
-                              f"({'; '.join(changes[:6])})")
+            set_aside(
+                output, f"its {len(earlier['records'])} run(s) were made with other settings ({'; '.join(changes[:6])})"
+            )
         return []
     records = earlier.get("records", [])
     if records:
-        print(f"keeping {len(records)} finished run(s) of the same settings: "
-              + ", ".join("/".join(str(record[key]) for key in key_fields) for record in records))
+        print(
+            f"keeping {len(records)} finished run(s) of the same settings: "
+            + ", ".join("/".join(str(record[key]) for key in key_fields) for record in records)
+        )
     return records
 
 
 def comparable_training_settings(training_args) -> dict:
     """Every training argument that can change a run's result, JSON-ready."""
-    return {key: value for key, value in json.loads(json.dumps(training_args.to_dict(), default=str)).items()
-            if not key.startswith(BOOKKEEPING_PREFIXES)}
+    return {
+        key: value
+        for key, value in json.loads(json.dumps(training_args.to_dict(), default=str)).items()
+        if not key.startswith(BOOKKEEPING_PREFIXES)
+    }
 
 
 def seed_list(seeds: str) -> list[int]:
@@ -123,8 +160,12 @@ def seed_list(seeds: str) -> list[int]:
 
 def markdown_table(title: str, columns: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
     """A titled Markdown table whose first `text_columns` columns are left-aligned and the others (figures) right."""
-    lines = [f"### {title}", "", "| " + " | ".join(columns) + " |",
-             "|" + ":--|" * text_columns + "--:|" * (len(columns) - text_columns)]
+    lines = [
+        f"### {title}",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + ":--|" * text_columns + "--:|" * (len(columns) - text_columns),
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -149,8 +190,10 @@ def indexer_folders(indexers: str, documents: set[str], what: str, required: boo
             raise FileNotFoundError(f"--indexers: {folder} is not an indexer folder.")
         missing = documents - set(SemanticIDMap.load(Path(folder) / ID_MAP_FILE).doc_ids)
         if missing:
-            raise ValueError(f"{folder}'s ID map lacks {len(missing)} {what} (e.g. {sorted(missing)[:3]}): index the "
-                             "whole collection, so that every method is evaluated on the same queries.")
+            raise ValueError(
+                f"{folder}'s ID map lacks {len(missing)} {what} (e.g. {sorted(missing)[:3]}): index the "
+                "whole collection, so that every method is evaluated on the same queries."
+            )
     return folders
 
 

@@ -56,10 +56,15 @@ class BenchRetrievalArguments:
     seeds: str = field(default="0", metadata={"help": "Comma-separated fine-tuning seeds."})
     lexical: bool = field(default=True, metadata={"help": "Also rank with BM25 (needs `pip install bm25s`)."})
     dense_encoder: str | None = field(
-        default="default", metadata={"help": "Sentence encoder for the dense baseline ('default': all-MiniLM-L6-v2; "
-                                             "'none': no dense baseline)."})
+        default="default",
+        metadata={
+            "help": "Sentence encoder for the dense baseline ('default': all-MiniLM-L6-v2; 'none': no dense baseline)."
+        },
+    )
     dense_max_length: int = field(default=256, metadata={"help": "Tokens per document for the dense baseline."})
-    output: str = field(default="benchmarks/retrieval.json", metadata={"help": "JSON results; the table goes beside it."})
+    output: str = field(
+        default="benchmarks/retrieval.json", metadata={"help": "JSON results; the table goes beside it."}
+    )
     lmindexer_backbone: str = field(default="own", metadata=LMINDEXER_BACKBONE_FIELD)
 
 
@@ -88,8 +93,13 @@ def dense_rankings(doc_texts: list[str], queries: list[str], encoder: str, max_l
     return np.argsort(-scores, axis=1, kind="stable")[:, :k].tolist()
 
 
-def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArguments, data_args: DownstreamDataArguments,
-                    training_args, command: str | None = None) -> dict:
+def bench_retrieval(
+    bench: BenchRetrievalArguments,
+    finetune_args: FinetuneArguments,
+    data_args: DownstreamDataArguments,
+    training_args,
+    command: str | None = None,
+) -> dict:
     """Fine-tune and evaluate every (indexer, seed), rank with BM25 and dense retrieval, write JSON and Markdown."""
     folder = Path(data_args.data)
     if not (folder / "corpus.jsonl").is_file() or not (folder / "qrels" / "test.tsv").is_file():
@@ -98,19 +108,35 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
     # Every method must be able to return every document; with no folder, the bench ranks with BM25 and dense only.
     indexers = indexer_folders(bench.indexers, set(doc_ids), "of the corpus's documents", required=False)
     if data_args.max_eval_queries or data_args.eval_rows:
-        raise ValueError("bench retrieval scores every method on all test queries: drop --max_eval_queries / eval_rows.")
+        raise ValueError(
+            "bench retrieval scores every method on all test queries: drop --max_eval_queries / eval_rows."
+        )
     ks = training_args.ks
     if max(ks) > training_args.eval_num_beams:
-        raise ValueError(f"--eval_ks {max(ks)} exceeds --eval_num_beams {training_args.eval_num_beams}: beam search returns "
-                         f"at most that many documents, so its recall@{max(ks)} would not match BM25's and dense's.")
+        raise ValueError(
+            f"--eval_ks {max(ks)} exceeds --eval_num_beams {training_args.eval_num_beams}: beam search returns "
+            f"at most that many documents, so its recall@{max(ks)} would not match BM25's and dense's."
+        )
     data_args = copy.copy(data_args)
     data_args.task = RETRIEVAL
     output = Path(bench.output)
-    result = new_result(command, folder, {**asdict(bench), "finetune": asdict(finetune_args), "data": asdict(data_args),
-                                          "training": comparable_training_settings(training_args)})
-    result["records"] = finished_records(earlier_result(output), result["settings"], ("ids", "seed"),
-                                         varying=("seeds", "indexers", "lexical", "dense_encoder", "dense_max_length"),
-                                         output=output)
+    result = new_result(
+        command,
+        folder,
+        {
+            **asdict(bench),
+            "finetune": asdict(finetune_args),
+            "data": asdict(data_args),
+            "training": comparable_training_settings(training_args),
+        },
+    )
+    result["records"] = finished_records(
+        earlier_result(output),
+        result["settings"],
+        ("ids", "seed"),
+        varying=("seeds", "indexers", "lexical", "dense_encoder", "dense_max_length"),
+        output=output,
+    )
     splits = retrieval_splits(folder, set(doc_ids), indexing=False)[0]
     check_splits(splits, data_args, needs_validation=False, needs_training=False)  # one line naming the qrels file
     test = splits["test"]
@@ -142,20 +168,37 @@ def bench_retrieval(bench: BenchRetrievalArguments, finetune_args: FinetuneArgum
             id_map = SemanticIDMap.load(Path(indexer) / ID_MAP_FILE)
             started = time.perf_counter()
             metrics = finetune_retriever(run_finetune, data_args, run_args)
-            result["records"].append({
-                "ids": Path(indexer).name, "indexer": indexer, "seed": seed, "backbone": run_finetune.backbone or "own",
-                "metrics": {key.removeprefix("test_"): value for key, value in metrics.items() if key.startswith("test_")},
-                "collision_rate": id_map.statistics()["collision_rate"], "layout": [*id_map.codebook_sizes, id_map.dedup_size],
-                "epochs": run_args.num_train_epochs, "max_steps": run_args.max_steps,
-                "batch_size": run_args.per_device_train_batch_size, "wall_s": round(time.perf_counter() - started, 1)})
+            result["records"].append(
+                {
+                    "ids": Path(indexer).name,
+                    "indexer": indexer,
+                    "seed": seed,
+                    "backbone": run_finetune.backbone or "own",
+                    "metrics": {
+                        key.removeprefix("test_"): value for key, value in metrics.items() if key.startswith("test_")
+                    },
+                    "collision_rate": id_map.statistics()["collision_rate"],
+                    "layout": [*id_map.codebook_sizes, id_map.dedup_size],
+                    "epochs": run_args.num_train_epochs,
+                    "max_steps": run_args.max_steps,
+                    "batch_size": run_args.per_device_train_batch_size,
+                    "wall_s": round(time.perf_counter() - started, 1),
+                }
+            )
             _write(result, output, folder.name, ks)
     return result
 
 
-def _baseline(name: str, hits: list[list[int]], doc_ids: list[str], relevant: list[dict], ks: list[int], started) -> dict:
+def _baseline(
+    name: str, hits: list[list[int]], doc_ids: list[str], relevant: list[dict], ks: list[int], started
+) -> dict:
     rankings = [[doc_ids[index] for index in row] for row in hits]
-    return {"ids": name, "seed": "-", "metrics": ranking_metrics(rankings, relevant, ks),
-            "wall_s": round(time.perf_counter() - started, 1)}
+    return {
+        "ids": name,
+        "seed": "-",
+        "metrics": ranking_metrics(rankings, relevant, ks),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
 
 
 def _write(result: dict, output: Path, dataset: str, ks: list[int]) -> None:
@@ -163,8 +206,12 @@ def _write(result: dict, output: Path, dataset: str, ks: list[int]) -> None:
     rows = []
     for record in [*result.get("baselines", []), *result["records"]]:
         cells = [f"{record['metrics'][name]:.4f}" for name in names]
-        extra = [f"{record['collision_rate']:.3f}" if "collision_rate" in record else "-",
-                 str(record.get("epochs", "-")), str(record.get("batch_size", "-")), f"{record['wall_s']:.0f}"]
+        extra = [
+            f"{record['collision_rate']:.3f}" if "collision_rate" in record else "-",
+            str(record.get("epochs", "-")),
+            str(record.get("batch_size", "-")),
+            f"{record['wall_s']:.0f}",
+        ]
         model = Path(record["backbone"]).name if record.get("backbone") else "-"
         rows.append([record["ids"], model, str(record["seed"]), *cells, *extra])
     columns = ["IDs", "model", "seed", *names, "collisions", "epochs", "batch", "wall s"]

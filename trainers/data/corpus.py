@@ -41,8 +41,13 @@ class Corpus:
 
     def select(self, rows: list[int]) -> "Corpus":
         pick = lambda values: None if values is None else [values[row] for row in rows]  # noqa: E731
-        return Corpus([self.doc_ids[r] for r in rows], [self.texts[r] for r in rows], pick(self.labels), pick(self.titles),
-                      self.label_field)
+        return Corpus(
+            [self.doc_ids[r] for r in rows],
+            [self.texts[r] for r in rows],
+            pick(self.labels),
+            pick(self.titles),
+            self.label_field,
+        )
 
 
 def load_records(source: str | os.PathLike, split: str = "train") -> datasets.Dataset:
@@ -72,8 +77,10 @@ def _load_file(path: Path, builder: str) -> datasets.Dataset:
                 header = next(csv.reader(handle), None)
             if not header:
                 raise ValueError(f"{path} has no header line naming its columns.")
-            options = {"features": datasets.Features({name: datasets.Value("string") for name in header}),
-                       "keep_default_na": False}
+            options = {
+                "features": datasets.Features({name: datasets.Value("string") for name in header}),
+                "keep_default_na": False,
+            }
         records = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except UnicodeDecodeError as error:
         raise (_not_utf8(path) or ValueError(f"{path} is not UTF-8 text: {error}")) from None
@@ -129,8 +136,10 @@ def _not_utf8(path: Path, chunk_size: int = 1 << 20) -> ValueError | None:
                 bad = offset - pending + error.start
                 with open(path, "rb") as again:
                     line = again.read(bad).count(b"\n") + 1
-                return ValueError(f"{path} is not UTF-8 text: byte {bad} (line {line}) cannot be decoded "
-                                  f"({error.reason}). Save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).")
+                return ValueError(
+                    f"{path} is not UTF-8 text: byte {bad} (line {line}) cannot be decoded "
+                    f"({error.reason}). Save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
+                )
             if not chunk:
                 return None
             offset += len(chunk)

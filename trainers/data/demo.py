@@ -67,9 +67,26 @@ _LEAF_PHRASES = {
     "Appliances": ["ceramic plates", "ionic technology", "1875 watt", "tourmaline heat"],
 }
 _ADJECTIVES = [
-    "hydrating", "gentle", "matte", "shimmer", "long lasting", "waterproof", "organic", "vegan",
-    "travel size", "fragrance free", "sensitive", "brightening", "nourishing", "volumizing", "classic",
-    "luxury", "mini", "professional", "daily", "soothing",
+    "hydrating",
+    "gentle",
+    "matte",
+    "shimmer",
+    "long lasting",
+    "waterproof",
+    "organic",
+    "vegan",
+    "travel size",
+    "fragrance free",
+    "sensitive",
+    "brightening",
+    "nourishing",
+    "volumizing",
+    "classic",
+    "luxury",
+    "mini",
+    "professional",
+    "daily",
+    "soothing",
 ]
 _BRANDS = ["Aveline", "Borealis", "Cindra", "Dovetail", "Elmsworth", "Fennick", "Glowry", "Halcyon", "Iverna"]
 _DETAILS = ["1 oz", "2 fl oz", "50 ml", "pack of 2", "set of 3", "100 ml", "0.5 oz", "value size"]
@@ -156,7 +173,10 @@ def build_untrained_demo_indexer(output_dir: str | Path, num_items: int = 480, s
     texts = [f"{item['title']}; {item['brand']}" for item in items]
     tokenizer = train_tokenizer(texts)
     config = LMIndexerConfig(
-        backbone_config=tiny_t5_config(len(tokenizer)).to_dict(), id_length=3, codebook_sizes=[8, 8, 8], dedup_size=num_items
+        backbone_config=tiny_t5_config(len(tokenizer)).to_dict(),
+        id_length=3,
+        codebook_sizes=[8, 8, 8],
+        dedup_size=num_items,
     )
     output_dir = Path(output_dir)
     LMIndexerForSemanticID(config).save_pretrained(output_dir)
@@ -164,7 +184,12 @@ def build_untrained_demo_indexer(output_dir: str | Path, num_items: int = 480, s
     model = AutoModel.from_pretrained(output_dir)
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     codes = assign_corpus(model, tokenizer, texts, progress=False)
-    id_map = SemanticIDMap.from_codes([item["item_id"] for item in items], torch.as_tensor(codes), config.codebook_sizes,
-                                      config.dedup_size, doc_titles=[item["title"] for item in items])
+    id_map = SemanticIDMap.from_codes(
+        [item["item_id"] for item in items],
+        torch.as_tensor(codes),
+        config.codebook_sizes,
+        config.dedup_size,
+        doc_titles=[item["title"] for item in items],
+    )
     id_map.save(output_dir / ID_MAP_FILE)
     return id_map.statistics()

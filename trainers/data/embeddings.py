@@ -83,7 +83,9 @@ def load_encoder(model_name_or_path: str | Path, device: str | torch.device | No
         raise OSError(f"Cannot load encoder {name!r}: {first_line}") from error
     if getattr(model.config, "is_encoder_decoder", False):
         model = model.get_encoder()
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     return tokenizer, model.to(device).eval()
 
 
@@ -126,8 +128,9 @@ def encode_texts(
     order = np.argsort(-lengths, kind="stable")
     embeddings: np.ndarray | None = None
     with torch.inference_mode():
-        for start in tqdm(range(0, len(texts), batch_size), desc=f"Encoding {len(texts)} texts",
-                          disable=not progress, leave=False):
+        for start in tqdm(
+            range(0, len(texts), batch_size), desc=f"Encoding {len(texts)} texts", disable=not progress, leave=False
+        ):
             rows = order[start : start + batch_size]
             features = [{name: encodings[name][row] for name in feature_names} for row in rows]
             batch = tokenizer.pad(features, return_tensors="pt").to(model.device)
@@ -238,10 +241,22 @@ def cached_embeddings(
         except EmbeddingCacheError:  # another request's vectors: refused, never silently replaced
             raise
         except Exception as error:  # a truncated or corrupt file: recomputed (and rewritten whole) below
-            logger.warning("The embedding cache %s cannot be read (%s: %s); recomputing it.", path,
-                           type(error).__name__, " ".join(str(error).split()))
-    embeddings = encode_texts(texts, model_name_or_path, pooling=pooling, normalize=normalize, batch_size=batch_size,
-                              max_length=max_length, device=device, progress=progress)
+            logger.warning(
+                "The embedding cache %s cannot be read (%s: %s); recomputing it.",
+                path,
+                type(error).__name__,
+                " ".join(str(error).split()),
+            )
+    embeddings = encode_texts(
+        texts,
+        model_name_or_path,
+        pooling=pooling,
+        normalize=normalize,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device,
+        progress=progress,
+    )
     _save_atomically(path, embeddings, {**key, "dim": int(embeddings.shape[1])})
     logger.info("Cached %d embeddings of dim %d at %s", *embeddings.shape, path)
     return embeddings

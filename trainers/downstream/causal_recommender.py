@@ -19,17 +19,25 @@ class CausalModelArguments:
     """Size of the causal backbone when no `--backbone` config is given (the CPU preset's: 0.5M parameters on a
     3 x 256 + dedup layout)."""
 
-    causal_model_type: str = field(default="gpt2", metadata={"help": "Causal LM family of the recommender: gpt2, llama, ..."})
+    causal_model_type: str = field(
+        default="gpt2", metadata={"help": "Causal LM family of the recommender: gpt2, llama, ..."}
+    )
     causal_layers: int = field(default=2, metadata={"help": "Transformer blocks of the causal recommender."})
     causal_hidden_size: int = field(default=128, metadata={"help": "Hidden size of the causal recommender."})
     causal_heads: int = field(default=4, metadata={"help": "Attention heads of the causal recommender."})
-    causal_dropout: float = field(default=0.1, metadata={"help": "Dropout of the causal recommender (residual, "
-                                                                   "embedding and attention, where the family has them)."})
+    causal_dropout: float = field(
+        default=0.1,
+        metadata={
+            "help": "Dropout of the causal recommender (residual, embedding and attention, where the family has them)."
+        },
+    )
     causal_positions: str = field(
         default="start",
-        metadata={"help": "Position ids of the causal recommender: counted from the stream's start, or down to its end "
-                          "(the predicted item always at the same positions, as SASRec's left-padded windows).",
-                  "choices": ["start", "end"]},
+        metadata={
+            "help": "Position ids of the causal recommender: counted from the stream's start, or down to its end "
+            "(the predicted item always at the same positions, as SASRec's left-padded windows).",
+            "choices": ["start", "end"],
+        },
     )
 
 
@@ -46,9 +54,13 @@ def causal_backbone_config(sizes: CausalModelArguments, max_positions: int, sour
         config = AutoConfig.from_pretrained(source)
     else:
         config = AutoConfig.for_model(sizes.causal_model_type)
-        settings = {"hidden_size": sizes.causal_hidden_size, "num_hidden_layers": sizes.causal_layers,
-                    "num_attention_heads": sizes.causal_heads, "num_key_value_heads": sizes.causal_heads,
-                    "intermediate_size": 4 * sizes.causal_hidden_size}
+        settings = {
+            "hidden_size": sizes.causal_hidden_size,
+            "num_hidden_layers": sizes.causal_layers,
+            "num_attention_heads": sizes.causal_heads,
+            "num_key_value_heads": sizes.causal_heads,
+            "intermediate_size": 4 * sizes.causal_hidden_size,
+        }
         for name, value in settings.items():
             if hasattr(config, name) or name in getattr(config, "attribute_map", {}):
                 setattr(config, name, value)
@@ -56,15 +68,23 @@ def causal_backbone_config(sizes: CausalModelArguments, max_positions: int, sour
             if hasattr(config, name):
                 setattr(config, name, sizes.causal_dropout)
     if getattr(config, "is_encoder_decoder", False):
-        raise ValueError(f"--backbone {source}: {config.model_type} is an encoder-decoder model; --architecture causal "
-                         "needs a decoder-only config (gpt2, llama, ...).")
+        raise ValueError(
+            f"--backbone {source}: {config.model_type} is an encoder-decoder model; --architecture causal "
+            "needs a decoder-only config (gpt2, llama, ...)."
+        )
     if getattr(config, "max_position_embeddings", None) is not None and config.max_position_embeddings < max_positions:
         config.max_position_embeddings = max_positions
     return config
 
 
-def build_causal_recommender(indexer: str, sizes: CausalModelArguments, max_history: int, backbone: str | None = None,
-                             seed: int = 0, config_fields: dict | None = None):
+def build_causal_recommender(
+    indexer: str,
+    sizes: CausalModelArguments,
+    max_history: int,
+    backbone: str | None = None,
+    seed: int = 0,
+    config_fields: dict | None = None,
+):
     """A fresh causal recommender on the ID map of the indexer folder `indexer` (any ID method's); `config_fields` set
     other retriever config fields (the prompt length and history limit are its own)."""
     import torch
@@ -83,13 +103,23 @@ def build_causal_recommender(indexer: str, sizes: CausalModelArguments, max_hist
     longest = 1 + (max_history + 1) * depth if max_history else 4096
     torch.manual_seed(seed)  # the backbone's initialisation: the same for every ID method of one layout
     model = LMIndexerForGenerativeRetrieval.from_causal_config(
-        causal_backbone_config(sizes, longest, backbone), tokenizer, id_map,
-        **{**(config_fields or {}), "history_max_items": max_history, "max_query_length": longest,
-           "causal_positions": sizes.causal_positions},
+        causal_backbone_config(sizes, longest, backbone),
+        tokenizer,
+        id_map,
+        **{
+            **(config_fields or {}),
+            "history_max_items": max_history,
+            "max_query_length": longest,
+            "causal_positions": sizes.causal_positions,
+        },
     )
     parameters = sum(parameter.numel() for parameter in model.parameters())
-    logger.info("Causal recommender: %s, %d parameters, vocabulary of %d tokens (ID tokens and 4 specials only).",
-                model.config.backbone_config.model_type, parameters, len(tokenizer))
+    logger.info(
+        "Causal recommender: %s, %d parameters, vocabulary of %d tokens (ID tokens and 4 specials only).",
+        model.config.backbone_config.model_type,
+        parameters,
+        len(tokenizer),
+    )
     return model
 
 
@@ -111,6 +141,7 @@ def causal_training_split(sequences_path: str | Path, model, max_history: int):
     tokens = model.codes_to_tokens(torch.tensor([rows[item] for item in ordered], dtype=torch.long)).tolist()
     item_tokens = dict(zip(ordered, tokens))
     # A window holds `max_history` items of context before its newest target, as decoding sees at most that many.
-    streams = causal_training_streams(sequences, item_tokens, model.tokenizer.bos_token_id,
-                                      window_items=max_history + 1 if max_history else 0)
+    streams = causal_training_streams(
+        sequences, item_tokens, model.tokenizer.bos_token_id, window_items=max_history + 1 if max_history else 0
+    )
     return datasets.Dataset.from_list(streams)

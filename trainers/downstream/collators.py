@@ -23,8 +23,14 @@ class RetrievalCollator:
         if encode is not None:
             encoded = encode(texts, self.tokenizer, max_length=self.max_length, warn=False)
         else:
-            encoded = self.tokenizer(texts, max_length=self.max_length, truncation=True, padding=True, return_tensors="pt")
+            encoded = self.tokenizer(
+                texts, max_length=self.max_length, truncation=True, padding=True, return_tensors="pt"
+            )
         rows = [self.model.id_map.semantic_id(f["target_doc_id"]) for f in features]
         tokens = self.model.codes_to_tokens(torch.tensor(rows, dtype=torch.long))
         eos = torch.full((len(features), 1), self.model.eos_token_id, dtype=torch.long)
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": torch.cat([tokens, eos], 1)}
+        return {
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "labels": torch.cat([tokens, eos], 1),
+        }

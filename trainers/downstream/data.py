@@ -30,7 +30,10 @@ def sampled_test_rows(total: int, size: int, seed: int) -> list[int]:
 
 
 def recommendation_splits(
-    sequences_path: str | Path, items_path: str | Path, history: HistoryFormat | None = None, known_items: set[str] | None = None,
+    sequences_path: str | Path,
+    items_path: str | Path,
+    history: HistoryFormat | None = None,
+    known_items: set[str] | None = None,
     id_map=None,
 ) -> datasets.DatasetDict:
     """Leave-one-out splits: per user, the last item is the test target, the second-to-last the validation target,
@@ -42,7 +45,9 @@ def recommendation_splits(
     """
     history = history or HistoryFormat()
     if history.uses_ids and id_map is None:
-        raise ValueError(f"The {history.history_format!r} history format renders items by their semantic IDs: pass the ID map.")
+        raise ValueError(
+            f"The {history.history_format!r} history format renders items by their semantic IDs: pass the ID map."
+        )
     if known_items is None and id_map is not None:
         known_items = set(id_map.doc_ids)
     semantic_id = id_map.semantic_id if id_map is not None else None
@@ -59,18 +64,26 @@ def recommendation_splits(
             continue
         for target in range(1, len(sequence) - 2):
             splits["train"].append(_sample(history.render(sequence[:target], item_text, semantic_id), sequence[target]))
-        splits["validation"].append(_sample(history.render(sequence[:-2], item_text, semantic_id), sequence[-2], {sequence[-2]: 1}))
-        splits["test"].append(_sample(history.render(sequence[:-1], item_text, semantic_id), sequence[-1], {sequence[-1]: 1}))
+        splits["validation"].append(
+            _sample(history.render(sequence[:-2], item_text, semantic_id), sequence[-2], {sequence[-2]: 1})
+        )
+        splits["test"].append(
+            _sample(history.render(sequence[:-1], item_text, semantic_id), sequence[-1], {sequence[-1]: 1})
+        )
     if dropped:
-        logger.warning("%d interactions name items that are not in the catalogue or ID map; they were dropped.", dropped)
+        logger.warning(
+            "%d interactions name items that are not in the catalogue or ID map; they were dropped.", dropped
+        )
     return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
 
 
 def user_items(user: dict, number: int, sequences_path) -> list[str]:
     """The item IDs of record `number` (from 1) of a sequences file, or an error naming the file and the record."""
     if not isinstance(user.get("items"), list):
-        raise ValueError(f"{sequences_path}: record {number} has no 'items' list (each line is a user: "
-                         '{"user_id": ..., "items": [item IDs, oldest first]}).')
+        raise ValueError(
+            f"{sequences_path}: record {number} has no 'items' list (each line is a user: "
+            '{"user_id": ..., "items": [item IDs, oldest first]}).'
+        )
     return [str(item) for item in user["items"]]
 
 
@@ -135,7 +148,8 @@ def retrieval_splits(
     if report["unknown_queries"] or report["unknown_documents"]:
         logger.warning(
             "qrels name %d unknown queries and %d unknown documents; they were skipped.",
-            report["unknown_queries"], report["unknown_documents"],
+            report["unknown_queries"],
+            report["unknown_documents"],
         )
     return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()}), report
 
@@ -149,11 +163,15 @@ def recommendation_task_splits(data_args, id_map, config=None) -> datasets.Datas
     if config is not None:
         saved = HistoryFormat.from_config(config)
         if saved != history:
-            logger.warning("Histories are rendered as the model was fine-tuned (%s), not as the arguments say (%s).",
-                           saved, history)
+            logger.warning(
+                "Histories are rendered as the model was fine-tuned (%s), not as the arguments say (%s).",
+                saved,
+                history,
+            )
         history = saved
-    return recommendation_splits(folder / "sequences.jsonl", folder / "items.jsonl", history, set(id_map.doc_ids),
-                                 id_map=id_map)
+    return recommendation_splits(
+        folder / "sequences.jsonl", folder / "items.jsonl", history, set(id_map.doc_ids), id_map=id_map
+    )
 
 
 def retrieval_task_splits(data_args, id_map, config=None) -> datasets.DatasetDict:

@@ -25,30 +25,36 @@ def parse_ks(text: str, flag: str = "--eval_ks") -> list[int]:
     return ks
 
 
-def check_evaluation_settings(ks: list[int], num_beams: int, ks_flag: str = "--eval_ks",
-                              beams_flag: str = "--eval_num_beams") -> None:
+def check_evaluation_settings(
+    ks: list[int], num_beams: int, ks_flag: str = "--eval_ks", beams_flag: str = "--eval_num_beams"
+) -> None:
     """Refuse settings that would make the metrics wrong: beam search returns at most `num_beams` documents, so a
     metric at a larger k would be silently understated."""
     if num_beams < 1:
         raise ValueError(f"{beams_flag} {num_beams}: beam search needs at least one beam.")
     if max(ks) > num_beams:
-        raise ValueError(f"{ks_flag} {max(ks)} exceeds {beams_flag} {num_beams}: beam search returns at most that "
-                         f"many documents, so recall@{max(ks)} would be understated. Raise {beams_flag} to {max(ks)} "
-                         "or more.")
+        raise ValueError(
+            f"{ks_flag} {max(ks)} exceeds {beams_flag} {num_beams}: beam search returns at most that "
+            f"many documents, so recall@{max(ks)} would be understated. Raise {beams_flag} to {max(ks)} "
+            "or more."
+        )
 
 
 def retrieval_metrics(model, tokenizer, split, ks: list[int], num_beams: int, batch_size: int) -> dict[str, float]:
     """The metrics of `model` on `split` (`input_text` and `relevant` columns), keys like `recall@5`."""
     top_k = min(max(ks), num_beams)
-    results = model.retrieve(list(split["input_text"]), tokenizer=tokenizer, top_k=top_k, num_beams=num_beams,
-                             batch_size=batch_size)
+    results = model.retrieve(
+        list(split["input_text"]), tokenizer=tokenizer, top_k=top_k, num_beams=num_beams, batch_size=batch_size
+    )
     rankings = [[entry["doc_id"] for entry in ranked] for ranked in results]
     relevants = [json.loads(relevant) for relevant in split["relevant"]]
     metrics = ranking_metrics(rankings, relevants, ks)
     id_map = model.id_map
     top_ids = [tuple(ranked[0]["semantic_id"]) if ranked else None for ranked in results]
-    relevant_ids = [[id_map.semantic_id(doc) for doc, grade in relevant.items() if grade > 0 and doc in id_map]
-                    for relevant in relevants]
+    relevant_ids = [
+        [id_map.semantic_id(doc) for doc, grade in relevant.items() if grade > 0 and doc in id_map]
+        for relevant in relevants
+    ]
     metrics["prefix_right_dedup_wrong@1"] = dedup_confusion_at_1(top_ids, relevant_ids, model.config.id_length)
     return metrics
 

@@ -42,14 +42,19 @@ class DownstreamDataArguments:
     max_history: int = field(default=20, metadata={"help": "Most recent items kept in a history (0: all)."})
     newest_first: bool = field(
         default=False,
-        metadata={"help": "Order history items newest first (the input is then cut at its right end), rather than oldest "
-                          "to newest (cut at its left end): either way an over-long history loses its oldest items."},
+        metadata={
+            "help": "Order history items newest first (the input is then cut at its right end), rather than oldest "
+            "to newest (cut at its left end): either way an over-long history loses its oldest items."
+        },
     )
     history_separator: str = field(default=" ; ")
     history_format: str = field(
         default="text",
-        metadata={"help": "How each history item reads: text (its text, the paper's), ids (its semantic ID as ID tokens, "
-                          "TIGER's: short inputs) or text+ids (both).", "choices": list(HISTORY_FORMATS)},
+        metadata={
+            "help": "How each history item reads: text (its text, the paper's), ids (its semantic ID as ID tokens, "
+            "TIGER's: short inputs) or text+ids (both).",
+            "choices": list(HISTORY_FORMATS),
+        },
     )
     indexing: bool = field(default=True, metadata={"help": "retrieval: add document text -> ID samples."})
     pseudo_queries: str | None = field(default=None, metadata={"help": "retrieval: jsonl of {doc_id, query}."})
@@ -57,19 +62,26 @@ class DownstreamDataArguments:
     max_eval_queries: int | None = field(default=None, metadata={"help": "Evaluate on the first N queries only."})
     validation_users: int = field(
         default=0,
-        metadata={"help": "Evaluations during training (--eval_strategy) score a seeded sample of this many validation "
-                          "queries or users (0: all of them)."},
+        metadata={
+            "help": "Evaluations during training (--eval_strategy) score a seeded sample of this many validation "
+            "queries or users (0: all of them)."
+        },
     )
     eval_rows: list[int] | None = field(
-        default=None, metadata={"help": "Evaluate on these rows of the test split only (e.g. a seeded sample of users)."}
+        default=None,
+        metadata={"help": "Evaluate on these rows of the test split only (e.g. a seeded sample of users)."},
     )
 
     def history(self):
         """The `HistoryFormat` these arguments describe."""
 
-        return HistoryFormat(max_history=self.max_history, newest_first=self.newest_first, separator=self.history_separator,
-                             text_fields=tuple(split_names(self.item_text_fields)),
-                             history_format=self.history_format)
+        return HistoryFormat(
+            max_history=self.max_history,
+            newest_first=self.newest_first,
+            separator=self.history_separator,
+            text_fields=tuple(split_names(self.item_text_fields)),
+            history_format=self.history_format,
+        )
 
     def retriever_config_fields(self) -> dict:
         """The retriever config fields these arguments decide. `finetune_retriever` saves them with the model, so that
@@ -89,29 +101,37 @@ class FinetuneArguments(CausalModelArguments):
     indexer: str = field(default="", metadata={"help": "Directory of a trained indexer (lmindexer index output)."})
     architecture: str = field(
         default="seq2seq",
-        metadata={"help": "seq2seq: an encoder-decoder reads the input, its decoder writes the ID (the paper's). causal "
-                          "(recommendation): a decoder-only model over each user's stream of ID tokens, trained on every "
-                          "item of a user in one pass, with an ID-only vocabulary (sizes: --causal_*).",
-                  "choices": list(ARCHITECTURES)},
+        metadata={
+            "help": "seq2seq: an encoder-decoder reads the input, its decoder writes the ID (the paper's). causal "
+            "(recommendation): a decoder-only model over each user's stream of ID tokens, trained on every "
+            "item of a user in one pass, with an ID-only vocabulary (sizes: --causal_*).",
+            "choices": list(ARCHITECTURES),
+        },
     )
     backbone: str | None = field(
         default=None,
-        metadata={"help": "Seq2seq or BERT-style checkpoint to fine-tune on the IDs of a two-stage indexer folder "
-                          "(rqkmeans, rqvae, hkmeans), which has no language model of its own; with an LMIndexer folder, "
-                          "fine-tune it on the LMIndexer's IDs instead of the indexer's own backbone (one model for "
-                          "every ID method). With --architecture causal: a causal LM whose config (not weights) sizes the "
-                          "recommender, instead of the --causal_* sizes."},
+        metadata={
+            "help": "Seq2seq or BERT-style checkpoint to fine-tune on the IDs of a two-stage indexer folder "
+            "(rqkmeans, rqvae, hkmeans), which has no language model of its own; with an LMIndexer folder, "
+            "fine-tune it on the LMIndexer's IDs instead of the indexer's own backbone (one model for "
+            "every ID method). With --architecture causal: a causal LM whose config (not weights) sizes the "
+            "recommender, instead of the --causal_* sizes."
+        },
     )
     output_vocabulary: str = field(
         default="all",
-        metadata={"help": "Tokens the output softmax spans in training and decoding: all, or ids (ID tokens and EOS "
-                          "only; text logits masked). A causal ID-stream model has only ID tokens anyway.",
-                  "choices": ["all", "ids"]},
+        metadata={
+            "help": "Tokens the output softmax spans in training and decoding: all, or ids (ID tokens and EOS "
+            "only; text logits masked). A causal ID-stream model has only ID tokens anyway.",
+            "choices": ["all", "ids"],
+        },
     )
     preset: str | None = field(
         default=None,
-        metadata={"help": "Named defaults (any flag given still wins): cpu = the causal ID-stream recommender that "
-                          "learns on a laptop CPU (`lmindexer.trainers.presets.FINETUNE_CPU`)."},
+        metadata={
+            "help": "Named defaults (any flag given still wins): cpu = the causal ID-stream recommender that "
+            "learns on a laptop CPU (`lmindexer.trainers.presets.FINETUNE_CPU`)."
+        },
     )
     lora_target_modules: str | None = field(default=None, metadata={"help": "LoRA on these modules, e.g. q,v."})
     lora_rank: int = field(default=8)
@@ -135,19 +155,29 @@ def build_retriever(finetune_args: FinetuneArguments, config_fields: dict | None
         if not finetune_args.backbone:
             return LMIndexerForGenerativeRetrieval.from_indexer(finetune_args.indexer, **config_fields)
         if not folder.is_dir():
-            raise ValueError(f"--backbone with a Hub indexer ({folder}): download it first (`huggingface-cli download`) "
-                             "and pass the local folder, or drop --backbone to fine-tune the indexer's own backbone.")
+            raise ValueError(
+                f"--backbone with a Hub indexer ({folder}): download it first (`huggingface-cli download`) "
+                "and pass the local folder, or drop --backbone to fine-tune the indexer's own backbone."
+            )
         # The IDs alone on another model, as two-stage IDs are used: compares ID methods on one recommender.
-        logger.info("Fine-tuning %s on the IDs of the LMIndexer %s (its own backbone and codebooks are not used).",
-                    finetune_args.backbone, folder)
+        logger.info(
+            "Fine-tuning %s on the IDs of the LMIndexer %s (its own backbone and codebooks are not used).",
+            finetune_args.backbone,
+            folder,
+        )
     elif not finetune_args.backbone:
-        raise ValueError(f"{folder} was made by the two-stage method {method!r}, which has no language model: name the "
-                         "seq2seq (or BERT-style) checkpoint to fine-tune with --backbone.")
+        raise ValueError(
+            f"{folder} was made by the two-stage method {method!r}, which has no language model: name the "
+            "seq2seq (or BERT-style) checkpoint to fine-tune with --backbone."
+        )
     id_map = SemanticIDMap.load(folder / ID_MAP_FILE)
     tokenizer = AutoTokenizer.from_pretrained(finetune_args.backbone)
     # `from_backbone` turns an encoder-only checkpoint into bert2bert and sets its start and pad tokens.
     backbone = LMIndexerForSemanticID.from_backbone(
-        finetune_args.backbone, tokenizer=tokenizer, id_length=id_map.id_length, codebook_sizes=id_map.codebook_sizes,
+        finetune_args.backbone,
+        tokenizer=tokenizer,
+        id_length=id_map.id_length,
+        codebook_sizes=id_map.codebook_sizes,
         dedup_size=id_map.dedup_size,
     ).backbone
     model = LMIndexerForGenerativeRetrieval.from_backbone_and_map(backbone, tokenizer, id_map, **config_fields)
@@ -192,18 +222,25 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     else:
         collator = RetrievalCollator(tokenizer, model, data_args.max_length)
     guard = FinetuneRunGuard(finetune_fingerprint(finetune_args, data_args, training_args), training_args.output_dir)
-    resume_from = guard.resume_checkpoint(training_args.resume_from_checkpoint, training_args.overwrite_output_dir,
-                                          main_process=training_args.process_index == 0)
+    resume_from = guard.resume_checkpoint(
+        training_args.resume_from_checkpoint,
+        training_args.overwrite_output_dir,
+        main_process=training_args.process_index == 0,
+    )
     if not causal and training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
-        splits["train"] = with_token_lengths(splits["train"], tokenizer, training_args.length_column_name,
-                                             data_args.max_length)
+        splits["train"] = with_token_lengths(
+            splits["train"], tokenizer, training_args.length_column_name, data_args.max_length
+        )
     trained = model
     if finetune_args.lora_target_modules:
         trained = apply_lora(model, finetune_args.lora_target_modules.split(","), rank=finetune_args.lora_rank)
     trainer = GenerativeRetrievalTrainer(
-        model=trained, args=training_args, train_dataset=splits["train"],
+        model=trained,
+        args=training_args,
+        train_dataset=splits["train"],
         eval_dataset=splits["validation"] if "validation" in splits else None,
-        data_collator=collator, processing_class=tokenizer,
+        data_collator=collator,
+        processing_class=tokenizer,
         card_data=retriever_card_data(finetune_args, data_args, training_args),
     )
     trainer.run_guard = guard
@@ -217,20 +254,28 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
     try:
         metrics = trainer.evaluate(evaluation_split(splits, data_args), metric_key_prefix="test")
     except Exception as error:
-        raise ValueError(f"evaluation after training failed ({type(error).__name__}: {error}); the trained model is "
-                         f"saved in {output_dir}: score it with `lmindexer evaluate`.") from error
+        raise ValueError(
+            f"evaluation after training failed ({type(error).__name__}: {error}); the trained model is "
+            f"saved in {output_dir}: score it with `lmindexer evaluate`."
+        ) from error
     if trainer.is_world_process_zero():
         from ...hub_cards import write_model_card
 
         write_model_card(model, output_dir, trainer.card_data)  # the card again, with the test metrics
         curve = [entry for entry in trainer.state.log_history if "eval_train_seconds" in entry]
-        (output_dir / METRICS_FILE).write_text(json.dumps({**metrics, "preset": finetune_args.preset,
-                                                           "learning_curve": curve}, indent=2))
+        (output_dir / METRICS_FILE).write_text(
+            json.dumps({**metrics, "preset": finetune_args.preset, "learning_curve": curve}, indent=2)
+        )
         if training_args.push_to_hub:
             commit = push_model_to_hub(
-                model, trainer.hub_model_id or training_args.hub_model_id or output_dir.resolve().name, tokenizer=tokenizer,
-                card_data=trainer.card_data, private=training_args.hub_private_repo, token=training_args.hub_token,
-                revision=training_args.hub_revision, commit_message="LMIndexer: fine-tuned retriever",
+                model,
+                trainer.hub_model_id or training_args.hub_model_id or output_dir.resolve().name,
+                tokenizer=tokenizer,
+                card_data=trainer.card_data,
+                private=training_args.hub_private_repo,
+                token=training_args.hub_token,
+                revision=training_args.hub_revision,
+                commit_message="LMIndexer: fine-tuned retriever",
             )
             logger.info("Pushed the retriever (commit %s)", getattr(commit, "oid", commit))
     return metrics
@@ -252,12 +297,19 @@ def build_causal(finetune_args: FinetuneArguments, data_args: DownstreamDataArgu
     if data_args.task != RECOMMENDATION:
         raise ValueError("--architecture causal is a recommender over ID streams: use it with --task recommendation.")
     if finetune_args.lora_target_modules:
-        raise ValueError("--lora_target_modules: a causal recommender is trained whole (it is small and has no "
-                         "pretrained weights); drop LoRA.")
+        raise ValueError(
+            "--lora_target_modules: a causal recommender is trained whole (it is small and has no "
+            "pretrained weights); drop LoRA."
+        )
     data_args = dataclasses.replace(data_args, history_format="ids", history_separator="", newest_first=False)
-    model = build_causal_recommender(finetune_args.indexer, finetune_args, data_args.max_history,
-                                     backbone=finetune_args.backbone, seed=seed,
-                                     config_fields=retriever_config_fields(finetune_args, data_args))
+    model = build_causal_recommender(
+        finetune_args.indexer,
+        finetune_args,
+        data_args.max_history,
+        backbone=finetune_args.backbone,
+        seed=seed,
+        config_fields=retriever_config_fields(finetune_args, data_args),
+    )
     return model, dataclasses.replace(data_args, max_length=model.config.max_query_length)
 
 
@@ -318,8 +370,10 @@ def load_retriever(path: str):
     if two_stage is not None:
         raise two_stage
     if Path(path).is_dir() and folder_model_type(path) == "lmindexer":
-        raise ValueError(f"{path} is an indexer folder (model_type lmindexer), not a fine-tuned retriever: fine-tune "
-                         f"one first (`lmindexer finetune --indexer {path} --data DIR --output_dir OUT`).")
+        raise ValueError(
+            f"{path} is an indexer folder (model_type lmindexer), not a fine-tuned retriever: fine-tune "
+            f"one first (`lmindexer finetune --indexer {path} --data DIR --output_dir OUT`)."
+        )
     return LMIndexerForGenerativeRetrieval.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
@@ -345,7 +399,12 @@ def report_coverage(data_args: DownstreamDataArguments, test_samples: int, score
 
         users = len(load_records(Path(data_args.data) / "sequences.jsonl"))
         if test_samples < users:
-            logger.warning("Scoring %d of the %d users in %s: the other %d have fewer than 3 items the model's ID map "
-                           "holds.", scored, users, Path(data_args.data) / "sequences.jsonl", users - test_samples)
+            logger.warning(
+                "Scoring %d of the %d users in %s: the other %d have fewer than 3 items the model's ID map holds.",
+                scored,
+                users,
+                Path(data_args.data) / "sequences.jsonl",
+                users - test_samples,
+            )
             return
     logger.info("Scoring %d test %s.", scored, "users" if data_args.task == RECOMMENDATION else "queries")

@@ -36,8 +36,15 @@ def id_vocabulary_tokenizer(id_vocabulary_sizes: list[int], id_token_template: s
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"<[^<>]*>"), behavior="isolated")]
     )
     backend.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-                                   unk_token="<unk>", padding_side="left", truncation_side="left")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        padding_side="left",
+        truncation_side="left",
+    )
 
 
 def stream_windows(length: int, window_items: int) -> list[tuple[int, int]]:
@@ -55,8 +62,9 @@ def stream_windows(length: int, window_items: int) -> list[tuple[int, int]]:
         end = start + 1
 
 
-def causal_training_streams(sequences: list[list[str]], item_tokens: dict[str, list[int]], bos_token_id: int,
-                            window_items: int = 0) -> list[dict]:
+def causal_training_streams(
+    sequences: list[list[str]], item_tokens: dict[str, list[int]], bos_token_id: int, window_items: int = 0
+) -> list[dict]:
     """One `{"input_ids", "labels"}` row per user window; `sequences` are users' whole item sequences (oldest first),
     of which the last two items (validation, test) are held out. Users with fewer than 4 items train nothing."""
     rows = []

@@ -36,7 +36,10 @@ def _shared_metric():
 
 def _reference(relevant: Mapping[str, float] | Iterable[str]) -> dict[str, list]:
     if isinstance(relevant, Mapping):
-        return {"doc_ids": [str(doc_id) for doc_id in relevant], "grades": [float(grade) for grade in relevant.values()]}
+        return {
+            "doc_ids": [str(doc_id) for doc_id in relevant],
+            "grades": [float(grade) for grade in relevant.values()],
+        }
     doc_ids = [str(doc_id) for doc_id in relevant]
     return {"doc_ids": doc_ids, "grades": [1.0] * len(doc_ids)}
 

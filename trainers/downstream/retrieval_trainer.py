@@ -32,8 +32,10 @@ class RetrievalTrainingArguments(Seq2SeqTrainingArguments):
     eval_batch_queries: int = field(default=32, metadata={"help": "Queries per generate call at evaluation."})
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Start a new run (no --resume_from_checkpoint) in an output_dir that holds an earlier run's "
-                          "checkpoint-* folders, removing them; without it such a run is refused."},
+        metadata={
+            "help": "Start a new run (no --resume_from_checkpoint) in an output_dir that holds an earlier run's "
+            "checkpoint-* folders, removing them; without it such a run is refused."
+        },
     )
 
     @property
@@ -70,8 +72,14 @@ class GenerativeRetrievalTrainer(HubCardTrainerMixin, Seq2SeqTrainer):
         model.eval()
         # Plain `Seq2SeqTrainingArguments` lack the evaluation settings: their defaults then apply.
         num_beams = gen_kwargs.get("num_beams", getattr(self.args, "eval_num_beams", 20))
-        metrics = retrieval_metrics(model, self.processing_class, dataset, getattr(self.args, "ks", [5, 10]), num_beams,
-                                    getattr(self.args, "eval_batch_queries", 32))
+        metrics = retrieval_metrics(
+            model,
+            self.processing_class,
+            dataset,
+            getattr(self.args, "ks", [5, 10]),
+            num_beams,
+            getattr(self.args, "eval_batch_queries", 32),
+        )
         model.train(was_training)
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
         if getattr(self, "_train_started", None) is not None:
@@ -92,10 +100,17 @@ def apply_lora(model, target_modules: list[str], rank: int = 8, alpha: int = 16,
     from peft import LoraConfig, get_peft_model
 
     if not target_modules:
-        raise ValueError("Give `target_modules` explicitly (e.g. ['q', 'v'] for T5): peft cannot infer them for lmindexer.")
+        raise ValueError(
+            "Give `target_modules` explicitly (e.g. ['q', 'v'] for T5): peft cannot infer them for lmindexer."
+        )
     embedding_names = sorted(
-        {name.rsplit(".", 1)[0] for name, _ in model.named_parameters() if name.endswith(("shared.weight", "lm_head.weight", "word_embeddings.weight", "embed_tokens.weight"))}
+        {
+            name.rsplit(".", 1)[0]
+            for name, _ in model.named_parameters()
+            if name.endswith(("shared.weight", "lm_head.weight", "word_embeddings.weight", "embed_tokens.weight"))
+        }
     )
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                        modules_to_save=embedding_names)
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, modules_to_save=embedding_names
+    )
     return get_peft_model(model, config)

@@ -73,8 +73,10 @@ def check_folder_files(folder: str | Path) -> None:
                     handle.keys()
         except Exception as error:  # JSONDecodeError, UnicodeDecodeError, SafetensorError
             reason = " ".join(str(error).split()) or type(error).__name__
-            raise ValueError(f"{path} cannot be read ({reason}): it is cut off or corrupt; restore it, or rerun the "
-                             "command that wrote the folder.") from None
+            raise ValueError(
+                f"{path} cannot be read ({reason}): it is cut off or corrupt; restore it, or rerun the "
+                "command that wrote the folder."
+            ) from None
 
 
 def two_stage_folder_error(folder: str | Path, command: str) -> ValueError | None:
@@ -83,7 +85,9 @@ def two_stage_folder_error(folder: str | Path, command: str) -> ValueError | Non
     method = folder_method(folder) if Path(folder).is_dir() else UNRECORDED_METHOD
     if method == UNRECORDED_METHOD or (Path(folder) / CONFIG_FILE).is_file():
         return None
-    return ValueError(f"{folder} holds {method} IDs (an ID map and its quantiser, no language model), which "
-                      f"`lmindexer {command}` cannot use: it needs an LMIndexer indexer or a fine-tuned retriever. "
-                      f"Fine-tune one on these IDs (`lmindexer finetune --indexer {folder} --backbone MODEL`) and "
-                      f"{command} that.")
+    return ValueError(
+        f"{folder} holds {method} IDs (an ID map and its quantiser, no language model), which "
+        f"`lmindexer {command}` cannot use: it needs an LMIndexer indexer or a fine-tuned retriever. "
+        f"Fine-tune one on these IDs (`lmindexer finetune --indexer {folder} --backbone MODEL`) and "
+        f"{command} that."
+    )

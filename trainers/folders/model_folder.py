@@ -37,10 +37,26 @@ STAGING_SUFFIX = ".saving"
 PREVIOUS_SUFFIX = ".old"
 # Files a saved model consists of: a new save replaces them all, so the previous folder's are never carried over.
 MODEL_FILE_PATTERNS = (
-    "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
-    "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "spiece.model",
-    "sentencepiece*.model", "chat_template.*", "README.md", "assets", "lmindexer_card.json", "indexer_metrics.json",
-    "id_method.json", "quantizer_config.json", "*.py",
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.*",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece*.model",
+    "chat_template.*",
+    "README.md",
+    "assets",
+    "lmindexer_card.json",
+    "indexer_metrics.json",
+    "id_method.json",
+    "quantizer_config.json",
+    "*.py",
 )
 
 
@@ -85,8 +101,10 @@ def _swap_in(staging: Path, folder: Path) -> None:
     cwd = Path.cwd().absolute()
     if folder.exists() and (folder == cwd or folder in cwd.parents):
         # Renaming the working directory would move this process along with it: replace file by file instead.
-        logger.warning("%s is the working directory (or holds it): its files are replaced one by one, not swapped "
-                       "as a whole.", folder)
+        logger.warning(
+            "%s is the working directory (or holds it): its files are replaced one by one, not swapped as a whole.",
+            folder,
+        )
         for entry in staging.iterdir():
             target = folder / entry.name
             if target.is_dir() and not target.is_symlink():
@@ -116,8 +134,10 @@ def recover_model_folder(folder: str | os.PathLike) -> str | None:
     done = None
     if previous.is_dir() and not folder.exists():
         previous.rename(folder)
-        done = (f"A save into {folder} was interrupted while swapping folders; the previous complete folder "
-                f"({previous.name}) was put back.")
+        done = (
+            f"A save into {folder} was interrupted while swapping folders; the previous complete folder "
+            f"({previous.name}) was put back."
+        )
     elif previous.is_dir():
         _finish_swap(folder, previous)
         done = f"A save into {folder} was interrupted after the new folder was in place; finished it."
@@ -171,8 +191,9 @@ def folder_lock(path: Path, timeout: float):
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock, as before
-        logger.warning("File locks are not available here: concurrent `lmindexer assign` runs on %s may lose updates.",
-                       path.parent)
+        logger.warning(
+            "File locks are not available here: concurrent `lmindexer assign` runs on %s may lose updates.", path.parent
+        )
         yield
         return
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -33,7 +33,11 @@ STATE_PREFIXES = ("optimizer", "scheduler", "rng_state", "trainer_state", "train
 def pickle_patterns(folder: Path) -> list[str]:
     """Upload ignore patterns for every pickle under `folder`: suffix patterns, plus each pickle by name, since
     fnmatch patterns miss `MODEL.BIN` or `x.pkl.gz`."""
-    named = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file() and is_pickle_file(path.name)]
+    named = [
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.is_file() and is_pickle_file(path.name)
+    ]
     return [*(f"*{suffix}" for suffix in FORBIDDEN_SUFFIXES), *named]
 
 
@@ -92,15 +96,33 @@ class HubCardTrainerMixin(JSONTrainingArgumentsMixin):
             message = f"Training in progress, epoch {int(self.state.epoch)}"
         api = HfApi(token=self.args.hub_token)
         never = ["_*", "checkpoint-*", *pickle_patterns(output_dir)]
-        jobs = [api.upload_folder(repo_id=self.hub_model_id, folder_path=str(output_dir), commit_message=message,
-                                  revision=self.args.hub_revision, ignore_patterns=never, run_as_future=True)]
+        jobs = [
+            api.upload_folder(
+                repo_id=self.hub_model_id,
+                folder_path=str(output_dir),
+                commit_message=message,
+                revision=self.args.hub_revision,
+                ignore_patterns=never,
+                run_as_future=True,
+            )
+        ]
         if self.args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
             # The Trainer keeps optimizer, scheduler and RNG state as pickles: they stay local (resume from the local
             # checkpoint); the Hub gets the checkpoint's weights, map, card and JSON state only.
-            path_in_repo = "last-checkpoint" if self.args.hub_strategy == HubStrategy.CHECKPOINT else Path(checkpoint_folder).name
-            jobs.append(api.upload_folder(repo_id=self.hub_model_id, folder_path=checkpoint_folder, path_in_repo=path_in_repo,
-                                          commit_message=message + ", checkpoint", revision=self.args.hub_revision,
-                                          ignore_patterns=pickle_patterns(Path(checkpoint_folder)), run_as_future=True))
+            path_in_repo = (
+                "last-checkpoint" if self.args.hub_strategy == HubStrategy.CHECKPOINT else Path(checkpoint_folder).name
+            )
+            jobs.append(
+                api.upload_folder(
+                    repo_id=self.hub_model_id,
+                    folder_path=checkpoint_folder,
+                    path_in_repo=path_in_repo,
+                    commit_message=message + ", checkpoint",
+                    revision=self.args.hub_revision,
+                    ignore_patterns=pickle_patterns(Path(checkpoint_folder)),
+                    run_as_future=True,
+                )
+            )
         if self.push_in_progress is None or self.push_in_progress.is_done():
             self.push_in_progress = PushInProgress(jobs)
         else:

@@ -24,12 +24,16 @@ def from_config(name: str, help: str | None = None):
 class IndexArguments:
     """What to index: the corpus and its fields, the ID method, and the ID layout."""
 
-    method: str = field(default="lmindexer", metadata={"help": "Semantic-ID method (see `lmindexer.trainers.id_methods`)."})
+    method: str = field(
+        default="lmindexer", metadata={"help": "Semantic-ID method (see `lmindexer.trainers.id_methods`)."}
+    )
     preset: str | None = field(
         default=None,
-        metadata={"help": "Named defaults (any flag given still wins): cpu = a frozen pretrained encoder, one epoch per "
-                          "phase (benchmarks/run_bench_lmindexer.sh); gpu = the paper's setting, every layer trained, "
-                          "bf16 (`lmindexer.trainers.presets`)."},
+        metadata={
+            "help": "Named defaults (any flag given still wins): cpu = a frozen pretrained encoder, one epoch per "
+            "phase (benchmarks/run_bench_lmindexer.sh); gpu = the paper's setting, every layer trained, "
+            "bf16 (`lmindexer.trainers.presets`)."
+        },
     )
     corpus: str | None = field(
         default=None, metadata={"help": "jsonl/csv/parquet file or Hub dataset; the generated demo catalogue if unset."}
@@ -41,7 +45,9 @@ class IndexArguments:
     title_field: str | None = field(default="title", metadata={"help": "Field kept in the ID map for display."})
     backbone: str = field(
         default=TINY_BACKBONE,
-        metadata={"help": f"Seq2seq or BERT-style checkpoint, or `{TINY_BACKBONE}` (random, tokenizer trained on the corpus)."},
+        metadata={
+            "help": f"Seq2seq or BERT-style checkpoint, or `{TINY_BACKBONE}` (random, tokenizer trained on the corpus)."
+        },
     )
     id_length: int = from_config("id_length", "Learned ID positions T.")
     codebook_size: str | None = field(
@@ -62,13 +68,17 @@ class IndexArguments:
     # Python (`LMIndexerForSemanticID.from_backbone`) trains what `lmindexer index` trains.
     later_position_input: str = from_config("later_position_input", "raw or residual (h^t minus c^{t-1}'s vector).")
     center_hidden: bool = from_config(
-        "center_hidden", "Score h^t minus its corpus mean (measured at k-means time). Off by default: with the pooled path "
+        "center_hidden",
+        "Score h^t minus its corpus mean (measured at k-means time). Off by default: with the pooled path "
         "h^1 is no longer one shared vector, and a centre fixed at k-means time goes stale while the decoder trains "
-        "(ablation: trained AMI(c1) 0.299 with it, 0.324 without).")
+        "(ablation: trained AMI(c1) 0.299 with it, 0.324 without).",
+    )
     pooled_hidden: bool = from_config("pooled_hidden", "Add the mean-pooled encoder states to h^t.")
     contrastive_positive: str = from_config("contrastive_positive", "self or dropout (SimCSE positive view).")
     reconstructor_warmup_input: str = from_config("reconstructor_warmup_input", "zeros or hidden (the frozen h^1).")
-    reconstructor_position_norm: bool = from_config("reconstructor_position_norm", "Layer-normalise the query positions.")
+    reconstructor_position_norm: bool = from_config(
+        "reconstructor_position_norm", "Layer-normalise the query positions."
+    )
     reconstruction_vocabulary: str = from_config("reconstruction_vocabulary", "full or batch (in-batch softmax).")
     reconstruction_weight: float = from_config("reconstruction_weight")
     contrastive_weight: float = from_config("contrastive_weight")
@@ -81,10 +91,11 @@ class IndexArguments:
     normalize_embeddings: bool = field(default=True, metadata={"help": "Two-stage methods: L2-normalise embeddings."})
     embedding_max_length: int = field(default=128, metadata={"help": "Two-stage methods: tokens per document."})
     embedding_cache_dir: str | None = field(
-        default=None, metadata={"help": "Where embeddings are cached (safetensors); unset: <output_dir>/../.embeddings."}
+        default=None,
+        metadata={"help": "Where embeddings are cached (safetensors); unset: <output_dir>/../.embeddings."},
     )
     method_settings: str | None = field(
-        default=None, metadata={"help": 'JSON of the quantiser\'s settings, e.g. \'{"epochs": 20}\' for rqvae.'}
+        default=None, metadata={"help": "JSON of the quantiser's settings, e.g. '{\"epochs\": 20}' for rqvae."}
     )
 
     @property
@@ -98,7 +109,8 @@ class AssignArguments:
     corpus: str = field(metadata={"help": "jsonl/csv/parquet file or Hub dataset of new documents."})
     id_field: str = field(default="item_id")
     text_fields: str | None = field(
-        default=None, metadata={"help": "Comma-separated fields joined into the text; unset: those the indexer was trained on."}
+        default=None,
+        metadata={"help": "Comma-separated fields joined into the text; unset: those the indexer was trained on."},
     )
     title_field: str | None = field(default="title")
     batch_size: int = field(default=128)
@@ -110,6 +122,8 @@ class AssignArguments:
     )
     rededuplicate: bool = field(
         default=False,
-        metadata={"help": "When a group of documents sharing all learned codes outgrows the dedup position, grow it "
-                          "(the config's dedup_size and the map's) instead of failing; existing IDs stay as they are."},
+        metadata={
+            "help": "When a group of documents sharing all learned codes outgrows the dedup position, grow it "
+            "(the config's dedup_size and the map's) instead of failing; existing IDs stay as they are."
+        },
     )

@@ -53,8 +53,13 @@ def indexer_card_data(args, training_args, corpus, base_model: str | None = None
         dataset = "lmindexer demo catalogue (generated)"
     else:
         dataset = Path(args.corpus).name if Path(args.corpus).exists() else args.corpus  # a file, or a Hub dataset
-    return LMIndexerCardData(model_id=training_args.hub_model_id, base_model=base_model, datasets=[dataset],
-                             task=SEMANTIC_INDEXING, label_field=corpus.label_field)
+    return LMIndexerCardData(
+        model_id=training_args.hub_model_id,
+        base_model=base_model,
+        datasets=[dataset],
+        task=SEMANTIC_INDEXING,
+        label_field=corpus.label_field,
+    )
 
 
 def register_id_method(name: str):

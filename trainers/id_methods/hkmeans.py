@@ -43,15 +43,18 @@ class HierarchicalKMeansQuantizer(Quantizer):
         self.clustered_groups_per_level = [0] * self.id_length
         # prefix -> (member rows, the parent centroid standing in for a memberless group)
         pending: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray | None]] = {(): (np.arange(len(vectors)), None)}
-        for level in tqdm(range(self.id_length), desc="Hierarchical k-means levels", disable=not self.progress,
-                          leave=False):
+        for level in tqdm(
+            range(self.id_length), desc="Hierarchical k-means levels", disable=not self.progress, leave=False
+        ):
             size = self.codebook_sizes[level]
             children: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray | None]] = {}
             for prefix in sorted(pending):
                 rows, stand_in = pending[prefix]
                 members = vectors[rows] if len(rows) else stand_in[None, :]
                 if len(members) > size:
-                    centroids = kmeans_codebook(members, size, "l2", seed=self._rng_seed(len(self.groups)), iterations=self.settings["niter"])
+                    centroids = kmeans_codebook(
+                        members, size, "l2", seed=self._rng_seed(len(self.groups)), iterations=self.settings["niter"]
+                    )
                     self.clustered_groups_per_level[level] += 1
                 else:
                     centroids = members.copy()
@@ -98,7 +101,9 @@ class HierarchicalKMeansQuantizer(Quantizer):
     def _load_state(self, tensors: dict[str, np.ndarray], config: dict) -> None:
         offsets, levels, prefixes = tensors["group_offsets"], tensors["group_levels"], tensors["group_prefixes"]
         self.groups = {
-            tuple(int(code) for code in prefixes[index, :level]): tensors["centroids"][offsets[index] : offsets[index + 1]]
+            tuple(int(code) for code in prefixes[index, :level]): tensors["centroids"][
+                offsets[index] : offsets[index + 1]
+            ]
             for index, level in enumerate(levels)
         }
         self.clustered_groups_per_level = [int(count) for count in tensors["clustered_groups_per_level"]]
@@ -108,9 +113,14 @@ class HierarchicalKMeansQuantizer(Quantizer):
         for prefix in self.groups:
             groups_per_level[len(prefix)] += 1
         return [
-            {"level": level + 1, "codebook_size": size, "clusters": "embeddings within each parent group",
-             "fit": "faiss k-means per group, L2; groups of <= K members keep members as centroids",
-             "assign": "nearest centroid of the parent group, L2 (IndexFlatL2)",
-             "groups": groups_per_level[level], "clustered_groups": self.clustered_groups_per_level[level]}
+            {
+                "level": level + 1,
+                "codebook_size": size,
+                "clusters": "embeddings within each parent group",
+                "fit": "faiss k-means per group, L2; groups of <= K members keep members as centroids",
+                "assign": "nearest centroid of the parent group, L2 (IndexFlatL2)",
+                "groups": groups_per_level[level],
+                "clustered_groups": self.clustered_groups_per_level[level],
+            }
             for level, size in enumerate(self.codebook_sizes)
         ]

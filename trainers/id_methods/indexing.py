@@ -75,40 +75,49 @@ def assign_documents(args: AssignArguments) -> dict:
     config = folder_config(folder)
     text_fields = split_names(args.text_fields) or indexed_text_fields(folder) or DEFAULT_TEXT_FIELDS
     separator = config.get("indexing_text_separator") or TEXT_SEPARATOR
-    corpus = build_corpus(load_records(args.corpus), args.id_field, text_fields, title_field=args.title_field,
-                          separator=separator)
+    corpus = build_corpus(
+        load_records(args.corpus), args.id_field, text_fields, title_field=args.title_field, separator=separator
+    )
     read_run_id, new_codes = _encode_new_documents(folder, corpus, args)
     with folder_lock(folder / ASSIGN_LOCK_FILE, args.lock_timeout):
         current = SemanticIDMap.load(folder / ID_MAP_FILE)  # again: another run may have extended it meanwhile
         if current.run_id != read_run_id:
-            raise RuntimeError(f"The ID map of {folder} was replaced by another run while new documents were encoded; "
-                               "run `lmindexer assign` again.")
+            raise RuntimeError(
+                f"The ID map of {folder} was replaced by another run while new documents were encoded; "
+                "run `lmindexer assign` again."
+            )
         fresh = [row for row, doc_id in enumerate(corpus.doc_ids) if doc_id not in current]
         changed = current.changed_documents(corpus.doc_ids, text_digests(corpus.texts), corpus.titles)
         if changed:
             logger.warning(
                 "%d documents already in the map now read differently than when they got their IDs (e.g. %r); they "
                 "keep their IDs. To give them new ones, re-index or assign them under new document IDs (or, if the "
-                "texts did not change, pass the --text_fields the indexer was trained with).", len(changed), changed[0]
+                "texts did not change, pass the --text_fields the indexer was trained with).",
+                len(changed),
+                changed[0],
             )
         fresh_corpus = corpus.select(fresh)
         fresh_digests = text_digests(fresh_corpus.texts)
-        codes = torch.tensor([new_codes[doc_id] for doc_id in fresh_corpus.doc_ids],
-                             dtype=torch.long).reshape(len(fresh), current.id_length)
+        codes = torch.tensor([new_codes[doc_id] for doc_id in fresh_corpus.doc_ids], dtype=torch.long).reshape(
+            len(fresh), current.id_length
+        )
         grown = None
         try:
             extended = current.extend(fresh_corpus.doc_ids, codes, fresh_corpus.titles, text_digests=fresh_digests)
         except DedupCapacityError as error:
             if not args.rededuplicate:
                 raise DedupCapacityError(
-                    error.group, error.members, error.dedup_size,
+                    error.group,
+                    error.members,
+                    error.dedup_size,
                     hint=f"rerun with --rededuplicate true to grow the dedup position of {folder} to "
-                         f"{1 << error.members.bit_length()} (existing IDs stay as they are), or re-index with a "
-                         "larger --dedup_size.",
+                    f"{1 << error.members.bit_length()} (existing IDs stay as they are), or re-index with a "
+                    "larger --dedup_size.",
                 ) from None
             grown = _grow_dedup(folder, config, current, error)
-            extended = current.extend(fresh_corpus.doc_ids, codes, fresh_corpus.titles, text_digests=fresh_digests,
-                                      dedup_size=grown)
+            extended = current.extend(
+                fresh_corpus.doc_ids, codes, fresh_corpus.titles, text_digests=fresh_digests, dedup_size=grown
+            )
         crash_point("assign.map_write")
         extended.save(folder / ID_MAP_FILE)
         report = {
@@ -123,8 +132,13 @@ def assign_documents(args: AssignArguments) -> dict:
             moved = (extended.semantic_ids[: len(current)] != current.semantic_ids).any(dim=1).nonzero().flatten()
             report["dedup_size"] = [current.dedup_size, grown]
             report["changed_ids"] = [current.doc_ids[int(row)] for row in moved]
-            logger.warning("The dedup position of %s grew from %d to %d; %d existing IDs changed.", folder,
-                           current.dedup_size, grown, len(report["changed_ids"]))
+            logger.warning(
+                "The dedup position of %s grew from %d to %d; %d existing IDs changed.",
+                folder,
+                current.dedup_size,
+                grown,
+                len(report["changed_ids"]),
+            )
     return report
 
 

@@ -22,9 +22,18 @@ from .base import IDMethod, IndexResult, indexer_card_data, register_id_method
 logger = logging.getLogger("lmindexer")
 
 # IndexArguments fields that go into the config unchanged.
-RECIPE_FIELDS = ("later_position_input", "center_hidden", "pooled_hidden", "contrastive_positive",
-                 "reconstructor_warmup_input", "reconstructor_position_norm", "reconstruction_vocabulary",
-                 "reconstruction_weight", "contrastive_weight", "commitment_weight")
+RECIPE_FIELDS = (
+    "later_position_input",
+    "center_hidden",
+    "pooled_hidden",
+    "contrastive_positive",
+    "reconstructor_warmup_input",
+    "reconstructor_position_norm",
+    "reconstruction_vocabulary",
+    "reconstruction_weight",
+    "contrastive_weight",
+    "commitment_weight",
+)
 
 
 def build_indexer(args: IndexArguments, corpus: Corpus) -> tuple[LMIndexerForSemanticID, object]:
@@ -61,9 +70,15 @@ class LMIndexerMethod(IDMethod):
     def index(self, corpus: Corpus, args: IndexArguments, training_args: IndexerTrainingArguments) -> IndexResult:
         model, tokenizer = build_indexer(args, corpus)
         trainer = IndexerTrainer(
-            model, tokenizer, corpus, training_args, max_length=args.max_length, auto_dedup=args.dedup_size is None,
-            card_data=indexer_card_data(args, training_args, corpus,
-                                        base_model=None if args.backbone == TINY_BACKBONE else args.backbone),
+            model,
+            tokenizer,
+            corpus,
+            training_args,
+            max_length=args.max_length,
+            auto_dedup=args.dedup_size is None,
+            card_data=indexer_card_data(
+                args, training_args, corpus, base_model=None if args.backbone == TINY_BACKBONE else args.backbone
+            ),
         )
         # The method stamp is one of the final folder's files, swapped in with the rest by `trainer.save()`.
         trainer.extra_files[METHOD_FILE] = self.record()
@@ -88,4 +103,3 @@ class LMIndexerMethod(IDMethod):
             raise FileNotFoundError(f"{folder} holds no semantic_id_map.safetensors: it is not a trained indexer.")
         max_length = args.max_length or model.config.indexing_max_length or 512
         return assign_new_documents(model, tokenizer, corpus, model.id_map, args.batch_size, max_length)
-

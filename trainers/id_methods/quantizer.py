@@ -25,7 +25,6 @@ CONFIG_FILE = "quantizer_config.json"
 CONFIG_FORMAT = 1
 
 
-
 class Quantizer:
     """Base class: validation, persistence and the fit/assign contract. Subclasses implement `_fit`, `_assign`,
     `_state_tensors`, `_load_state` and `_level_geometry`, declare `default_settings`, and are registered with
@@ -34,19 +33,26 @@ class Quantizer:
     name: ClassVar[str]
     default_settings: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, id_length: int, codebook_sizes: list[int] | int, seed: int = 0, progress: bool = False,
-                 **settings):
+    def __init__(
+        self, id_length: int, codebook_sizes: list[int] | int, seed: int = 0, progress: bool = False, **settings
+    ):
         """`progress` only shows bars; it does not change results, so it is not a setting and is not saved."""
         if isinstance(id_length, bool) or not isinstance(id_length, (int, np.integer)) or id_length < 1:
             raise ValueError(f"id_length must be an integer >= 1, got {id_length!r}.")
-        sizes = [codebook_sizes] * int(id_length) if isinstance(codebook_sizes, (int, np.integer)) else list(codebook_sizes)
+        sizes = (
+            [codebook_sizes] * int(id_length) if isinstance(codebook_sizes, (int, np.integer)) else list(codebook_sizes)
+        )
         if len(sizes) != id_length:
-            raise ValueError(f"codebook_sizes has {len(sizes)} entries but id_length is {id_length}; give one per level.")
+            raise ValueError(
+                f"codebook_sizes has {len(sizes)} entries but id_length is {id_length}; give one per level."
+            )
         if any(isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1 for size in sizes):
             raise ValueError(f"Every codebook size must be an integer >= 1, got {sizes}.")
         unknown = sorted(set(settings) - set(self.default_settings))
         if unknown:
-            raise ValueError(f"{self.name} has no setting(s) {unknown}; known settings: {sorted(self.default_settings)}.")
+            raise ValueError(
+                f"{self.name} has no setting(s) {unknown}; known settings: {sorted(self.default_settings)}."
+            )
         self.id_length = int(id_length)
         self.codebook_sizes = [int(size) for size in sizes]
         self.seed = int(seed)
@@ -77,8 +83,13 @@ class Quantizer:
 
     def settings_dict(self) -> dict:
         """Everything that defines the IDs, for reports and model cards."""
-        return {"method": self.name, "id_length": self.id_length, "codebook_sizes": list(self.codebook_sizes),
-                "seed": self.seed, **self.settings}
+        return {
+            "method": self.name,
+            "id_length": self.id_length,
+            "codebook_sizes": list(self.codebook_sizes),
+            "seed": self.seed,
+            **self.settings,
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.settings_dict().items())})"
@@ -93,9 +104,17 @@ class Quantizer:
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {name: np.ascontiguousarray(value) for name, value in self._state_tensors().items()}
         _write_atomically(folder / TENSORS_FILE, lambda path: save_file(tensors, path))
-        config = {"format": CONFIG_FORMAT, "name": self.name, "id_length": self.id_length,
-                  "codebook_sizes": self.codebook_sizes, "seed": self.seed, "settings": self.settings,
-                  "dim": self.dim, "levels": self._level_geometry(), **self._extra_config()}
+        config = {
+            "format": CONFIG_FORMAT,
+            "name": self.name,
+            "id_length": self.id_length,
+            "codebook_sizes": self.codebook_sizes,
+            "seed": self.seed,
+            "settings": self.settings,
+            "dim": self.dim,
+            "levels": self._level_geometry(),
+            **self._extra_config(),
+        }
         text = json.dumps(config, indent=2) + "\n"
         _write_atomically(folder / CONFIG_FILE, lambda path: Path(path).write_text(text, encoding="utf-8"))
 
@@ -134,15 +153,19 @@ class Quantizer:
     def _validated(self, embeddings: np.ndarray) -> np.ndarray:
         array = np.asarray(embeddings)
         if array.ndim != 2:
-            raise ValueError(f"{self.name} expects a 2-D [documents, dim] array of embeddings, got shape {array.shape}.")
+            raise ValueError(
+                f"{self.name} expects a 2-D [documents, dim] array of embeddings, got shape {array.shape}."
+            )
         if array.shape[0] == 0 or array.shape[1] == 0:
             raise ValueError(f"{self.name} got empty embeddings (shape {array.shape}): embed at least one document.")
         vectors = np.ascontiguousarray(array, dtype=np.float32)
         finite = np.isfinite(vectors).all(axis=1)
         if not finite.all():
             bad = np.flatnonzero(~finite)
-            raise ValueError(f"{len(bad)} embeddings contain NaN or infinite values (first at row {bad[0]}); "
-                             "fix the encoder output before quantising.")
+            raise ValueError(
+                f"{len(bad)} embeddings contain NaN or infinite values (first at row {bad[0]}); "
+                "fix the encoder output before quantising."
+            )
         return vectors
 
     def _rng_seed(self, offset: int) -> int:

@@ -31,10 +31,11 @@ class RandomQuantizer(Quantizer):
     def _assign(self, vectors: np.ndarray) -> np.ndarray:
         codes = np.empty((len(vectors), self.id_length), dtype=np.int64)
         for row, vector in enumerate(vectors):
-            digest = hashlib.blake2b(vector.tobytes(), digest_size=8 * self.id_length,
-                                     key=self.seed.to_bytes(8, "little", signed=True)).digest()
+            digest = hashlib.blake2b(
+                vector.tobytes(), digest_size=8 * self.id_length, key=self.seed.to_bytes(8, "little", signed=True)
+            ).digest()
             for level, size in enumerate(self.codebook_sizes):
-                codes[row, level] = int.from_bytes(digest[8 * level: 8 * level + 8], "little") % size
+                codes[row, level] = int.from_bytes(digest[8 * level : 8 * level + 8], "little") % size
         return codes
 
     def _state_tensors(self) -> dict[str, np.ndarray]:
@@ -44,5 +45,7 @@ class RandomQuantizer(Quantizer):
         return None
 
     def _level_geometry(self) -> list[dict]:
-        return [{"level": level + 1, "codes": size, "geometry": "none (hash of the embedding)"}
-                for level, size in enumerate(self.codebook_sizes)]
+        return [
+            {"level": level + 1, "codes": size, "geometry": "none (hash of the embedding)"}
+            for level, size in enumerate(self.codebook_sizes)
+        ]

@@ -47,7 +47,10 @@ class Registry:
         return name in self.classes or name in self.builtin
 
 
-QUANTIZERS = Registry("quantizer", "quantizers",
-                      {"rqkmeans": "rqkmeans", "rqvae": "rqvae", "hkmeans": "hkmeans", "random": "random_ids"})
+QUANTIZERS = Registry(
+    "quantizer", "quantizers", {"rqkmeans": "rqkmeans", "rqvae": "rqvae", "hkmeans": "hkmeans", "random": "random_ids"}
+)
 # Every quantiser is also a two-stage method of the same name: sentence embeddings, then that quantiser.
-ID_METHODS = Registry("ID method", "methods", {"lmindexer": "lmindexer_method", **dict.fromkeys(QUANTIZERS.builtin, "two_stage")})
+ID_METHODS = Registry(
+    "ID method", "methods", {"lmindexer": "lmindexer_method", **dict.fromkeys(QUANTIZERS.builtin, "two_stage")}
+)

@@ -32,7 +32,13 @@ class RQKMeansQuantizer(Quantizer):
         codes = np.empty((len(vectors), self.id_length), dtype=np.int64)
         self.codebooks: list[np.ndarray] = []
         for level in tqdm(range(self.id_length), desc="RQ-KMeans levels", disable=not self.progress, leave=False):
-            codebook = kmeans_codebook(residuals, self.codebook_sizes[level], "l2", seed=self._rng_seed(level), iterations=self.settings["niter"])
+            codebook = kmeans_codebook(
+                residuals,
+                self.codebook_sizes[level],
+                "l2",
+                seed=self._rng_seed(level),
+                iterations=self.settings["niter"],
+            )
             self.codebooks.append(codebook)
             # The same nearest-centroid step as `_assign`, on the same residuals, so fit and assign agree exactly.
             codes[:, level] = nearest_l2(codebook, residuals)
@@ -63,7 +69,13 @@ class RQKMeansQuantizer(Quantizer):
 
     def _level_geometry(self) -> list[dict]:
         return [
-            {"level": level + 1, "codebook_size": size, "clusters": "embeddings" if level == 0 else "residuals",
-             "fit": "faiss k-means, L2", "assign": "nearest centroid, L2 (IndexFlatL2)", "seed": self._rng_seed(level)}
+            {
+                "level": level + 1,
+                "codebook_size": size,
+                "clusters": "embeddings" if level == 0 else "residuals",
+                "fit": "faiss k-means, L2",
+                "assign": "nearest centroid, L2 (IndexFlatL2)",
+                "seed": self._rng_seed(level),
+            }
             for level, size in enumerate(self.codebook_sizes)
         ]

@@ -74,20 +74,33 @@ class RQVAEQuantizer(Quantizer):
     `kmeans_niter` 25, `reseed_dead_codes` True, `device` None (CUDA when available, else CPU)."""
 
     default_settings = {
-        "hidden_dims": [512, 256, 128], "latent_dim": 32, "epochs": 50, "batch_size": 256, "learning_rate": 1e-3,
-        "weight_decay": 0.0, "beta": 0.25, "kmeans_init_points": 8192, "kmeans_niter": 25,
-        "reseed_dead_codes": True, "device": None,
+        "hidden_dims": [512, 256, 128],
+        "latent_dim": 32,
+        "epochs": 50,
+        "batch_size": 256,
+        "learning_rate": 1e-3,
+        "weight_decay": 0.0,
+        "beta": 0.25,
+        "kmeans_init_points": 8192,
+        "kmeans_niter": 25,
+        "reseed_dead_codes": True,
+        "device": None,
     }
 
     def __init__(self, id_length, codebook_sizes, seed=0, progress=False, **settings):
         if "hidden_dims" in settings:
             settings["hidden_dims"] = [int(width) for width in settings["hidden_dims"]]
         super().__init__(id_length, codebook_sizes, seed=seed, progress=progress, **settings)
-        too_small = [name for name, lowest in (("latent_dim", 1), ("batch_size", 1), ("epochs", 0))
-                     if self.settings[name] < lowest]
+        too_small = [
+            name
+            for name, lowest in (("latent_dim", 1), ("batch_size", 1), ("epochs", 0))
+            if self.settings[name] < lowest
+        ]
         if too_small:
-            raise ValueError(f"rqvae settings {too_small} must be >= 1 (epochs >= 0), got "
-                             f"{[self.settings[name] for name in too_small]}.")
+            raise ValueError(
+                f"rqvae settings {too_small} must be >= 1 (epochs >= 0), got "
+                f"{[self.settings[name] for name in too_small]}."
+            )
         self.history: list[dict] = []
 
     def _device(self, training: bool) -> torch.device:
@@ -105,8 +118,9 @@ class RQVAEQuantizer(Quantizer):
     def _build_model(self) -> ResidualQuantizedAutoencoder:
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.seed)
-            return ResidualQuantizedAutoencoder(self.dim, self.settings["hidden_dims"], self.settings["latent_dim"],
-                                                self.codebook_sizes)
+            return ResidualQuantizedAutoencoder(
+                self.dim, self.settings["hidden_dims"], self.settings["latent_dim"], self.codebook_sizes
+            )
 
     @torch.no_grad()
     def _initialise_codebooks(self, data: torch.Tensor) -> None:
@@ -115,7 +129,9 @@ class RQVAEQuantizer(Quantizer):
         sample = np.sort(np.random.default_rng(self.seed).choice(len(data), size=count, replace=False))
         residual = self.model.encoder(data[torch.from_numpy(sample).to(data.device)]).cpu().numpy()
         for level, codebook in enumerate(self.model.codebooks):
-            centroids = kmeans_codebook(residual, len(codebook), "l2", seed=self._rng_seed(level), iterations=self.settings["kmeans_niter"])
+            centroids = kmeans_codebook(
+                residual, len(codebook), "l2", seed=self._rng_seed(level), iterations=self.settings["kmeans_niter"]
+            )
             codebook.copy_(torch.from_numpy(centroids))
             residual = residual - centroids[nearest_l2(centroids, residual)]
 
@@ -124,8 +140,9 @@ class RQVAEQuantizer(Quantizer):
         self.model = self._build_model().to(device)
         data = torch.from_numpy(vectors).to(device)
         self._initialise_codebooks(data)
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.settings["learning_rate"],
-                                      weight_decay=self.settings["weight_decay"])
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.settings["learning_rate"], weight_decay=self.settings["weight_decay"]
+        )
         generator = torch.Generator().manual_seed(self.seed)
         beta, batch_size, epochs = self.settings["beta"], self.settings["batch_size"], self.settings["epochs"]
         self.history = []
@@ -142,8 +159,11 @@ class RQVAEQuantizer(Quantizer):
                 for level, codebook in enumerate(self.model.codebooks):
                     code = self.model.nearest(residual.detach(), codebook.detach())
                     chosen = codebook[code]
-                    quantization_loss = quantization_loss + nn.functional.mse_loss(chosen, residual.detach()) \
+                    quantization_loss = (
+                        quantization_loss
+                        + nn.functional.mse_loss(chosen, residual.detach())
                         + beta * nn.functional.mse_loss(residual, chosen.detach())
+                    )
                     usage[level] += torch.bincount(code, minlength=len(codebook))
                     last_residuals.append(residual.detach())
                     quantized = quantized + chosen.detach()
@@ -159,8 +179,14 @@ class RQVAEQuantizer(Quantizer):
             reseeded = 0
             if self.settings["reseed_dead_codes"] and epoch + 1 < epochs:
                 reseeded = self._reseed_dead_codes(usage, last_residuals, generator)
-            self.history.append({"epoch": epoch + 1, "reconstruction": totals["reconstruction"] / len(data),
-                                 "quantization": totals["quantization"] / len(data), "reseeded_codes": reseeded})
+            self.history.append(
+                {
+                    "epoch": epoch + 1,
+                    "reconstruction": totals["reconstruction"] / len(data),
+                    "quantization": totals["quantization"] / len(data),
+                    "reseeded_codes": reseeded,
+                }
+            )
         self.model.eval()
         return self._assign(vectors)
 
@@ -212,8 +238,13 @@ class RQVAEQuantizer(Quantizer):
 
     def _level_geometry(self) -> list[dict]:
         return [
-            {"level": level + 1, "codebook_size": size, "clusters": "latent" if level == 0 else "latent residuals",
-             "latent_dim": self.settings["latent_dim"], "init": "faiss k-means on an encoded sample",
-             "assign": "encoder, then nearest code, L2"}
+            {
+                "level": level + 1,
+                "codebook_size": size,
+                "clusters": "latent" if level == 0 else "latent residuals",
+                "latent_dim": self.settings["latent_dim"],
+                "init": "faiss k-means on an encoded sample",
+                "assign": "encoder, then nearest code, L2",
+            }
             for level, size in enumerate(self.codebook_sizes)
         ]

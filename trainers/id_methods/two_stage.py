@@ -29,7 +29,6 @@ from .registry import QUANTIZERS
 logger = logging.getLogger("lmindexer")
 
 
-
 def embedding_settings(args) -> dict:
     """What identifies the embeddings of a two-stage method (recorded so that `assign` embeds new documents alike)."""
     return {
@@ -64,28 +63,43 @@ class TwoStageMethod(IDMethod):
         sizes = resolve_codebook_sizes(args.codebook_size, len(corpus))
         check_codebook_sizes(sizes, args.id_length, len(corpus))  # before the embedding pass, not after it
         started = time.perf_counter()
-        vectors = cached_embeddings(corpus.doc_ids, corpus.texts, cache_dir, embedding["encoder"], embedding["pooling"],
-                                    embedding["normalize"], embedding["max_length"], embedding["text_fields"],
-                                    progress=progress)
+        vectors = cached_embeddings(
+            corpus.doc_ids,
+            corpus.texts,
+            cache_dir,
+            embedding["encoder"],
+            embedding["pooling"],
+            embedding["normalize"],
+            embedding["max_length"],
+            embedding["text_fields"],
+            progress=progress,
+        )
         embedded = time.perf_counter()
-        quantizer = quantizer_class(self.name)(args.id_length, sizes, seed=training_args.seed, progress=progress,
-                                               **quantizer_settings(args))
+        quantizer = quantizer_class(self.name)(
+            args.id_length, sizes, seed=training_args.seed, progress=progress, **quantizer_settings(args)
+        )
         codes = quantizer.fit(vectors)
         quantized = time.perf_counter()
         dedup_size = args.dedup_size or automatic_dedup_size(codes, quantizer.codebook_sizes)
-        id_map = SemanticIDMap.from_codes(corpus.doc_ids, torch.as_tensor(codes), quantizer.codebook_sizes, dedup_size,
-                                          doc_titles=corpus.titles)
+        id_map = SemanticIDMap.from_codes(
+            corpus.doc_ids, torch.as_tensor(codes), quantizer.codebook_sizes, dedup_size, doc_titles=corpus.titles
+        )
         final = code_diagnostics(codes, quantizer.codebook_sizes, corpus.labels)
         metrics = {
             "method": self.name,
-            "stages": {"embed": {"seconds": round(embedded - started, 2), "dimension": int(vectors.shape[1])},
-                       "quantize": {"seconds": round(quantized - embedded, 2), **quantizer.settings_dict()}},
+            "stages": {
+                "embed": {"seconds": round(embedded - started, 2), "dimension": int(vectors.shape[1])},
+                "quantize": {"seconds": round(quantized - embedded, 2), **quantizer.settings_dict()},
+            },
             "id_map": id_map.statistics(),
             "final": final,
         }
         card_data = indexer_card_data(args, training_args, corpus)
-        summary = {key: value for key, value in final.items()
-                   if key.startswith(("ami_", "perplexity_", "utilisation_")) or key == "collision_rate"}
+        summary = {
+            key: value
+            for key, value in final.items()
+            if key.startswith(("ami_", "perplexity_", "utilisation_")) or key == "collision_rate"
+        }
         card_data.add_evaluation(card_data.datasets[0], "train", summary)
         if corpus.labels is not None:
             card_data.label_distribution = first_code_label_table(id_map, corpus.labels)
@@ -95,13 +109,20 @@ class TwoStageMethod(IDMethod):
             id_map.save(staging / ID_MAP_FILE)
             (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
             self.stamp(staging, {"embedding": embedding, "quantizer": quantizer.settings_dict()})
-            write_id_map_card(staging, id_map, card_data, self.name, {**embedding, "quantizer": quantizer.settings_dict()})
+            write_id_map_card(
+                staging, id_map, card_data, self.name, {**embedding, "quantizer": quantizer.settings_dict()}
+            )
 
         # Quantiser, map, metrics and card of one fit, swapped in together: a kill never pairs a new quantiser
         # with an old map (`model_folder`).
         write_model_folder(output_dir, write)
-        logger.info("[%s] %d documents embedded in %.1f s, quantised in %.1f s", self.name, len(corpus),
-                    embedded - started, quantized - embedded)
+        logger.info(
+            "[%s] %d documents embedded in %.1f s, quantised in %.1f s",
+            self.name,
+            len(corpus),
+            embedded - started,
+            quantized - embedded,
+        )
         return IndexResult(id_map, metrics, output_dir)
 
     def assign_new_documents(self, folder: Path, corpus, args) -> tuple[SemanticIDMap, list[int]]:
@@ -112,8 +133,13 @@ class TwoStageMethod(IDMethod):
         fresh = [row for row, doc_id in enumerate(corpus.doc_ids) if doc_id not in id_map]
         if not fresh:
             return id_map, fresh
-        vectors = encode_texts([corpus.texts[row] for row in fresh], embedding["encoder"], embedding["pooling"],
-                               embedding["normalize"], max_length=embedding["max_length"])
+        vectors = encode_texts(
+            [corpus.texts[row] for row in fresh],
+            embedding["encoder"],
+            embedding["pooling"],
+            embedding["normalize"],
+            max_length=embedding["max_length"],
+        )
         codes = quantizer.assign(vectors)
         fresh_corpus = corpus.select(fresh)
         return id_map.extend(fresh_corpus.doc_ids, torch.as_tensor(np.asarray(codes)), fresh_corpus.titles), fresh

@@ -15,8 +15,15 @@ from transformers import TrainingArguments
 from .stages import TRAINED_PHASES, Phase
 
 # Set per phase by `phase_arguments`, never shared across phases.
-PER_PHASE_FLAGS = ("output_dir", "push_to_hub", "num_train_epochs", "learning_rate", "per_device_train_batch_size",
-                   "seed", "data_seed")
+PER_PHASE_FLAGS = (
+    "output_dir",
+    "push_to_hub",
+    "num_train_epochs",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "seed",
+    "data_seed",
+)
 
 
 @dataclass
@@ -34,8 +41,10 @@ class IndexerTrainingArguments(TrainingArguments):
     encoder_warmup_batch_size: int = field(default=128)
     encoder_warmup_groups_by_prefix: bool = field(
         default=True,
-        metadata={"help": "From t = 2 on, fill encoder warm-up batches with whole prefix groups, as straight-through "
-                          "training does, so the prefix contrastive loss has partners right before k-means."},
+        metadata={
+            "help": "From t = 2 on, fill encoder warm-up batches with whole prefix groups, as straight-through "
+            "training does, so the prefix contrastive loss has partners right before k-means."
+        },
     )
     codebook_epochs: float = field(
         default=3.0, metadata={"help": "Epochs of straight-through training per position (the paper: 30 in all)."}
@@ -44,12 +53,16 @@ class IndexerTrainingArguments(TrainingArguments):
     codebook_batch_size: int = field(default=128)
     head_learning_rate: float | None = field(
         default=None,
-        metadata={"help": "Learning rate of the reconstructor and codebooks when it should differ from the backbone's."},
+        metadata={
+            "help": "Learning rate of the reconstructor and codebooks when it should differ from the backbone's."
+        },
     )
     encoder_trainable_layers: int | None = field(
         default=None,
-        metadata={"help": "Train only the top N layers of the backbone's encoder; its lower layers and token embeddings "
-                          "stay frozen (a CPU preset: they then cost a forward pass only). Default: all layers train."},
+        metadata={
+            "help": "Train only the top N layers of the backbone's encoder; its lower layers and token embeddings "
+            "stay frozen (a CPU preset: they then cost a forward pass only). Default: all layers train."
+        },
     )
     kmeans_iterations: int = field(default=25, metadata={"help": "faiss k-means iterations per codebook."})
     assignment_batch_size: int = field(default=256, metadata={"help": "Batch size of corpus-wide passes."})

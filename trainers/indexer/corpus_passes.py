@@ -84,7 +84,9 @@ def assign_corpus(
         pinned = None if prefix_codes is None else torch.as_tensor(prefix_codes[batch_rows], device=device)
         return model.assign_codes(**encoded, num_positions=num_positions, prefix_codes=pinned).cpu().numpy()
 
-    return _run(model, tokenizer, texts, step, num_positions, np.int64, batch_size, max_length, "assign", rows, progress)
+    return _run(
+        model, tokenizer, texts, step, num_positions, np.int64, batch_size, max_length, "assign", rows, progress
+    )
 
 
 def collect_hidden_states(
@@ -111,7 +113,12 @@ def collect_hidden_states(
 
 
 def assign_new_documents(
-    model: LMIndexerForSemanticID, tokenizer, corpus, id_map: SemanticIDMap, batch_size: int = 128, max_length: int = 512,
+    model: LMIndexerForSemanticID,
+    tokenizer,
+    corpus,
+    id_map: SemanticIDMap,
+    batch_size: int = 128,
+    max_length: int = 512,
     progress: bool = True,
 ) -> tuple[SemanticIDMap, list[int]]:
     """Zero-shot IDs for the documents of `corpus` that `id_map` lacks; mapped documents keep their IDs.
@@ -122,11 +129,16 @@ def assign_new_documents(
     fresh = [row for row, doc_id in enumerate(corpus.doc_ids) if doc_id not in id_map]
     if not fresh:
         return id_map, fresh
-    codes = assign_corpus(model, tokenizer, corpus.texts, batch_size=batch_size, max_length=max_length, rows=fresh,
-                          progress=progress)
+    codes = assign_corpus(
+        model, tokenizer, corpus.texts, batch_size=batch_size, max_length=max_length, rows=fresh, progress=progress
+    )
     fresh_corpus = corpus.select(fresh)
-    return id_map.extend(fresh_corpus.doc_ids, torch.as_tensor(codes[fresh]), fresh_corpus.titles,
-                         text_digests=text_digests(fresh_corpus.texts)), fresh
+    return id_map.extend(
+        fresh_corpus.doc_ids,
+        torch.as_tensor(codes[fresh]),
+        fresh_corpus.titles,
+        text_digests=text_digests(fresh_corpus.texts),
+    ), fresh
 
 
 def rank_and_world() -> tuple[int, int]:

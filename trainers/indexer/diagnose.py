@@ -83,8 +83,15 @@ def kmeans_codes(vectors: np.ndarray, clusters: int, geometry: str, seed: int) -
 
 
 @torch.no_grad()
-def reconstruction_losses(model: LMIndexerForSemanticID, tokenizer, texts: list[str], codes: np.ndarray,
-                          max_length: int, batch_size: int, seed: int) -> list[dict]:
+def reconstruction_losses(
+    model: LMIndexerForSemanticID,
+    tokenizer,
+    texts: list[str],
+    codes: np.ndarray,
+    max_length: int,
+    batch_size: int,
+    seed: int,
+) -> list[dict]:
     """Per position t: mean reconstruction loss with the true code vectors of c_1..c_t, with them shuffled across
     documents (one permutation for all positions), and with zero vectors, on the same hints."""
     generator = torch.Generator().manual_seed(seed)
@@ -93,22 +100,26 @@ def reconstruction_losses(model: LMIndexerForSemanticID, tokenizer, texts: list[
     totals = np.zeros((model.config.id_length, 3))
     counts = np.zeros(model.config.id_length)
     for start in range(0, len(texts), batch_size):
-        encoded = tokenizer(texts[start:start + batch_size], max_length=max_length, truncation=True, padding=True,
-                            return_tensors="pt").to(device)
-        batch_codes = torch.as_tensor(codes[start:start + batch_size], device=device)
+        encoded = tokenizer(
+            texts[start : start + batch_size], max_length=max_length, truncation=True, padding=True, return_tensors="pt"
+        ).to(device)
+        batch_codes = torch.as_tensor(codes[start : start + batch_size], device=device)
         permutation = torch.randperm(len(batch_codes), generator=generator).to(device)
         for position in range(1, model.config.id_length + 1):
             visible, _ = sample_hint_mask(encoded["attention_mask"], model.config.hint_ratios[position - 1], generator)
             true = [model.code_vectors(index, batch_codes[:, index - 1]) for index in range(1, position + 1)]
             variants = (true, [vector[permutation] for vector in true], [torch.zeros_like(vector) for vector in true])
             for column, vectors in enumerate(variants):
-                loss, _, _ = model._reconstruction_loss(encoded["input_ids"], encoded["attention_mask"], vectors,
-                                                        position, None, visible.to(device))
+                loss, _, _ = model._reconstruction_loss(
+                    encoded["input_ids"], encoded["attention_mask"], vectors, position, None, visible.to(device)
+                )
                 totals[position - 1, column] += float(loss) * len(batch_codes)
             counts[position - 1] += len(batch_codes)
     means = totals / counts[:, None]
-    return [{"true_ids": means[row, 0], "shuffled_ids": means[row, 1], "zero_ids": means[row, 2]}
-            for row in range(len(means))]
+    return [
+        {"true_ids": means[row, 0], "shuffled_ids": means[row, 1], "zero_ids": means[row, 2]}
+        for row in range(len(means))
+    ]
 
 
 def pretrained_backbone_path(model: LMIndexerForSemanticID) -> str | None:
@@ -127,8 +138,12 @@ def untrained_indexer(model: LMIndexerForSemanticID, backbone: str | None) -> LM
     torch.manual_seed(0)
     if backbone is None:
         return LMIndexerForSemanticID(model.config)
-    own_fields = set(type(model.config).__annotations__) - {"backbone_config", "id_map_run_id", "lmindexer_version",
-                                                            "is_encoder_decoder"}
+    own_fields = set(type(model.config).__annotations__) - {
+        "backbone_config",
+        "id_map_run_id",
+        "lmindexer_version",
+        "is_encoder_decoder",
+    }
     settings = {key: getattr(model.config, key) for key in own_fields if hasattr(model.config, key)}
     return LMIndexerForSemanticID.from_backbone(backbone, **settings)
 
@@ -140,29 +155,41 @@ def verdicts(report: dict) -> list[str]:
     if comparison:
         before, after = comparison["untrained_ami_c1"], comparison["trained_ami_c1"]
         if comparison.get("sample_per_code", FAIR_SAMPLE_PER_CODE) < FAIR_SAMPLE_PER_CODE:
-            lines.append(f"NOTE: the untrained k-means saw only {comparison['sample_per_code']} sampled documents per code; "
-                         "raise --sample for a fair untrained-vs-trained comparison.")
+            lines.append(
+                f"NOTE: the untrained k-means saw only {comparison['sample_per_code']} sampled documents per code; "
+                "raise --sample for a fair untrained-vs-trained comparison."
+            )
         if after > before:
             lines.append(f"OK: training raised the first code's AMI from {before:.3f} (untrained) to {after:.3f}.")
         else:
-            lines.append(f"PROBLEM: training lowered the first code's AMI from {before:.3f} (untrained) to {after:.3f}: "
-                         "the trained IDs are worse than clustering the backbone it started from.")
+            lines.append(
+                f"PROBLEM: training lowered the first code's AMI from {before:.3f} (untrained) to {after:.3f}: "
+                "the trained IDs are worse than clustering the backbone it started from."
+            )
     for entry in report["positions"]:
         t = entry["position"]
         losses = entry["reconstruction_loss"]
         gain = losses["shuffled_ids"] - losses["true_ids"]
         if gain < IGNORED_IDS_MARGIN * losses["true_ids"]:
-            lines.append(f"PROBLEM: position {t}: the reconstructor's loss is the same with shuffled IDs "
-                         f"({losses['shuffled_ids']:.3f}) as with the true ones ({losses['true_ids']:.3f}): it ignores the IDs.")
+            lines.append(
+                f"PROBLEM: position {t}: the reconstructor's loss is the same with shuffled IDs "
+                f"({losses['shuffled_ids']:.3f}) as with the true ones ({losses['true_ids']:.3f}): it ignores the IDs."
+            )
         else:
-            lines.append(f"OK: position {t}: the true IDs lower the reconstruction loss by {gain:.3f} against shuffled ones "
-                         f"({losses['true_ids']:.3f} vs {losses['shuffled_ids']:.3f}; zero vectors {losses['zero_ids']:.3f}).")
+            lines.append(
+                f"OK: position {t}: the true IDs lower the reconstruction loss by {gain:.3f} against shuffled ones "
+                f"({losses['true_ids']:.3f} vs {losses['shuffled_ids']:.3f}; zero vectors {losses['zero_ids']:.3f})."
+            )
         if entry.get("nmi_with_prefix") is not None and entry["nmi_with_prefix"] > COPIED_PREFIX_NMI:
-            lines.append(f"PROBLEM: position {t} mostly repeats the earlier codes (NMI {entry['nmi_with_prefix']:.2f}, "
-                         f"diff ratio {entry['diff_ratio']:.2f}): set later_position_input='residual'.")
+            lines.append(
+                f"PROBLEM: position {t} mostly repeats the earlier codes (NMI {entry['nmi_with_prefix']:.2f}, "
+                f"diff ratio {entry['diff_ratio']:.2f}): set later_position_input='residual'."
+            )
         if entry["shared_share_scored"] > SHARED_COMPONENT_LIMIT:
-            lines.append(f"PROBLEM: position {t}: {entry['shared_share_scored']:.0%} of what the codebook scores is one "
-                         "vector shared by every document, so codes hardly depend on the document: set center_hidden.")
+            lines.append(
+                f"PROBLEM: position {t}: {entry['shared_share_scored']:.0%} of what the codebook scores is one "
+                "vector shared by every document, so codes hardly depend on the document: set center_hidden."
+            )
     return lines
 
 
@@ -183,8 +210,14 @@ def diagnose_indexer(args: DiagnoseArguments) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(args.model, revision=args.revision)
     config = model.config
     text_fields = split_names(args.text_fields) if args.text_fields else (config.indexing_text_fields or ["title"])
-    corpus = build_corpus(load_records(args.corpus), args.id_field, text_fields, args.label_field, args.label_level,
-                          separator=config.indexing_text_separator or TEXT_SEPARATOR)
+    corpus = build_corpus(
+        load_records(args.corpus),
+        args.id_field,
+        text_fields,
+        args.label_field,
+        args.label_level,
+        separator=config.indexing_text_separator or TEXT_SEPARATOR,
+    )
     rows = np.random.default_rng(args.seed).permutation(len(corpus))[: args.sample]
     corpus = corpus.select(sorted(rows.tolist()))
     max_length = config.indexing_max_length or 512
@@ -198,18 +231,29 @@ def diagnose_indexer(args: DiagnoseArguments) -> dict:
         prefix = codes[:, : position - 1]
         scored = collect_hidden_states(model, tokenizer, corpus.texts, prefix, **passes)
         raw = scored + model.hidden_centers[position - 1].float().numpy()
-        entry = {"position": position, "reconstruction_loss": losses[position - 1],
-                 "diff_ratio": metrics[f"diff_ratio_t{position}"], "perplexity": metrics[f"perplexity_t{position}"],
-                 "shared_share_scored": shared_component_share(scored), "shared_share_centre_added": shared_component_share(raw),
-                 "nmi_with_prefix": None}
+        entry = {
+            "position": position,
+            "reconstruction_loss": losses[position - 1],
+            "diff_ratio": metrics[f"diff_ratio_t{position}"],
+            "perplexity": metrics[f"perplexity_t{position}"],
+            "shared_share_scored": shared_component_share(scored),
+            "shared_share_centre_added": shared_component_share(raw),
+            "nmi_with_prefix": None,
+        }
         if position >= 2:
             keys = prefix_keys(prefix, config.codebook_sizes)
             entry["nmi_with_prefix"] = float(normalized_mutual_info_score(keys, codes[:, position - 1]))
         if corpus.labels is not None:
             entry["ami_prefix"] = metrics[f"ami_t{position}"]
         positions.append(entry)
-    report = {"model": args.model, "corpus": args.corpus, "documents": len(corpus), "seed": args.seed,
-              "collision_rate": metrics["collision_rate"], "positions": positions}
+    report = {
+        "model": args.model,
+        "corpus": args.corpus,
+        "documents": len(corpus),
+        "seed": args.seed,
+        "collision_rate": metrics["collision_rate"],
+        "positions": positions,
+    }
     if corpus.labels is not None:
         backbone = args.backbone or pretrained_backbone_path(model)
         untrained = untrained_indexer(model, backbone).eval()

@@ -22,8 +22,9 @@ class EncoderStateCache:
 
     @classmethod
     @torch.no_grad()
-    def build(cls, model: LMIndexerForSemanticID, input_ids: list[list[int]], pad_token_id: int,
-              batch_size: int = 64) -> "EncoderStateCache":
+    def build(
+        cls, model: LMIndexerForSemanticID, input_ids: list[list[int]], pad_token_id: int, batch_size: int = 64
+    ) -> "EncoderStateCache":
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
@@ -31,7 +32,7 @@ class EncoderStateCache:
         order = np.argsort([len(ids) for ids in input_ids], kind="stable")  # similar lengths pad little
         try:
             for start in range(0, len(order), batch_size):
-                rows = order[start:start + batch_size]
+                rows = order[start : start + batch_size]
                 width = max(len(input_ids[row]) for row in rows)
                 ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
                 mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -54,7 +55,9 @@ class EncoderStateCache:
             positions = attention_mask[index].nonzero().flatten()
             state = self.states[row]
             if len(positions) != len(state):
-                raise ValueError(f"Document row {row} has {len(positions)} tokens in the batch but {len(state)} cached "
-                                 "encoder states: the cache was built from another tokenisation.")
+                raise ValueError(
+                    f"Document row {row} has {len(positions)} tokens in the batch but {len(state)} cached "
+                    "encoder states: the cache was built from another tokenisation."
+                )
             result[index, positions] = state.float()
         return result

@@ -30,8 +30,10 @@ def check_codebook_fits(subject: str, codes: int, documents: int) -> None:
     """Raise when `subject` (k-means, a quantiser, a codebook) is asked for more codes than there are documents to
     cluster into them: every code needs at least one document."""
     if codes > documents:
-        raise ValueError(f"{subject} cannot make {codes} codes from {documents} documents: it needs at least {codes} "
-                         f"documents, got {documents}; add documents or lower the codebook size to {documents} or less.")
+        raise ValueError(
+            f"{subject} cannot make {codes} codes from {documents} documents: it needs at least {codes} "
+            f"documents, got {documents}; add documents or lower the codebook size to {documents} or less."
+        )
 
 
 def check_codebook_sizes(codebook_sizes: int | list[int], id_length: int, num_documents: int) -> None:

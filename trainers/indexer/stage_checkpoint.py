@@ -35,9 +35,24 @@ STAGE_FINGERPRINT = "fingerprint.json"
 VOLATILE_CONFIG_KEYS = ("lmindexer_version", "transformers_version", "dedup_size", "_name_or_path", "architectures")
 SCHEDULE_PREFIXES = ("reconstructor_warmup_", "encoder_warmup_", "codebook_", "kmeans_")
 # Shared `TrainingArguments` flags that change what a phase learns (not where it logs or how fast it runs).
-OPTIMISATION_FLAGS = ("head_learning_rate", "encoder_trainable_layers", "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type",
-                      "lr_scheduler_kwargs", "warmup_steps", "max_grad_norm", "optim", "adam_beta1", "adam_beta2",
-                      "adam_epsilon", "label_smoothing_factor", "bf16", "fp16", "tf32")
+OPTIMISATION_FLAGS = (
+    "head_learning_rate",
+    "encoder_trainable_layers",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "lr_scheduler_type",
+    "lr_scheduler_kwargs",
+    "warmup_steps",
+    "max_grad_norm",
+    "optim",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "label_smoothing_factor",
+    "bf16",
+    "fp16",
+    "tf32",
+)
 TRAINER_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -118,8 +133,9 @@ class StageCheckpoints:
         shutil.rmtree(staging, ignore_errors=True)
         model.save_pretrained(staging, model_card=False)
         save_file({"codes": torch.as_tensor(np.ascontiguousarray(codes, dtype=np.int64))}, str(staging / CODES_FILE))
-        (staging / STATE_FILE).write_text(json.dumps({**state, "fingerprint": self.fingerprint, "config": self.config},
-                                                     indent=2, default=str))
+        (staging / STATE_FILE).write_text(
+            json.dumps({**state, "fingerprint": self.fingerprint, "config": self.config}, indent=2, default=str)
+        )
         final = self.output_dir / STAGE_CHECKPOINT
         previous = self.output_dir / f"{STAGE_CHECKPOINT}.old"
         if not final.exists() and previous.exists():
@@ -154,8 +170,9 @@ class StageCheckpoints:
             codes = load_file(str(folder / CODES_FILE))["codes"].numpy()
         else:  # written by lmindexer <= 0.3
             codes = np.load(folder / "codes.npy", allow_pickle=False)
-        return RestoredState(folder, int(state["completed_stages"]), state["stage_names"], codes, state["metrics"],
-                             state.get("card"))
+        return RestoredState(
+            folder, int(state["completed_stages"]), state["stage_names"], codes, state["metrics"], state.get("card")
+        )
 
     # ----------------------------------------------------------------------------------- mid-stage checkpoints
     def stage_folder(self, stage_name: str) -> Path:
@@ -178,7 +195,9 @@ class StageCheckpoints:
             shutil.rmtree(folder)
         checkpoint = None
         if folder.exists():
-            found = json.loads((folder / STAGE_FINGERPRINT).read_text()) if (folder / STAGE_FINGERPRINT).exists() else {}
+            found = (
+                json.loads((folder / STAGE_FINGERPRINT).read_text()) if (folder / STAGE_FINGERPRINT).exists() else {}
+            )
             differing = describe_mismatch(found, stamp)
             if differing:
                 raise ValueError(

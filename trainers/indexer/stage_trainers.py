@@ -71,7 +71,9 @@ class IndexerStageTrainer(JSONTrainingArgumentsMixin, Trainer):
         if not self.trains_backbone:
             frozen = [p for p in self.model.backbone.parameters() if p.requires_grad]
         elif self.encoder_trainable_layers is not None:
-            frozen = [p for p in frozen_encoder_parameters(self.model, self.encoder_trainable_layers) if p.requires_grad]
+            frozen = [
+                p for p in frozen_encoder_parameters(self.model, self.encoder_trainable_layers) if p.requires_grad
+            ]
         else:
             frozen = []
         for parameter in frozen:
@@ -146,7 +148,8 @@ class IndexerStageTrainer(JSONTrainingArgumentsMixin, Trainer):
         self._term_totals.clear()
         self._term_counts.clear()
         prefixed = {
-            (key if key in ("epoch", "step") or "/" in key else f"{self.label}/{key}"): value for key, value in logs.items()
+            (key if key in ("epoch", "step") or "/" in key else f"{self.label}/{key}"): value
+            for key, value in logs.items()
         }
         super().log(prefixed, start_time)
         logger.info("[%s] %s", self.label, {k: v for k, v in logs.items()})
@@ -184,8 +187,10 @@ def frozen_encoder_parameters(model, trainable_layers: int) -> list[torch.nn.Par
     """Encoder parameters outside its top `trainable_layers` layers (token embeddings included)."""
     layers = encoder_layer_stack(model)
     if not 0 <= trainable_layers <= len(layers):
-        raise ValueError(f"`encoder_trainable_layers` must be in 0..{len(layers)} for this encoder, got {trainable_layers}.")
-    trainable = {id(p) for layer in list(layers)[len(layers) - trainable_layers:] for p in layer.parameters()}
+        raise ValueError(
+            f"`encoder_trainable_layers` must be in 0..{len(layers)} for this encoder, got {trainable_layers}."
+        )
+    trainable = {id(p) for layer in list(layers)[len(layers) - trainable_layers :] for p in layer.parameters()}
     return [p for p in model.backbone.get_encoder().parameters() if id(p) not in trainable]
 
 
@@ -193,8 +198,11 @@ def fresh_parameter_names(model) -> list[str]:
     """Parameters that do not come from a pretrained checkpoint: everything outside the backbone, and the
     cross-attention a bert2bert decoder adds to an encoder-only checkpoint."""
     is_bert2bert = getattr(model.config.backbone_config, "model_type", "") == "encoder-decoder"
-    return [name for name, _ in model.named_parameters()
-            if not name.startswith("backbone.") or (is_bert2bert and ".crossattention." in name)]
+    return [
+        name
+        for name, _ in model.named_parameters()
+        if not name.startswith("backbone.") or (is_bert2bert and ".crossattention." in name)
+    ]
 
 
 STAGE_TRAINERS: dict[Phase, type[IndexerStageTrainer]] = {

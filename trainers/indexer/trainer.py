@@ -55,7 +55,6 @@ from .stages import Phase, Stage, plan_stages
 logger = logging.getLogger("lmindexer")
 
 
-
 class IndexerTrainer:
     """Trains an [`LMIndexerForSemanticID`] on a [`Corpus`] and builds its [`SemanticIDMap`].
 
@@ -101,8 +100,11 @@ class IndexerTrainer:
             recover_model_folder(self.output_dir)  # a save killed mid-swap: back to one complete folder first
         self.passes.barrier()
         # Taken before training: the Trainer aligns special-token ids in the config as it starts.
-        self.checkpoints = StageCheckpoints(self.output_dir, run_fingerprint(model.config, corpus, args, self.max_length),
-                                            config=run_config(model.config))
+        self.checkpoints = StageCheckpoints(
+            self.output_dir,
+            run_fingerprint(model.config, corpus, args, self.max_length),
+            config=run_config(model.config),
+        )
         self._tokenised: datasets.Dataset | None = None
         self._encoder_states: EncoderStateCache | None = None
         # Codes computed with the current weights, reused until a phase changes the weights.
@@ -132,8 +134,16 @@ class IndexerTrainer:
         config = self.model.config
         prefix = self.codes[:, : position - 1]
         vectors = self._corpus_pass(
-            lambda rows: collect_hidden_states(self.model, self.tokenizer, self.corpus.texts, prefix,
-                                               self.args.assignment_batch_size, self.max_length, rows, self._progress)
+            lambda rows: collect_hidden_states(
+                self.model,
+                self.tokenizer,
+                self.corpus.texts,
+                prefix,
+                self.args.assignment_batch_size,
+                self.max_length,
+                rows,
+                self._progress,
+            )
         )
         seed = self.stage_seed(stage)
         if config.center_hidden:
@@ -145,8 +155,14 @@ class IndexerTrainer:
             vectors = vectors - shift
         centroids = None
         if self.is_main_process:
-            centroids = kmeans_codebook(vectors, config.codebook_sizes[position - 1], config.code_geometry, seed=seed,
-                                        iterations=self.args.kmeans_iterations, progress=not self.args.disable_tqdm)
+            centroids = kmeans_codebook(
+                vectors,
+                config.codebook_sizes[position - 1],
+                config.code_geometry,
+                seed=seed,
+                iterations=self.args.kmeans_iterations,
+                progress=not self.args.disable_tqdm,
+            )
         centroids = self.passes.broadcast(centroids)
         with torch.no_grad():
             table = self.model.codebooks[position].weight
@@ -156,8 +172,12 @@ class IndexerTrainer:
         self.metrics[stage.name] = metrics
         self.card_data.record_stage(
             stage.name,
-            hyperparameters={"method": "faiss k-means", "iterations": self.args.kmeans_iterations,
-                             "geometry": config.code_geometry, "seed": seed},
+            hyperparameters={
+                "method": "faiss k-means",
+                "iterations": self.args.kmeans_iterations,
+                "geometry": config.code_geometry,
+                "seed": seed,
+            },
             metrics=metrics,
         )
         logger.info("[%s] codebook %d initialised by k-means over %d documents", stage.name, position, len(vectors))
@@ -181,14 +201,20 @@ class IndexerTrainer:
         """The ID map of the frozen codes plus the dedup position, set on the model with the final metrics."""
         config = self.model.config
         if self.codes.shape[1] != config.id_length:
-            raise ValueError(f"Assign all {config.id_length} positions before building the ID map "
-                             f"({self.codes.shape[1]} assigned so far).")
+            raise ValueError(
+                f"Assign all {config.id_length} positions before building the ID map "
+                f"({self.codes.shape[1]} assigned so far)."
+            )
         if self.auto_dedup:
             config.dedup_size = automatic_dedup_size(self.codes, config.codebook_sizes)
             logger.info("dedup_size set to %d to fit the largest group of documents sharing an ID", config.dedup_size)
         id_map = SemanticIDMap.from_codes(
-            self.corpus.doc_ids, torch.as_tensor(self.codes), config.codebook_sizes, config.dedup_size,
-            doc_titles=self.corpus.titles, text_digests=text_digests(self.corpus.texts),
+            self.corpus.doc_ids,
+            torch.as_tensor(self.codes),
+            config.codebook_sizes,
+            config.dedup_size,
+            doc_titles=self.corpus.titles,
+            text_digests=text_digests(self.corpus.texts),
         )
         final = self.metrics[Stage(Phase.ASSIGN, config.id_length).name]  # diagnostics of the final codes
         self.final_metrics = {"stages": self.metrics, "id_map": id_map.statistics(), "fingerprint": self.fingerprint}
@@ -196,8 +222,11 @@ class IndexerTrainer:
             self.final_metrics["final"] = final
         self.model.attach_id_map(id_map, force=True)  # a new map for these weights: the model is bound to it
         dataset = self.card_data.datasets[0] if self.card_data.datasets else "training corpus"
-        summary = {key: value for key, value in final.items()
-                   if key.startswith(("ami_", "perplexity_", "utilisation_")) or key == "collision_rate"}
+        summary = {
+            key: value
+            for key, value in final.items()
+            if key.startswith(("ami_", "perplexity_", "utilisation_")) or key == "collision_rate"
+        }
         self.card_data.add_evaluation(dataset, "train", summary)
         if self.corpus.labels is not None:
             self.card_data.label_distribution = first_code_label_table(id_map, self.corpus.labels)
@@ -241,8 +270,14 @@ class IndexerTrainer:
             return None
         repo_id = self.args.hub_model_id or self.output_dir.resolve().name
         commit = push_model_to_hub(
-            self.model, repo_id, tokenizer=self.tokenizer, card_data=self.card_data, private=self.args.hub_private_repo,
-            token=self.args.hub_token, revision=self.args.hub_revision, commit_message="LMIndexer: trained indexer",
+            self.model,
+            repo_id,
+            tokenizer=self.tokenizer,
+            card_data=self.card_data,
+            private=self.args.hub_private_repo,
+            token=self.args.hub_token,
+            revision=self.args.hub_revision,
+            commit_message="LMIndexer: trained indexer",
         )
         logger.info("Pushed the indexer to %s (commit %s)", repo_id, getattr(commit, "oid", commit))
         return commit
@@ -281,8 +316,13 @@ class IndexerTrainer:
     def checkpoint(self, completed: int) -> None:
         """Checkpoint the state after the first `completed` stages and drop the finished stage's Trainer files."""
         if self.is_main_process:
-            state = {"completed_stages": completed, "stage_names": [stage.name for stage in self.stages],
-                     "metrics": self.metrics, "card": self.card_data.body_fields(), "lmindexer_version": __version__}
+            state = {
+                "completed_stages": completed,
+                "stage_names": [stage.name for stage in self.stages],
+                "metrics": self.metrics,
+                "card": self.card_data.body_fields(),
+                "lmindexer_version": __version__,
+            }
             self.checkpoints.save(self.model, self.codes, state)
             self.checkpoints.close_stage(self.stages[completed - 1].name)
         self.passes.barrier()
@@ -323,8 +363,17 @@ class IndexerTrainer:
             return cached[2]
         prefix = self.codes[:, : position - 1]
         codes = self._corpus_pass(
-            lambda rows: assign_corpus(self.model, self.tokenizer, self.corpus.texts, position, prefix,
-                                       self.args.assignment_batch_size, self.max_length, rows, self._progress)
+            lambda rows: assign_corpus(
+                self.model,
+                self.tokenizer,
+                self.corpus.texts,
+                position,
+                prefix,
+                self.args.assignment_batch_size,
+                self.max_length,
+                rows,
+                self._progress,
+            )
         )
         self._current_codes = (position, self._weights_version, codes)
         return codes
@@ -334,7 +383,9 @@ class IndexerTrainer:
         """Token-level macro F1 of the reconstructor on a fixed sample of documents, in the stage's mode."""
         sample = np.random.default_rng(self.args.seed).permutation(len(self.corpus))[: self.args.diagnostics_sample]
         dataset = self._tokenised_with_prefix(stage.position - 1).select(sorted(sample.tolist()))
-        collator = IndexerDataCollator(self.tokenizer, self.model.config.hint_ratios[stage.position - 1], self.args.seed)
+        collator = IndexerDataCollator(
+            self.tokenizer, self.model.config.hint_ratios[stage.position - 1], self.args.seed
+        )
         mode = STAGE_TRAINERS[stage.phase].mode
         was_training = self.model.training
         self.model.eval()
@@ -356,11 +407,15 @@ class IndexerTrainer:
 
     def _begin(self, stage: Stage) -> Stage:
         if not 1 <= stage.position <= self.model.config.id_length:
-            raise ValueError(f"Position {stage.position} does not exist: this indexer learns positions "
-                             f"1..{self.model.config.id_length}.")
+            raise ValueError(
+                f"Position {stage.position} does not exist: this indexer learns positions "
+                f"1..{self.model.config.id_length}."
+            )
         if stage.phase is not Phase.RECONSTRUCTOR_WARMUP and self.codes.shape[1] < stage.position - 1:
-            raise ValueError(f"{stage.name} needs the codes of positions 1..{stage.position - 1}; assign them first "
-                             f"({self.codes.shape[1]} assigned so far).")
+            raise ValueError(
+                f"{stage.name} needs the codes of positions 1..{stage.position - 1}; assign them first "
+                f"({self.codes.shape[1]} assigned so far)."
+            )
         set_seed(self.stage_seed(stage))
         return stage
 
@@ -378,16 +433,23 @@ class IndexerTrainer:
             return None
         if self._encoder_states is None:
             self.model.to(self.args.device)
-            self._encoder_states = EncoderStateCache.build(self.model, self._tokenised_with_prefix(0)["input_ids"],
-                                                           self.tokenizer.pad_token_id, self.args.assignment_batch_size)
+            self._encoder_states = EncoderStateCache.build(
+                self.model,
+                self._tokenised_with_prefix(0)["input_ids"],
+                self.tokenizer.pad_token_id,
+                self.args.assignment_batch_size,
+            )
         return self._encoder_states
 
     def _tokenised_with_prefix(self, columns: int) -> datasets.Dataset:
         if self._tokenised is None:
             encoded = self.tokenizer(self.corpus.texts, max_length=self.max_length, truncation=True)
             self._tokenised = datasets.Dataset.from_dict(
-                {"row": list(range(len(self.corpus))), "input_ids": encoded["input_ids"],
-                 "attention_mask": encoded["attention_mask"]}
+                {
+                    "row": list(range(len(self.corpus))),
+                    "input_ids": encoded["input_ids"],
+                    "attention_mask": encoded["attention_mask"],
+                }
             )
         return self._tokenised.add_column("prefix_codes", self.codes[:, :columns].tolist())
 
@@ -409,8 +471,12 @@ class IndexerTrainer:
             model=self.model,
             args=self.args.phase_arguments(stage.phase, str(stage_dir), seed),
             train_dataset=self._tokenised_with_prefix(position - 1),
-            data_collator=IndexerDataCollator(self.tokenizer, self.model.config.hint_ratios[position - 1], seed=seed,
-                                              encoder_states=self.frozen_encoder_states()),
+            data_collator=IndexerDataCollator(
+                self.tokenizer,
+                self.model.config.hint_ratios[position - 1],
+                seed=seed,
+                encoder_states=self.frozen_encoder_states(),
+            ),
             processing_class=self.tokenizer,
             callbacks=[diagnostics, self.card_callback],
             position=position,

@@ -116,8 +116,12 @@ class SemanticIdRanking(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=[
-                _features({"doc_ids": datasets.Sequence(datasets.Value("string")),
-                           "grades": datasets.Sequence(datasets.Value("float64"))}),
+                _features(
+                    {
+                        "doc_ids": datasets.Sequence(datasets.Value("string")),
+                        "grades": datasets.Sequence(datasets.Value("float64")),
+                    }
+                ),
                 _features(datasets.Value("string")),
             ],
             codebase_urls=["https://github.com/terrierteam/pytrec_eval", "https://github.com/usnistgov/trec_eval"],
@@ -132,8 +136,9 @@ class SemanticIdRanking(evaluate.Metric):
         ks = sorted(set(ks))
         qrels = {str(index): _judgements(reference) for index, reference in enumerate(references)}
         cutoffs = ",".join(str(k) for k in ks)
-        evaluator = pytrec_eval.RelevanceEvaluator(qrels, {f"recall.{cutoffs}", f"ndcg_cut.{cutoffs}",
-                                                           f"map_cut.{cutoffs}", "recip_rank"})
+        evaluator = pytrec_eval.RelevanceEvaluator(
+            qrels, {f"recall.{cutoffs}", f"ndcg_cut.{cutoffs}", f"map_cut.{cutoffs}", "recip_rank"}
+        )
         totals: dict[str, float] = {}
         for k in ks:
             # Every measure reads the ranking cut at k: the `_k` ones cut it themselves, recip_rank needs the cut.
