@@ -15,31 +15,12 @@ from pathlib import Path
 from ...modeling_lmindexer import SemanticIDMap
 from ...modeling_lmindexer.semantic_id_map import ID_MAP_FILE
 from ..data.lists import split_names
+from ..downstream.run_guard import WHERE_AND_HOW_PREFIXES
 from ..folders.inspection import folder_method
 
 # Training arguments that do not change what a run learns or how it is scored: left out when deciding whether a
 # finished run of a comparison can be kept.
-BOOKKEEPING_PREFIXES = (
-    "output_dir",
-    "overwrite",
-    "logging",
-    "save_",
-    "save",
-    "report_to",
-    "run_name",
-    "disable_tqdm",
-    "push_to_hub",
-    "hub_",
-    "resume_from_checkpoint",
-    "seed",
-    "data_seed",
-    "dataloader_",
-    "eval_batch_queries",
-    "local_rank",
-    "ddp_",
-    "trackio",
-    "project",
-)
+BOOKKEEPING_PREFIXES = WHERE_AND_HOW_PREFIXES + ("seed", "data_seed", "eval_batch_queries")
 
 LMINDEXER_BACKBONE_FIELD = {
     "help": "own: an LMIndexer folder fine-tunes its own backbone with codebook-initialised ID tokens (`lmindexer "

@@ -26,8 +26,9 @@ TRAINER_STATE = "trainer_state.json"
 # interrupted bench run is the bench's own folder, and another run's checkpoints there are removed).
 AUTO_RESUME = "auto"
 CHECKPOINT_FOLDER = re.compile(r"^checkpoint-(\d+)$")
-# Training arguments that do not change what a run learns: where it writes, logs and evaluates, how it is resumed.
-BOOKKEEPING_PREFIXES = (
+# Training arguments that never change what a run learns: where it writes and logs, how it is resumed and loaded.
+# Shared with the benches, which also leave out the seed (their runs vary it on purpose).
+WHERE_AND_HOW_PREFIXES = (
     "output_dir",
     "overwrite",
     "logging",
@@ -40,12 +41,15 @@ BOOKKEEPING_PREFIXES = (
     "hub_",
     "resume_from_checkpoint",
     "dataloader_",
-    "eval_",
-    "per_device_eval",
     "local_rank",
     "ddp_",
     "trackio",
     "project",
+)
+# ... and, for a fine-tuning run's fingerprint, how it is evaluated along the way (the final model is the same).
+BOOKKEEPING_PREFIXES = WHERE_AND_HOW_PREFIXES + (
+    "eval_",
+    "per_device_eval",
     "do_",
     "prediction_loss_only",
     "include_",
