@@ -34,7 +34,11 @@ from lmindexer import LMIndexerForGenerativeRetrieval, SemanticIDMap
 from lmindexer.modeling_lmindexer.history import HistoryFormat
 from lmindexer.trainers.bench.results import command_line
 from lmindexer.trainers.data.corpus import load_records
-from lmindexer.trainers.downstream.causal_recommender import CausalModelArguments, build_causal_recommender
+from lmindexer.trainers.downstream.causal_recommender import (
+    CausalModelArguments,
+    build_causal_recommender,
+    item_token_ids,
+)
 from lmindexer.trainers.downstream.collators import RetrievalCollator
 from lmindexer.trainers.downstream.id_streams import (
     CausalStreamCollator,
@@ -121,9 +125,7 @@ def main() -> None:
         causal.tokenizer = AutoTokenizer.from_pretrained(args.causal_model)
     else:
         causal = build_causal_recommender(args.indexer, CausalModelArguments(), 20)
-    item_tokens = {
-        item: causal.codes_to_tokens(torch.tensor([id_map.semantic_id(item)]))[0].tolist() for item in id_map.doc_ids
-    }
+    item_tokens = item_token_ids(causal, id_map.doc_ids)
     streams = causal_training_streams(sequences, item_tokens, causal.tokenizer.bos_token_id, window_items=21)
     depth = len(id_map.vocabulary_sizes)
     ordered = sorted(streams, key=lambda row: len(row["input_ids"]))

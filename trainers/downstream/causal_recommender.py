@@ -123,6 +123,15 @@ def build_causal_recommender(
     return model
 
 
+def item_token_ids(model, items) -> dict[str, list[int]]:
+    """Each item's ID as the model's token ids, looked up in one batch."""
+    import torch
+
+    ordered = sorted(set(items))
+    codes = torch.tensor([model.id_map.semantic_id(item) for item in ordered], dtype=torch.long)
+    return dict(zip(ordered, model.codes_to_tokens(codes).tolist()))
+
+
 def causal_training_split(sequences_path: str | Path, model, max_history: int):
     """The training streams of every user of `sequences_path` whose items the model's ID map holds (items it does not
     hold are dropped from the sequences, as `recommendation_splits` drops them)."""
@@ -133,13 +142,7 @@ def causal_training_split(sequences_path: str | Path, model, max_history: int):
 
     id_map = model.id_map
     sequences = [[str(item) for item in user["items"] if str(item) in id_map] for user in load_records(sequences_path)]
-    items = {item for sequence in sequences for item in sequence}
-    rows = {item: id_map.semantic_id(item) for item in items}
-    import torch
-
-    ordered = sorted(rows)
-    tokens = model.codes_to_tokens(torch.tensor([rows[item] for item in ordered], dtype=torch.long)).tolist()
-    item_tokens = dict(zip(ordered, tokens))
+    item_tokens = item_token_ids(model, [item for sequence in sequences for item in sequence])
     # A window holds `max_history` items of context before its newest target, as decoding sees at most that many.
     streams = causal_training_streams(
         sequences, item_tokens, model.tokenizer.bos_token_id, window_items=max_history + 1 if max_history else 0
