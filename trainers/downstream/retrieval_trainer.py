@@ -55,6 +55,16 @@ class GenerativeRetrievalTrainer(HubCardTrainerMixin, Seq2SeqTrainer):
         if self.run_guard is not None and self.args.should_save:
             self.run_guard.stamp(output_dir if output_dir is not None else self.args.output_dir)
 
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # A tied output head is not written to a checkpoint (it is the input table), so reloading the best checkpoint
+        # reports it missing. Those keys are re-tied, not missing: only other keys are worth a warning.
+        model = self.accelerator.unwrap_model(self.model)
+        tied = set(getattr(model, "all_tied_weights_keys", None) or ())
+        if tied and load_result.missing_keys and set(load_result.missing_keys) <= tied:
+            model.tie_weights()
+            load_result = type(load_result)(missing_keys=[], unexpected_keys=load_result.unexpected_keys)
+        super()._issue_warnings_after_load(load_result)
+
     def train(self, *args, **kwargs):
         # For the learning curve: training seconds at each evaluation, the evaluations' own time left out.
         self._train_started, self._evaluation_seconds = time.perf_counter(), 0.0
