@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import copy
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ...modeling_lmindexer.configuration_lmindexer import RECOMMENDATION
-from ..data.corpus import load_records
 from ..data.lists import split_names
-from ..downstream.data import sampled_test_rows, user_items
+from ..downstream.data import sampled_test_rows
+from ..downstream.dedup_order import sequences_of, training_item_counts
 from ..downstream.evaluation import check_evaluation_settings, parse_ks
 from ..downstream.finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
 from ..downstream.ranking_metrics import ranking_metrics
@@ -69,16 +68,13 @@ class BenchRecArguments:
 def test_sequences(sequences_path: str | Path) -> list[list[str]]:
     """The item sequences of the users that have a test sample (3 or more items), in file order: row i is the test
     split's row i when every item is in the ID map."""
-    users = [
-        user_items(user, number, sequences_path) for number, user in enumerate(load_records(sequences_path), start=1)
-    ]
-    return [items for items in users if len(items) >= 3]
+    return [items for items in sequences_of(sequences_path) if len(items) >= 3]
 
 
 def most_popular(users: list[list[str]], test_rows: list[int], ks: list[int]) -> dict:
     """Recall/NDCG of ranking every item by its count in the training part of the sequences (all but each user's last
     two items), for the test users at `test_rows` of `users` (`test_sequences`)."""
-    counts = Counter(item for items in users for item in items[:-2])
+    counts = training_item_counts(users)
     ranked = [item for item, _ in counts.most_common(max(ks))]
     return ranking_metrics([ranked] * len(test_rows), [{users[row][-1]} for row in test_rows], ks)
 

@@ -24,6 +24,7 @@ from ..data.lists import split_names
 from ..folders.fault_points import crash_point
 from .causal_recommender import CausalModelArguments
 from .data import evaluation_split, load_downstream_splits
+from .dedup_order import DEDUP_ORDERS, popularity_ordered_dedup, sequences_of, training_item_counts
 from .evaluation import check_evaluation_settings, parse_ks, retrieval_metrics
 
 logger = logging.getLogger("lmindexer")
@@ -133,6 +134,15 @@ class FinetuneArguments(CausalModelArguments):
             "learns on a laptop CPU (`lmindexer.trainers.presets.FINETUNE_CPU`)."
         },
     )
+    dedup_order: str = field(
+        default="index",
+        metadata={
+            "help": "recommendation: number the dedup position inside each group of items sharing their learned "
+            "codes by item ID (index, as indexed) or by training interactions (popularity: 0 is the group's most "
+            "popular item, a rule learned once for every group); the retriever saves the map it was trained on.",
+            "choices": list(DEDUP_ORDERS),
+        },
+    )
     lora_target_modules: str | None = field(default=None, metadata={"help": "LoRA on these modules, e.g. q,v."})
     lora_rank: int = field(default=8)
 
@@ -197,11 +207,18 @@ def finetune_retriever(finetune_args: FinetuneArguments, data_args: DownstreamDa
 
     # Settings that would fail or mislead only after training are refused before the first step.
     check_evaluation_settings(training_args.ks, training_args.eval_num_beams)
+    if finetune_args.dedup_order == "popularity" and data_args.task != RECOMMENDATION:
+        raise ValueError(
+            "--dedup_order popularity ranks items by their interactions: use it with --task recommendation."
+        )
     causal = finetune_args.architecture == "causal"
     if causal:
         model, data_args = build_causal(finetune_args, data_args, training_args.seed)
     else:
         model = build_retriever(finetune_args, retriever_config_fields(finetune_args, data_args))
+    if finetune_args.dedup_order == "popularity":
+        counts = training_item_counts(sequences_of(Path(data_args.data) / "sequences.jsonl"))
+        model.id_map = popularity_ordered_dedup(model.id_map, counts)
     tokenizer = model.tokenizer
     splits = load_downstream_splits(data_args, model.id_map, model.config)
     check_splits(splits, data_args, needs_validation=training_args.eval_strategy != "no")
