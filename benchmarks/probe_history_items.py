@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModel
 
-from lmindexer.trainers.downstream.dedup_order import sequences_of
+from lmindexer.trainers.downstream.data import sequences_of
 
 
 def main() -> None:

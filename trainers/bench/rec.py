@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ...modeling_lmindexer.configuration_lmindexer import RECOMMENDATION
 from ..data.lists import split_names
-from ..downstream.data import sampled_test_rows
-from ..downstream.dedup_order import sequences_of, training_item_counts
+from ..downstream.data import sampled_test_rows, sequences_of
+from ..downstream.dedup_order import training_item_counts
 from ..downstream.evaluation import check_evaluation_settings, parse_ks
 from ..downstream.finetuning import DownstreamDataArguments, FinetuneArguments, finetune_retriever
 from ..downstream.ranking_metrics import ranking_metrics

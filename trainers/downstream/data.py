@@ -87,6 +87,13 @@ def user_items(user: dict, number: int, sequences_path) -> list[str]:
     return [str(item) for item in user["items"]]
 
 
+def sequences_of(sequences_path: str | Path) -> list[list[str]]:
+    """Every user's item IDs, oldest first, from a `sequences.jsonl`."""
+    return [
+        user_items(user, number, sequences_path) for number, user in enumerate(load_records(sequences_path), start=1)
+    ]
+
+
 def _sample(text: str, target: str, relevant: dict[str, int] | None = None) -> dict:
     return {"input_text": text, "target_doc_id": target, "relevant": json.dumps(relevant or {target: 1})}
 

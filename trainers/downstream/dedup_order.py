@@ -11,10 +11,6 @@ never), so no held-out item informs the order.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
-
-from ..data.corpus import load_records
-from .data import user_items
 
 DEDUP_ORDERS = ("index", "popularity")
 
@@ -23,13 +19,6 @@ def training_item_counts(users: list[list[str]]) -> Counter:
     """How often each item is a training interaction: every item but the last two (the validation and test targets) of
     each user with 3 or more items, the users that leave-one-out splits keep."""
     return Counter(item for items in users if len(items) >= 3 for item in items[:-2])
-
-
-def sequences_of(sequences_path: str | Path) -> list[list[str]]:
-    """Every user's item IDs, oldest first, from a `sequences.jsonl`."""
-    return [
-        user_items(user, number, sequences_path) for number, user in enumerate(load_records(sequences_path), start=1)
-    ]
 
 
 def popularity_ordered_dedup(id_map, counts: Counter):

@@ -23,8 +23,8 @@ from ...modeling_lmindexer.history import HistoryFormat
 from ..data.lists import split_names
 from ..folders.fault_points import crash_point
 from .causal_recommender import CausalModelArguments
-from .data import evaluation_split, load_downstream_splits
-from .dedup_order import DEDUP_ORDERS, popularity_ordered_dedup, sequences_of, training_item_counts
+from .data import evaluation_split, load_downstream_splits, sequences_of
+from .dedup_order import DEDUP_ORDERS, popularity_ordered_dedup, training_item_counts
 from .evaluation import check_evaluation_settings, parse_ks, retrieval_metrics
 
 logger = logging.getLogger("lmindexer")
