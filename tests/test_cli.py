@@ -408,6 +408,14 @@ def test_diagnose_names_a_missing_corpus(tmp_path, capsys):
     assert "Give --model" in capsys.readouterr().err
 
 
+# The budget of the small `bench rec` runs below: a few steps, no saves or evaluations during training.
+BENCH_REC_SMALL_BUDGET = (
+    "--max_steps 4 --per_device_train_batch_size 8 --report_to none --save_strategy no --eval_strategy no "
+    "--use_cpu true --disable_tqdm true --eval_num_beams 10 --eval_ks 5,10 --max_length 48 "
+    "--train_sampling_strategy group_by_length"
+).split()
+
+
 @pytest.mark.slow
 def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(indexed, corpus_file, tmp_path, monkeypatch):
     from lmindexer.trainers.bench.rec import most_popular, test_sequences
@@ -442,29 +450,8 @@ def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(index
                     str(output),
                     "--output_dir",
                     str(tmp_path / "runs"),
-                    "--max_steps",
-                    "4",
-                    "--per_device_train_batch_size",
-                    "8",
-                    "--report_to",
-                    "none",
-                    "--save_strategy",
-                    "no",
-                    "--eval_strategy",
-                    "no",
-                    "--use_cpu",
-                    "true",
-                    "--disable_tqdm",
-                    "true",
-                    "--eval_num_beams",
-                    "10",
-                    "--eval_ks",
-                    "5,10",
-                    "--max_length",
-                    "48",
-                    "--train_sampling_strategy",
-                    "group_by_length",
                 ]
+                + BENCH_REC_SMALL_BUDGET
             )
             == 0
         )
@@ -533,31 +520,10 @@ def test_bench_rec_compares_id_methods_with_most_popular_on_the_same_users(index
                     str(output),
                     "--output_dir",
                     str(tmp_path / "runs"),
-                    "--max_steps",
-                    "4",
-                    "--per_device_train_batch_size",
-                    "8",
-                    "--report_to",
-                    "none",
-                    "--save_strategy",
-                    "no",
-                    "--eval_strategy",
-                    "no",
-                    "--use_cpu",
-                    "true",
-                    "--disable_tqdm",
-                    "true",
-                    "--eval_num_beams",
-                    "10",
-                    "--eval_ks",
-                    "5,10",
-                    "--max_length",
-                    "48",
-                    "--train_sampling_strategy",
-                    "group_by_length",
                     "--logging_steps",
                     "3",
                 ]
+                + BENCH_REC_SMALL_BUDGET
             )
             == 0
         )  # logging is bookkeeping: the finished runs still count
